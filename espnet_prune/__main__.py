@@ -1,0 +1,47 @@
+"""A ``python3``-like launcher that registers espnet_prune with ESPnet first.
+
+``python -m espnet_prune -m espnet2.bin.asr_train ARGS`` behaves like
+``python3 -m espnet2.bin.asr_train ARGS`` with the plugin's classes registered, so
+ESPnet's recipes use it unchanged through ``--python "python3 -m espnet_prune"``.
+Supported forms: ``-m MODULE ARGS``, ``-c CODE ARGS``, ``SCRIPT.py ARGS``, and
+``-u``/``-W``-style interpreter flags before them are ignored (they are already
+given to the interpreter that runs this launcher, if at all).
+"""
+
+import runpy
+import sys
+
+USAGE = "usage: python -m espnet_prune (-m MODULE | -c CODE | SCRIPT) [ARGS ...]"
+
+
+def main(argv=None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # Interpreter options that take no value are harmless to skip (e.g. "-u" in cmd.sh).
+    while argv and argv[0] in ("-u", "-B", "-O", "-OO", "-s", "-E", "-I"):
+        argv.pop(0)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE, file=sys.stderr if not argv else sys.stdout)
+        sys.exit(0 if argv else 2)
+
+    from espnet_prune import register
+
+    register()
+    if argv[0] == "-m":
+        if len(argv) < 2:
+            sys.exit("espnet_prune: -m needs a module name\n" + USAGE)
+        sys.argv = argv[1:]
+        runpy.run_module(argv[1], run_name="__main__", alter_sys=True)
+    elif argv[0] == "-c":
+        if len(argv) < 2:
+            sys.exit("espnet_prune: -c needs code\n" + USAGE)
+        sys.argv = ["-c"] + argv[2:]
+        exec(compile(argv[1], "<string>", "exec"), {"__name__": "__main__"})
+    elif argv[0].startswith("-"):
+        sys.exit(f"espnet_prune: unsupported interpreter option '{argv[0]}'\n" + USAGE)
+    else:
+        sys.argv = argv
+        runpy.run_path(argv[0], run_name="__main__")
+
+
+if __name__ == "__main__":
+    main()

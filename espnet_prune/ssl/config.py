@@ -1,0 +1,237 @@
+"""Structure of a wav2vec 2.0 / HuBERT / WavLM encoder, dense or pruned.
+
+:class:`EncoderConfig` is the single description of an encoder's shape. The dense
+presets (:data:`PRESETS`) give every layer the same width; after physical pruning
+each CNN layer, attention sublayer and FFN sublayer carries its own width, so the
+per-layer fields are lists. A config serialises to a plain dict (``to_dict``) that
+holds only YAML/JSON types and is rebuilt with ``from_dict``.
+"""
+
+import copy
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Dict, List, Optional, Sequence, Union
+
+MODEL_TYPES = ("wav2vec2", "hubert", "wavlm")
+EXTRACTOR_MODES = ("group_norm", "layer_norm")
+
+_BASE_CONV = [[512, 10, 5]] + [[512, 3, 2]] * 4 + [[512, 2, 2]] * 2
+
+
+@dataclass
+class EncoderConfig:
+    """Shape and hyper-parameters of an SSL speech encoder.
+
+    Args:
+        model_type: ``wav2vec2``, ``hubert`` or ``wavlm``. HuBERT shares wav2vec 2.0's
+            encoder; WavLM adds a gated relative position bias to the attention.
+        extractor_mode: ``group_norm`` (base models: GroupNorm on the first CNN layer
+            only) or ``layer_norm`` (large models: LayerNorm over channels on every layer).
+        conv_layers: ``[out_channels, kernel_size, stride]`` for every CNN layer.
+        conv_bias: whether CNN convolutions have a bias.
+        embed_dim: Transformer width D.
+        num_layers: number of Transformer layers L.
+        num_heads: attention heads per layer, a list of L ints (an int is broadcast).
+        head_dim: width of one attention head; ``None`` means ``embed_dim // num_heads``.
+        ffn_dims: FFN intermediate width per layer, a list of L ints (an int is broadcast).
+        use_attention: whether each layer still has its attention sublayer.
+        use_ffn: whether each layer still has its FFN sublayer.
+        kept_heads: for each layer, the original indices of the heads it keeps. Needed by
+            WavLM, whose relative position bias and gate are indexed by head; ``None``
+            means heads ``0 .. num_heads[l] - 1``.
+        layer_norm_first: pre-LN Transformer (large models) instead of post-LN (base).
+        pos_conv_kernel: kernel size of the convolutional positional embedding.
+        pos_conv_groups: groups of the convolutional positional embedding.
+        num_buckets: WavLM relative position buckets.
+        max_distance: WavLM maximum relative distance.
+        gru_rel_pos: WavLM gated relative position bias.
+        normalize_waveform: normalise each waveform to zero mean, unit variance over its
+            valid samples before the CNN (fairseq's ``normalize``, true for large models).
+        sample_rate: sampling rate in Hz the model was trained for.
+        encoder_projection_dropout: dropout after the feature projection.
+        encoder_dropout: dropout on the Transformer input and after each sublayer.
+        attention_dropout: dropout on attention weights.
+        activation_dropout: dropout after the FFN activation.
+        layer_drop: probability of skipping a whole layer in training (LayerDrop).
+        layer_norm_eps: epsilon of every LayerNorm.
+    """
+
+    model_type: str = "wav2vec2"
+    extractor_mode: str = "group_norm"
+    conv_layers: List[List[int]] = field(default_factory=lambda: copy.deepcopy(_BASE_CONV))
+    conv_bias: bool = False
+    embed_dim: int = 768
+    num_layers: int = 12
+    num_heads: Union[int, List[int]] = 12
+    head_dim: Optional[int] = None
+    ffn_dims: Union[int, List[int]] = 3072
+    use_attention: Union[bool, List[bool]] = True
+    use_ffn: Union[bool, List[bool]] = True
+    kept_heads: Optional[List[List[int]]] = None
+    layer_norm_first: bool = False
+    pos_conv_kernel: int = 128
+    pos_conv_groups: int = 16
+    num_buckets: int = 320
+    max_distance: int = 800
+    gru_rel_pos: bool = True
+    normalize_waveform: bool = False
+    sample_rate: int = 16000
+    encoder_projection_dropout: float = 0.1
+    encoder_dropout: float = 0.1
+    attention_dropout: float = 0.1
+    activation_dropout: float = 0.0
+    layer_drop: float = 0.0
+    layer_norm_eps: float = 1e-5
+
+    def __post_init__(self):
+        if self.model_type not in MODEL_TYPES:
+            raise ValueError(f"Unknown model_type '{self.model_type}'; expected one of {MODEL_TYPES}")
+        if self.extractor_mode not in EXTRACTOR_MODES:
+            raise ValueError(
+                f"Unknown extractor_mode '{self.extractor_mode}'; expected one of {EXTRACTOR_MODES}"
+            )
+        self.conv_layers = [[int(v) for v in layer] for layer in self.conv_layers]
+        for layer in self.conv_layers:
+            if len(layer) != 3 or min(layer) < 1:
+                raise ValueError(f"conv_layers entries must be [channels, kernel, stride] >= 1, got {layer}")
+        dense_heads = self.num_heads if isinstance(self.num_heads, int) else None
+        if self.head_dim is None:
+            if dense_heads is None:
+                raise ValueError("head_dim is required when num_heads is given per layer")
+            if self.embed_dim % dense_heads:
+                raise ValueError(f"embed_dim {self.embed_dim} is not divisible by num_heads {dense_heads}")
+            self.head_dim = self.embed_dim // dense_heads
+        self.num_heads = self._per_layer("num_heads", self.num_heads, int)
+        self.ffn_dims = self._per_layer("ffn_dims", self.ffn_dims, int)
+        self.use_attention = self._per_layer("use_attention", self.use_attention, bool)
+        self.use_ffn = self._per_layer("use_ffn", self.use_ffn, bool)
+        if self.kept_heads is not None:
+            self.kept_heads = [[int(h) for h in heads] for heads in self.kept_heads]
+            if [len(h) for h in self.kept_heads] != self.num_heads:
+                raise ValueError("kept_heads must list exactly num_heads[l] indices for every layer")
+
+    def _per_layer(self, name: str, value: Any, kind: type) -> list:
+        if isinstance(value, (list, tuple)):
+            if len(value) != self.num_layers:
+                raise ValueError(f"{name} has {len(value)} entries but num_layers is {self.num_layers}")
+            return [kind(v) for v in value]
+        return [kind(value)] * self.num_layers
+
+    @property
+    def total_heads(self) -> int:
+        """Number of heads per layer the relative position bias is defined for (WavLM)."""
+        if self.kept_heads is None:
+            return max(self.num_heads) if self.num_heads else 0
+        return 1 + max((max(h) for h in self.kept_heads if h), default=-1)
+
+    def head_indices(self, layer: int) -> List[int]:
+        """Original indices of the heads that ``layer`` keeps."""
+        if self.kept_heads is None:
+            return list(range(self.num_heads[layer]))
+        return list(self.kept_heads[layer])
+
+    @property
+    def conv_channels(self) -> List[int]:
+        return [layer[0] for layer in self.conv_layers]
+
+    def to_dict(self) -> Dict[str, Any]:
+        """Plain dict (YAML/JSON types only) from which ``from_dict`` rebuilds the config."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: Dict[str, Any]) -> "EncoderConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"Unknown EncoderConfig keys: {unknown}; known keys are {sorted(known)}")
+        return cls(**copy.deepcopy(dict(values)))
+
+    def replace(self, **changes) -> "EncoderConfig":
+        values = self.to_dict()
+        values.update(changes)
+        return EncoderConfig.from_dict(values)
+
+
+def _large(**overrides) -> Dict[str, Any]:
+    values = dict(
+        extractor_mode="layer_norm",
+        conv_bias=True,
+        embed_dim=1024,
+        num_layers=24,
+        num_heads=16,
+        ffn_dims=4096,
+        layer_norm_first=True,
+        normalize_waveform=True,
+    )
+    values.update(overrides)
+    return values
+
+
+#: Architectures of the released checkpoints, by name (the YAML ``arch`` key).
+PRESETS: Dict[str, Dict[str, Any]] = {
+    "wav2vec2_base": dict(model_type="wav2vec2"),
+    "wav2vec2_large": _large(model_type="wav2vec2", extractor_mode="group_norm", conv_bias=False,
+                             layer_norm_first=False, normalize_waveform=False),
+    "wav2vec2_large_lv60k": _large(model_type="wav2vec2"),
+    "hubert_base": dict(model_type="hubert"),
+    "hubert_large": _large(model_type="hubert", conv_bias=False),
+    "wavlm_base": dict(model_type="wavlm", normalize_waveform=False),
+    "wavlm_base_plus": dict(model_type="wavlm", normalize_waveform=False),
+    "wavlm_large": _large(model_type="wavlm", conv_bias=False),
+}
+
+
+def get_config(arch: Union[str, Dict[str, Any], EncoderConfig], **overrides) -> EncoderConfig:
+    """Resolve ``arch`` (a preset name, a dict of config values, or a config) to a config.
+
+    A dict may name a preset under ``preset`` and override some of its values.
+    """
+    if isinstance(arch, EncoderConfig):
+        values = arch.to_dict()
+    elif isinstance(arch, str):
+        if arch not in PRESETS:
+            raise ValueError(f"Unknown architecture '{arch}'; known presets: {sorted(PRESETS)}")
+        values = dict(PRESETS[arch])
+    elif isinstance(arch, dict):
+        values = dict(arch)
+        preset = values.pop("preset", None)
+        if preset is not None:
+            values = {**get_config(preset).to_dict(), **values}
+    else:
+        raise TypeError(f"arch must be a preset name, a dict or an EncoderConfig, got {type(arch).__name__}")
+    values.update(overrides)
+    return EncoderConfig.from_dict(values)
+
+
+def tiny_config(model_type: str = "wav2vec2", layer_norm_first: bool = False,
+                extractor_mode: Optional[str] = None, **overrides) -> EncoderConfig:
+    """A small random-init architecture for tests and the demo (total conv stride 320)."""
+    values = dict(
+        model_type=model_type,
+        extractor_mode=extractor_mode or ("layer_norm" if layer_norm_first else "group_norm"),
+        conv_layers=[[32, 10, 5], [32, 3, 2], [32, 3, 2], [32, 3, 2], [32, 3, 2], [32, 2, 2], [32, 2, 2]],
+        conv_bias=layer_norm_first,
+        embed_dim=32,
+        num_layers=2,
+        num_heads=4,
+        ffn_dims=64,
+        layer_norm_first=layer_norm_first,
+        pos_conv_kernel=16,
+        pos_conv_groups=4,
+        num_buckets=32,
+        max_distance=64,
+        encoder_projection_dropout=0.0,
+        encoder_dropout=0.0,
+        attention_dropout=0.0,
+        activation_dropout=0.0,
+        layer_drop=0.0,
+    )
+    values.update(overrides)
+    return EncoderConfig.from_dict(values)
+
+
+def receptive_field(conv_layers: Sequence[Sequence[int]]) -> int:
+    """Number of input samples one output frame of the CNN sees (the shortest valid input)."""
+    field_size = 1
+    for _, kernel, stride in reversed(conv_layers):
+        field_size = (field_size - 1) * stride + kernel
+    return field_size
