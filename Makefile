@@ -9,7 +9,6 @@ env: $(VENV)/.installed
 
 $(VENV)/.installed: setup.py
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --upgrade "pip>=24"
 	$(PY) -m pip install -e ".[test]"
 	touch $@
 

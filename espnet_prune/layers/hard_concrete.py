@@ -1,0 +1,92 @@
+"""Hard-concrete gates for L0-regularised structured pruning (Louizos et al., 2018).
+
+One :class:`HardConcreteGate` holds ``log_alpha`` for ``n`` units. In training it
+samples a stretched, clamped concrete variable per unit; in eval it returns a
+deterministic mask that keeps the expected number of units. The probability of a
+unit being non-zero is differentiable and feeds the expected cost.
+"""
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+
+class HardConcreteGate(nn.Module):
+    """Gates for ``num_units`` pruning units.
+
+    Args:
+        num_units: number of units n the gate controls.
+        temperature: concrete temperature beta.
+        stretch_low: lower end l of the stretch interval (negative).
+        stretch_high: upper end r of the stretch interval (above 1).
+        init_keep_prob: initial probability that a unit is kept (sets ``log_alpha``).
+        init_noise: std of Gaussian noise added to the initial ``log_alpha``.
+        min_keep: the deterministic mask keeps at least this many units.
+    """
+
+    def __init__(
+        self,
+        num_units: int,
+        temperature: float = 2.0 / 3.0,
+        stretch_low: float = -0.1,
+        stretch_high: float = 1.1,
+        init_keep_prob: float = 0.9,
+        init_noise: float = 0.01,
+        min_keep: int = 0,
+    ):
+        super().__init__()
+        if num_units < 1:
+            raise ValueError(f"A gate needs at least one unit, got num_units={num_units}")
+        if not stretch_low < 0.0 < 1.0 < stretch_high:
+            raise ValueError(f"Need stretch_low < 0 < 1 < stretch_high, got ({stretch_low}, {stretch_high})")
+        if not 0.0 < init_keep_prob < 1.0:
+            raise ValueError(f"init_keep_prob must lie in (0, 1), got {init_keep_prob}")
+        self.num_units = num_units
+        self.temperature = temperature
+        self.stretch_low = stretch_low
+        self.stretch_high = stretch_high
+        self.min_keep = min(min_keep, num_units)
+        # P(z != 0) = sigmoid(log_alpha - beta * log(-l / r)); invert for the initial keep probability.
+        self._shift = temperature * math.log(-stretch_low / stretch_high)
+        init = math.log(init_keep_prob / (1.0 - init_keep_prob)) + self._shift
+        self.log_alpha = nn.Parameter(torch.full((num_units,), init) + init_noise * torch.randn(num_units))
+
+    def keep_prob(self) -> Tensor:
+        """Probability that each unit is non-zero, shape ``(n,)``; differentiable."""
+        return torch.sigmoid(self.log_alpha - self._shift)
+
+    def expected_kept(self) -> Tensor:
+        """Expected number of non-zero units (a differentiable scalar)."""
+        return self.keep_prob().sum()
+
+    def sample(self) -> Tensor:
+        """A training sample z in [0, 1], shape ``(n,)``; differentiable w.r.t. ``log_alpha``."""
+        eps = 1e-6
+        u = torch.rand_like(self.log_alpha).clamp(eps, 1.0 - eps)
+        s = torch.sigmoid((torch.log(u) - torch.log1p(-u) + self.log_alpha) / self.temperature)
+        s = s * (self.stretch_high - self.stretch_low) + self.stretch_low
+        return s.clamp(0.0, 1.0)
+
+    def num_kept(self) -> int:
+        """Units the deterministic mask keeps: the rounded expected count (at least ``min_keep``)."""
+        kept = int(round(self.expected_kept().item()))
+        return max(self.min_keep, min(self.num_units, kept))
+
+    def deterministic(self) -> Tensor:
+        """Eval mask, shape ``(n,)``.
+
+        The ``num_kept()`` units with the largest ``log_alpha`` keep Louizos et al.'s test-time
+        estimate ``clamp(sigmoid(log_alpha) * (r - l) + l, 0, 1)``; all others are exactly zero.
+        Physical pruning removes exactly the zero units and folds the others into weights.
+        """
+        with torch.no_grad():
+            soft = torch.sigmoid(self.log_alpha) * (self.stretch_high - self.stretch_low) + self.stretch_low
+            soft = soft.clamp(0.0, 1.0)
+            keep = torch.zeros_like(soft, dtype=torch.bool)
+            keep[torch.topk(self.log_alpha, self.num_kept()).indices] = True
+            return torch.where(keep, soft, torch.zeros_like(soft))
+
+    def forward(self) -> Tensor:
+        """``sample()`` in training mode, ``deterministic()`` in eval mode; shape ``(n,)``."""
+        return self.sample() if self.training else self.deterministic()
