@@ -12,6 +12,10 @@ import torch
 from torch import Tensor, nn
 
 
+def _logit(p: Tensor) -> Tensor:
+    return torch.log(p) - torch.log1p(-p)
+
+
 class HardConcreteGate(nn.Module):
     """Gates for ``num_units`` pruning units.
 
@@ -64,28 +68,43 @@ class HardConcreteGate(nn.Module):
         """A training sample z in [0, 1], shape ``(n,)``; differentiable w.r.t. ``log_alpha``."""
         eps = 1e-6
         u = torch.rand_like(self.log_alpha).clamp(eps, 1.0 - eps)
-        s = torch.sigmoid((torch.log(u) - torch.log1p(-u) + self.log_alpha) / self.temperature)
+        s = torch.sigmoid((_logit(u) + self.log_alpha) / self.temperature)
         s = s * (self.stretch_high - self.stretch_low) + self.stretch_low
         return s.clamp(0.0, 1.0)
 
     def num_kept(self) -> int:
         """Units the deterministic mask keeps: the rounded expected count (at least ``min_keep``)."""
-        kept = int(round(self.expected_kept().item()))
+        kept = int(round(self.expected_kept().detach().item()))
         return max(self.min_keep, min(self.num_units, kept))
+
+    def expected_value(self, grid_points: int = 64) -> Tensor:
+        """E[z] per unit, shape ``(n,)``; always positive, close to 1 for units almost surely kept.
+
+        z is 1 for noise ``u > u1``, 0 for ``u < u0`` and smooth in between, so
+        ``E[z] = (1 - u1) + integral_{u0}^{u1} z(u) du``, the integral by the midpoint rule.
+        """
+        span = self.stretch_high - self.stretch_low
+        low_s = torch.tensor(-self.stretch_low / span)  # s where z reaches 0
+        high_s = torch.tensor((1.0 - self.stretch_low) / span)  # s where z reaches 1
+        u0 = torch.sigmoid(self.temperature * _logit(low_s) - self.log_alpha)
+        u1 = torch.sigmoid(self.temperature * _logit(high_s) - self.log_alpha)
+        steps = (torch.arange(grid_points, dtype=self.log_alpha.dtype, device=self.log_alpha.device) + 0.5) / grid_points
+        u = u0[:, None] + (u1 - u0)[:, None] * steps[None, :]
+        z = torch.sigmoid((_logit(u) + self.log_alpha[:, None]) / self.temperature) * span + self.stretch_low
+        return (1.0 - u1) + (u1 - u0) * z.clamp(0.0, 1.0).mean(1)
 
     def deterministic(self) -> Tensor:
         """Eval mask, shape ``(n,)``.
 
-        The ``num_kept()`` units with the largest ``log_alpha`` keep Louizos et al.'s test-time
-        estimate ``clamp(sigmoid(log_alpha) * (r - l) + l, 0, 1)``; all others are exactly zero.
-        Physical pruning removes exactly the zero units and folds the others into weights.
+        The ``num_kept()`` units with the largest ``log_alpha`` keep their expected value
+        E[z] (so the next layer sees, on average, what it saw in training); all others are
+        exactly zero. Physical pruning removes the zero units and folds the rest into weights.
         """
         with torch.no_grad():
-            soft = torch.sigmoid(self.log_alpha) * (self.stretch_high - self.stretch_low) + self.stretch_low
-            soft = soft.clamp(0.0, 1.0)
-            keep = torch.zeros_like(soft, dtype=torch.bool)
-            keep[torch.topk(self.log_alpha, self.num_kept()).indices] = True
-            return torch.where(keep, soft, torch.zeros_like(soft))
+            mask = torch.zeros_like(self.log_alpha)
+            kept = torch.topk(self.log_alpha, self.num_kept()).indices
+            mask[kept] = self.expected_value()[kept]
+            return mask
 
     def forward(self) -> Tensor:
         """``sample()`` in training mode, ``deterministic()`` in eval mode; shape ``(n,)``."""

@@ -1,0 +1,267 @@
+"""The pruning controller: gates, expected cost, target schedule and Lagrangian in one place.
+
+The encoder (:class:`espnet_prune.ssl.model.SSLEncoder`) only consumes masks. This
+module owns everything else of HJ-Pruning: one hard-concrete gate per pruning unit,
+the differentiable expected cost (parameters or MACs, via :mod:`espnet_prune.ssl.cost`),
+the budget(s) whose target ramps from 1.0 down during warm-up, and the Lagrange
+multipliers that are maximised while everything else is minimised.
+"""
+
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch
+from torch import Tensor, nn
+
+from espnet_prune.layers.hard_concrete import HardConcreteGate
+from espnet_prune.ssl import cost
+from espnet_prune.ssl.config import EncoderConfig
+from espnet_prune.ssl.model import UNIT_TYPES, Masks
+
+METRICS = ("macs", "params")
+
+
+class _ReverseGradient(torch.autograd.Function):
+    """Identity forward, negated gradient backward: turns descent into ascent."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        return -grad
+
+
+def _check_ratio(name: str, value: Optional[float]) -> None:
+    if value is not None and not 0.0 < float(value) <= 1.0:
+        raise ValueError(f"pruning {name} must be a keep ratio in (0, 1], got {value}")
+
+
+class PruningController(nn.Module):
+    """Hard-concrete gates of an encoder with their cost budget(s).
+
+    Args:
+        config: structure of the encoder to prune.
+        units: pruning units to gate, any of ``conv``, ``head``, ``attn_layer``, ``interm``,
+            ``ffn_layer``.
+        metric: ``macs`` (HJ-Pruning by MACs) or ``params`` (HJ-Pruning by size).
+        target: keep ratio of the metric for the whole encoder (joint budget) ...
+        cnn_target: ... or a keep ratio for the CNN feature extractor and
+        transformer_target: one for the rest (feature projection, positional conv, layers):
+            separate budgets, exclusive with ``target``.
+        warmup_steps: steps over which each target ramps linearly from 1.0 to its final value.
+        reference_seconds: input duration the MACs are counted for.
+        temperature: hard-concrete temperature beta.
+        init_keep_prob: initial keep probability of every unit.
+    """
+
+    def __init__(
+        self,
+        config: EncoderConfig,
+        units: Sequence[str] = ("conv", "head", "interm"),
+        metric: str = "macs",
+        target: Optional[float] = None,
+        cnn_target: Optional[float] = None,
+        transformer_target: Optional[float] = None,
+        warmup_steps: int = 0,
+        reference_seconds: float = 10.0,
+        temperature: float = 2.0 / 3.0,
+        init_keep_prob: float = 0.9,
+    ):
+        super().__init__()
+        units = list(units)
+        unknown = [u for u in units if u not in UNIT_TYPES]
+        if unknown:
+            raise ValueError(f"Unknown pruning unit(s) {unknown}; choose from {list(UNIT_TYPES)}")
+        if not units:
+            raise ValueError("pruning units must name at least one of " + ", ".join(UNIT_TYPES))
+        if metric not in METRICS:
+            raise ValueError(f"Unknown pruning metric '{metric}'; choose from {list(METRICS)}")
+        for name, value in (("target", target), ("cnn_target", cnn_target),
+                            ("transformer_target", transformer_target)):
+            _check_ratio(name, value)
+        if target is not None and (cnn_target is not None or transformer_target is not None):
+            raise ValueError("pruning 'target' (joint budget) is exclusive with 'cnn_target'/'transformer_target' "
+                             "(separate budgets); give one or the other")
+        if target is None and cnn_target is None and transformer_target is None:
+            raise ValueError("pruning needs a budget: 'target', or 'cnn_target' and/or 'transformer_target'")
+        if cnn_target is not None and cnn_target < 1.0 and "conv" not in units:
+            raise ValueError("cnn_target < 1 needs the 'conv' unit in pruning units")
+        transformer_units = set(units) - {"conv"}
+        if transformer_target is not None and transformer_target < 1.0 and not transformer_units:
+            raise ValueError("transformer_target < 1 needs a Transformer unit (head, attn_layer, interm, ffn_layer)")
+        if warmup_steps < 0:
+            raise ValueError(f"warmup_steps must be >= 0, got {warmup_steps}")
+        if reference_seconds <= 0:
+            raise ValueError(f"reference_seconds must be > 0, got {reference_seconds}")
+
+        self.config = config
+        self.units = units
+        self.metric = metric
+        self.warmup_steps = int(warmup_steps)
+        self.reference_seconds = float(reference_seconds)
+        self.budgets: Dict[str, float] = (
+            {"total": float(target)} if target is not None else
+            {name: float(value) for name, value in (("cnn", cnn_target), ("transformer", transformer_target))
+             if value is not None})
+
+        def gate(n: int) -> HardConcreteGate:
+            return HardConcreteGate(n, temperature=temperature, init_keep_prob=init_keep_prob)
+
+        num_layers = config.num_layers
+        self.gates = nn.ModuleDict()
+        if "conv" in units:
+            # A CNN layer must keep one channel, or the encoder's input is cut off.
+            self.gates["conv"] = nn.ModuleList(
+                HardConcreteGate(c, temperature=temperature, init_keep_prob=init_keep_prob, min_keep=1)
+                for c in config.conv_channels)
+        for unit, widths, present in (("head", config.num_heads, config.use_attention),
+                                      ("interm", config.ffn_dims, config.use_ffn)):
+            if unit in units:
+                self.gates[unit] = nn.ModuleDict(
+                    {str(l): gate(widths[l]) for l in range(num_layers) if present[l] and widths[l] > 0})
+        for unit, present in (("attn_layer", config.use_attention), ("ffn_layer", config.use_ffn)):
+            if unit in units:
+                layers = [l for l in range(num_layers) if present[l]]
+                if layers:
+                    self.gates[unit] = gate(len(layers))
+                    self.register_buffer(f"_{unit}_layers", torch.tensor(layers), persistent=False)
+
+        self.lambda_1 = nn.ParameterDict({name: nn.Parameter(torch.zeros(())) for name in self.budgets})
+        self.lambda_2 = nn.ParameterDict({name: nn.Parameter(torch.zeros(())) for name in self.budgets})
+        self.register_buffer("step", torch.zeros((), dtype=torch.long))
+        dense = self._cost(cost.structure_counts(config))
+        self.dense_cost = {k: float(v) for k, v in dense.items()}
+
+    # ------------------------------------------------------------------ masks
+    def _layer_masks(self, unit: str, values: Optional[Tensor]) -> List[Tensor]:
+        """Scatter per-present-layer gate values to a list of L scalars (1 where ungated)."""
+        ones = [torch.ones((), device=self.step.device) for _ in range(self.config.num_layers)]
+        if values is None:
+            return ones
+        for value, layer in zip(values, getattr(self, f"_{unit}_layers").tolist()):
+            ones[layer] = value
+        return ones
+
+    def forward(self) -> Masks:
+        """Masks for the encoder: samples in training mode, deterministic masks in eval mode.
+
+        Returns:
+            ``{"conv": [(C_i,)...], "head": [(H_l,)...], "attn_layer": [() ...], ...}`` for
+            the gated unit types; ungated layers of a gated type get all-ones masks.
+        """
+        masks: Dict[str, List[Tensor]] = {}
+        if "conv" in self.gates:
+            masks["conv"] = [g() for g in self.gates["conv"]]
+        for unit, widths in (("head", self.config.num_heads), ("interm", self.config.ffn_dims)):
+            if unit in self.gates:
+                gates = self.gates[unit]
+                masks[unit] = [gates[str(l)]() if str(l) in gates else
+                               torch.ones(widths[l], device=self.step.device)
+                               for l in range(self.config.num_layers)]
+        for unit in ("attn_layer", "ffn_layer"):
+            if unit in self.gates:
+                masks[unit] = self._layer_masks(unit, self.gates[unit]())
+        return masks
+
+    # ------------------------------------------------------------------ cost
+    def expected_counts(self) -> cost.UnitCounts:
+        """Expected unit counts under the gate distributions (differentiable w.r.t. ``log_alpha``).
+
+        Heads and FFN units of a layer count as kept only with their sublayer; the
+        sublayer probability multiplies them in the cost model.
+        """
+        exact = cost.structure_counts(self.config)
+        counts: Dict[str, list] = {key: list(values) for key, values in exact.items()}
+        if "conv" in self.gates:
+            counts["conv"] = [g.expected_kept() for g in self.gates["conv"]]
+        for unit, key in (("head", "heads"), ("interm", "interm")):
+            if unit in self.gates:
+                for name, g in self.gates[unit].items():
+                    counts[key][int(name)] = g.expected_kept()
+        for unit in ("attn_layer", "ffn_layer"):
+            if unit in self.gates:
+                probs = self.gates[unit].keep_prob()
+                for p, layer in zip(probs, getattr(self, f"_{unit}_layers").tolist()):
+                    counts[unit][layer] = p
+        return counts
+
+    def _cost(self, counts: cost.UnitCounts) -> Dict[str, Tensor]:
+        if self.metric == "macs":
+            return cost.count_macs(self.config, self.reference_seconds, counts)
+        return cost.count_params(self.config, counts)
+
+    def expected_cost(self) -> Dict[str, Tensor]:
+        """Expected ``{"cnn", "pos_conv", "transformer", "total"}`` cost (MACs or params)."""
+        return self._cost(self.expected_counts())
+
+    def expected_ratios(self) -> Dict[str, Tensor]:
+        """Expected keep ratio of each budget: ``total``, or ``cnn`` and ``transformer``."""
+        expected = self.expected_cost()
+        dense = self.dense_cost
+        ratios = {}
+        for name in self.budgets:
+            if name == "total":
+                ratios[name] = expected["total"] / dense["total"]
+            elif name == "cnn":
+                ratios[name] = expected["cnn"] / dense["cnn"]
+            else:
+                ratios[name] = (expected["total"] - expected["cnn"]) / (dense["total"] - dense["cnn"])
+        return ratios
+
+    def current_targets(self) -> Dict[str, float]:
+        """Each budget's target at the current step: linear from 1.0 to its final value."""
+        progress = 1.0 if self.warmup_steps == 0 else min(1.0, int(self.step) / self.warmup_steps)
+        return {name: 1.0 - (1.0 - final) * progress for name, final in self.budgets.items()}
+
+    # ------------------------------------------------------------------ Lagrangian
+    def regularization(self) -> Tuple[Tensor, Dict[str, float]]:
+        """Lagrangian term ``sum_b lambda1_b (c_b - t_b) + lambda2_b (c_b - t_b)^2`` and stats.
+
+        Minimising the returned loss trains the gates toward the budget and, through a
+        reversed gradient, maximises the multipliers, whatever optimizer is used.
+
+        Returns:
+            ``(loss, stats)``; stats hold ``expected_<budget>``, ``target_<budget>``,
+            ``lambda1_<budget>``, ``lambda2_<budget>`` as floats.
+        """
+        ratios = self.expected_ratios()
+        targets = self.current_targets()
+        loss = torch.zeros((), device=self.step.device)
+        stats: Dict[str, float] = {}
+        for name, ratio in ratios.items():
+            gap = ratio - targets[name]
+            lambda_1 = _ReverseGradient.apply(self.lambda_1[name])
+            lambda_2 = _ReverseGradient.apply(self.lambda_2[name])
+            loss = loss + lambda_1 * gap + lambda_2 * gap * gap
+            stats.update({f"expected_{name}": float(ratio), f"target_{name}": targets[name],
+                          f"lambda1_{name}": float(self.lambda_1[name]),
+                          f"lambda2_{name}": float(self.lambda_2[name])})
+        return loss, stats
+
+    def advance(self) -> None:
+        """Count one optimisation step (moves the target schedule)."""
+        self.step += 1
+
+    def gate_parameters(self) -> List[nn.Parameter]:
+        """All ``log_alpha`` parameters."""
+        return [p for name, p in self.named_parameters() if name.endswith("log_alpha")]
+
+    def lagrangian_parameters(self) -> List[nn.Parameter]:
+        """The multipliers lambda1 and lambda2 of every budget."""
+        return list(self.lambda_1.values()) + list(self.lambda_2.values())
+
+    def describe(self) -> str:
+        """One line per unit type: kept / total units of the deterministic mask."""
+        was_training = self.training
+        self.eval()
+        with torch.no_grad():
+            masks = self()
+        self.train(was_training)
+        lines = []
+        for unit, values in masks.items():
+            kept = sum(int((v != 0).sum()) for v in values)
+            total = sum(v.numel() for v in values)
+            lines.append(f"{unit}: {kept}/{total} kept")
+        return "; ".join(lines)
+
