@@ -234,9 +234,9 @@ class PruningController(nn.Module):
             lambda_1 = _ReverseGradient.apply(self.lambda_1[name])
             lambda_2 = _ReverseGradient.apply(self.lambda_2[name])
             loss = loss + lambda_1 * gap + lambda_2 * gap * gap
-            stats.update({f"expected_{name}": float(ratio), f"target_{name}": targets[name],
-                          f"lambda1_{name}": float(self.lambda_1[name]),
-                          f"lambda2_{name}": float(self.lambda_2[name])})
+            stats.update({f"expected_{name}": float(ratio.detach()), f"target_{name}": targets[name],
+                          f"lambda1_{name}": float(self.lambda_1[name].detach()),
+                          f"lambda2_{name}": float(self.lambda_2[name].detach())})
         return loss, stats
 
     def advance(self) -> None:

@@ -1,0 +1,165 @@
+import pytest
+import torch
+
+from espnet_prune.pruning.controller import PruningController
+from espnet_prune.ssl import cost
+from espnet_prune.ssl.config import tiny_config
+from espnet_prune.ssl.model import SSLEncoder
+
+ALL_UNITS = ["conv", "head", "attn_layer", "interm", "ffn_layer"]
+
+
+@pytest.fixture
+def config():
+    return tiny_config("wav2vec2", num_layers=3)
+
+
+def set_log_alpha(controller, value):
+    with torch.no_grad():
+        for p in controller.gate_parameters():
+            p.fill_(value)
+
+
+def test_mask_shapes_follow_the_structure(config):
+    controller = PruningController(config, units=ALL_UNITS, target=0.5)
+    masks = controller()
+    assert [m.shape[0] for m in masks["conv"]] == config.conv_channels
+    assert [m.shape[0] for m in masks["head"]] == config.num_heads
+    assert [m.shape[0] for m in masks["interm"]] == config.ffn_dims
+    assert len(masks["attn_layer"]) == len(masks["ffn_layer"]) == config.num_layers
+    # The encoder accepts them.
+    encoder = SSLEncoder(config)
+    hidden, _ = encoder(torch.randn(2, 4000), torch.tensor([4000, 3000]), masks)
+    assert len(hidden) == config.num_layers + 1
+
+
+def test_training_masks_are_sampled_and_eval_masks_are_deterministic(config):
+    controller = PruningController(config, units=["head", "interm"], target=0.5)
+    torch.manual_seed(0)
+    first, second = controller()["interm"][0], controller()["interm"][0]
+    assert not torch.equal(first, second)
+    assert first.requires_grad
+    controller.eval()
+    assert torch.equal(controller()["interm"][0], controller()["interm"][0])
+
+
+def test_open_gates_cost_the_dense_model_and_closed_gates_cost_less(config):
+    controller = PruningController(config, units=ALL_UNITS, target=0.5)
+    set_log_alpha(controller, 20.0)
+    assert float(controller.expected_ratios()["total"].detach()) == pytest.approx(1.0, abs=1e-4)
+    dense = cost.count_macs(config, 10.0)["total"]
+    assert controller.dense_cost["total"] == pytest.approx(dense)
+    set_log_alpha(controller, -20.0)
+    # Only what no unit controls remains: positional conv, norms, projection biases ...
+    assert float(controller.expected_ratios()["total"].detach()) < 0.1
+
+
+def test_expected_cost_matches_exact_cost_of_the_deterministic_structure(config):
+    """With saturated gates the expectation is the exact cost of the pruned structure."""
+    controller = PruningController(config, units=["conv", "head", "interm"], metric="params", target=0.5)
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for p in controller.gate_parameters():
+            p.copy_(torch.where(torch.rand_like(p) < 0.6, 30.0, -30.0))
+        for gate in controller.gates["conv"]:
+            gate.log_alpha[0] = 30.0  # every CNN layer keeps a channel
+    controller.eval()
+    masks = controller()
+    pruned = config.replace(
+        conv_layers=[[int((m > 0).sum()), k, s] for m, (_, k, s) in zip(masks["conv"], config.conv_layers)],
+        num_heads=[int((m > 0).sum()) for m in masks["head"]],
+        ffn_dims=[int((m > 0).sum()) for m in masks["interm"]],
+        head_dim=config.head_dim)
+    expected = controller.expected_cost()
+    exact = cost.count_params(pruned)
+    for key in ("cnn", "transformer", "total"):
+        assert float(expected[key]) == pytest.approx(exact[key], rel=1e-5)
+    assert exact["total"] == sum(p.numel() for p in SSLEncoder(pruned).parameters())
+
+
+def test_target_ramps_linearly_during_warmup(config):
+    controller = PruningController(config, target=0.4, warmup_steps=10)
+    assert controller.current_targets()["total"] == pytest.approx(1.0)
+    for _ in range(5):
+        controller.advance()
+    assert controller.current_targets()["total"] == pytest.approx(0.7)
+    for _ in range(20):
+        controller.advance()
+    assert controller.current_targets()["total"] == pytest.approx(0.4)
+
+
+def test_lagrange_multipliers_receive_reversed_gradients(config):
+    controller = PruningController(config, target=0.5, warmup_steps=0)
+    loss, stats = controller.regularization()
+    loss.backward()
+    gap = stats["expected_total"] - stats["target_total"]
+    assert gap > 0
+    # d loss / d lambda1 = gap; the reversed gradient makes descent increase lambda1.
+    assert float(controller.lambda_1["total"].grad) == pytest.approx(-gap, rel=1e-5)
+    assert float(controller.lambda_2["total"].grad) == pytest.approx(-gap * gap, rel=1e-4)
+    assert all(p.grad is not None for p in controller.gate_parameters())
+
+
+def optimise(controller, steps, lr=0.05):
+    optimiser = torch.optim.Adam(controller.parameters(), lr=lr)
+    for _ in range(steps):
+        controller()  # sampling, as in training
+        loss, stats = controller.regularization()
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+        controller.advance()
+    return stats
+
+
+@pytest.mark.parametrize("metric", ["macs", "params"])
+def test_lagrangian_drives_the_expected_ratio_to_the_target(config, metric):
+    torch.manual_seed(0)
+    controller = PruningController(config, units=["conv", "head", "interm"], metric=metric, target=0.5,
+                                   warmup_steps=100)
+    stats = optimise(controller, 400)
+    assert abs(stats["expected_total"] - 0.5) < 0.03
+    assert stats["lambda1_total"] != 0.0
+
+
+def test_separate_budgets_reach_both_targets(config):
+    torch.manual_seed(0)
+    controller = PruningController(config, units=["conv", "head", "interm"], cnn_target=0.6,
+                                   transformer_target=0.4, warmup_steps=100)
+    stats = optimise(controller, 400)
+    assert abs(stats["expected_cnn"] - 0.6) < 0.03
+    assert abs(stats["expected_transformer"] - 0.4) < 0.03
+
+
+def test_deterministic_mask_of_a_converged_controller_realises_the_target(config):
+    torch.manual_seed(0)
+    controller = PruningController(config, units=["conv", "head", "interm"], metric="params", target=0.5,
+                                   warmup_steps=50)
+    optimise(controller, 400)
+    controller.eval()
+    masks = controller()
+    pruned = config.replace(
+        conv_layers=[[int((m > 0).sum()), k, s] for m, (_, k, s) in zip(masks["conv"], config.conv_layers)],
+        num_heads=[int((m > 0).sum()) for m in masks["head"]],
+        ffn_dims=[int((m > 0).sum()) for m in masks["interm"]],
+        head_dim=config.head_dim)
+    ratio = cost.count_params(pruned)["total"] / cost.count_params(config)["total"]
+    assert abs(ratio - 0.5) < 0.08
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(units=["conv", "neurons"], target=0.5), "Unknown pruning unit"),
+    (dict(units=[], target=0.5), "at least one"),
+    (dict(metric="flops", target=0.5), "Unknown pruning metric"),
+    (dict(target=0.0), r"\(0, 1\]"),
+    (dict(target=1.5), r"\(0, 1\]"),
+    (dict(cnn_target=-0.1), "cnn_target"),
+    (dict(target=0.5, cnn_target=0.5), "exclusive"),
+    (dict(), "needs a budget"),
+    (dict(units=["head"], cnn_target=0.5), "'conv' unit"),
+    (dict(units=["conv"], transformer_target=0.5), "Transformer unit"),
+    (dict(target=0.5, warmup_steps=-1), "warmup_steps"),
+])
+def test_bad_configuration_is_rejected(config, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        PruningController(config, **kwargs)
