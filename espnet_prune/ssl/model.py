@@ -18,6 +18,7 @@ dicts load directly.
 """
 
 import math
+import warnings
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -29,6 +30,13 @@ from espnet_prune.ssl.config import EncoderConfig, receptive_field
 #: ``{"conv": [C_0 mask, ...], "head": [H_0 mask, ...], "attn_layer": [...], ...}``
 Masks = Dict[str, Sequence[Tensor]]
 UNIT_TYPES = ("conv", "head", "attn_layer", "interm", "ffn_layer")
+
+
+def linear(in_features: int, out_features: int) -> nn.Linear:
+    """``nn.Linear`` that may have zero inputs or outputs (a fully pruned head set or FFN)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Initializing zero-element tensors is a no-op")
+        return nn.Linear(in_features, out_features)
 
 
 def gated_layer_norm(x: Tensor, norm: nn.LayerNorm, mask: Optional[Tensor]) -> Tensor:
@@ -197,10 +205,10 @@ class SelfAttention(nn.Module):
         self.head_dim = head_dim
         self.dropout = dropout
         inner = num_heads * head_dim
-        self.q_proj = nn.Linear(embed_dim, inner)
-        self.k_proj = nn.Linear(embed_dim, inner)
-        self.v_proj = nn.Linear(embed_dim, inner)
-        self.out_proj = nn.Linear(inner, embed_dim)
+        self.q_proj = linear(embed_dim, inner)
+        self.k_proj = linear(embed_dim, inner)
+        self.v_proj = linear(embed_dim, inner)
+        self.out_proj = linear(inner, embed_dim)
         head_index = list(range(num_heads)) if head_index is None else list(head_index)
         self.register_buffer("head_index", torch.tensor(head_index, dtype=torch.long), persistent=False)
         self.gru_rel_pos = gru_rel_pos
@@ -260,9 +268,9 @@ class FeedForward(nn.Module):
 
     def __init__(self, embed_dim: int, ffn_dim: int, activation_dropout: float, dropout: float):
         super().__init__()
-        self.intermediate_dense = nn.Linear(embed_dim, ffn_dim)
+        self.intermediate_dense = linear(embed_dim, ffn_dim)
         self.intermediate_dropout = nn.Dropout(activation_dropout)
-        self.output_dense = nn.Linear(ffn_dim, embed_dim)
+        self.output_dense = linear(ffn_dim, embed_dim)
         self.output_dropout = nn.Dropout(dropout)
 
     def forward(self, x: Tensor, interm_mask: Optional[Tensor] = None) -> Tensor:

@@ -1,0 +1,285 @@
+"""Physical pruning: turn a gated :class:`SSLEncoder` into a smaller one that computes the same.
+
+:func:`prune_encoder` reads the unit masks (see :mod:`espnet_prune.ssl.model`), removes
+the units whose mask is exactly zero and folds the kept units' mask values into the
+weights of the linear map that reads them, the place where the gated model applies them:
+
+===============  ===========================================  ==========================================
+unit             removed by index selection                   mask value folded into
+===============  ===========================================  ==========================================
+``conv`` i       conv i output channels (weight, bias), its   conv i+1 input channels, or for the last
+                 norm's per-channel affine                    layer the feature projection's columns
+                                                              (its LayerNorm is index-selected)
+``head``         q/k/v rows, ``out_proj`` columns, WavLM's    ``out_proj`` columns of that head
+                 ``gru_rel_pos_const``
+``attn_layer``   the whole attention sublayer when 0          ``out_proj`` weight and bias
+``interm``       ``intermediate_dense`` rows,                 ``output_dense`` columns
+                 ``output_dense`` columns
+``ffn_layer``    the whole FFN sublayer when 0                ``output_dense`` weight and bias
+===============  ===========================================  ==========================================
+
+The result is built as ``SSLEncoder(new_config)`` and filled with ``load_state_dict(strict=True)``,
+so its structure lives entirely in its :class:`EncoderConfig`: :func:`save_compact` stores the
+config as a plain dict next to the weights, and :func:`load_compact` rebuilds the model from that
+alone. A removed sublayer gets zero heads / zero FFN units in the new config. WavLM layers record
+the original indices of their kept heads in ``config.kept_heads``, because the shared relative
+position bias and the gate's input chunks are indexed by them.
+"""
+
+import os
+from typing import Any, BinaryIO, Dict, List, Optional, Tuple, Union
+
+import torch
+from torch import Tensor
+
+from espnet_prune.ssl.config import EncoderConfig
+from espnet_prune.ssl.model import UNIT_TYPES, Masks, SSLEncoder
+
+StateDict = Dict[str, Tensor]
+
+
+def _where(unit: str, index: int) -> str:
+    """Names a mask in error messages, e.g. ``'conv' mask of CNN layer 3``."""
+    return f"'{unit}' mask of {'CNN ' if unit == 'conv' else ''}layer {index}"
+
+
+def _as_tensor(value: Any, unit: str, index: int) -> Tensor:
+    """A mask entry as a detached float tensor, checked to hold finite values in [0, 1]."""
+    mask = torch.as_tensor(value).detach().to(torch.float64)
+    if not torch.isfinite(mask).all() or (mask < 0).any() or (mask > 1).any():
+        raise ValueError(f"{_where(unit, index)} must hold values in [0, 1], got values from "
+                         f"{mask.min().item()} to {mask.max().item()}")
+    return mask
+
+
+def _layer_masks(masks: Masks, unit: str, num_layers: int, layer_kind: str) -> Optional[List[Any]]:
+    """The per-layer entries of ``masks[unit]`` (``None`` if the unit is not gated), length-checked."""
+    if unit not in masks or masks[unit] is None:
+        return None
+    entries = list(masks[unit])
+    if len(entries) != num_layers:
+        raise ValueError(f"'{unit}' masks have {len(entries)} entries but the encoder has {num_layers} "
+                         f"{layer_kind} layers")
+    return entries
+
+
+def _vector_mask(entries: Optional[List[Any]], unit: str, index: int, size: int) -> Optional[Tensor]:
+    """Layer ``index``'s ``(size,)`` mask, or ``None`` when the unit is not gated."""
+    if entries is None:
+        return None
+    mask = _as_tensor(entries[index], unit, index)
+    if mask.shape != (size,):
+        raise ValueError(f"{_where(unit, index)} has shape {tuple(mask.shape)}, expected ({size},)")
+    return mask
+
+
+def _scalar_mask(entries: Optional[List[Any]], unit: str, index: int) -> float:
+    """Layer ``index``'s scalar mask (1.0 when the unit is not gated)."""
+    if entries is None:
+        return 1.0
+    mask = _as_tensor(entries[index], unit, index)
+    if mask.numel() != 1:
+        raise ValueError(f"{_where(unit, index)} must be a scalar, got shape {tuple(mask.shape)}")
+    return float(mask)
+
+
+def _kept(mask: Optional[Tensor], size: int) -> Tensor:
+    """Indices ``(K,)`` of the units with a non-zero mask (all ``size`` units without a mask)."""
+    if mask is None:
+        return torch.arange(size)
+    return mask.nonzero().squeeze(1)
+
+
+def _fold_columns(weight: Tensor, mask: Optional[Tensor], kept: Tensor) -> Tensor:
+    """Scale dim 1 of ``weight`` by ``mask`` (``(weight.shape[1],)``), then keep the ``kept`` indices."""
+    if mask is not None:
+        shape = [1] * weight.ndim
+        shape[1] = -1
+        weight = weight * mask.to(weight).view(shape)
+    return weight.index_select(1, kept.to(weight.device))
+
+
+def _select_rows(state: StateDict, key: str, kept: Tensor) -> None:
+    """Keep rows ``kept`` of ``state[key]`` if the key exists (biases are optional)."""
+    if key in state:
+        state[key] = state[key].index_select(0, kept.to(state[key].device))
+
+
+def _drop(state: StateDict, prefix: str) -> None:
+    """Delete every entry whose name starts with ``prefix``."""
+    for key in [key for key in state if key.startswith(prefix)]:
+        del state[key]
+
+
+def _check_mask_keys(masks: Masks) -> None:
+    unknown = sorted(set(masks) - set(UNIT_TYPES))
+    if unknown:
+        raise ValueError(f"Unknown mask keys {unknown}; known pruning units are {list(UNIT_TYPES)}")
+
+
+def _prune_feature_extractor(config: EncoderConfig, masks: Masks, state: StateDict) -> List[List[int]]:
+    """Prune the CNN channels in ``state`` in place; returns the new ``conv_layers``."""
+    num_conv = len(config.conv_layers)
+    entries = _layer_masks(masks, "conv", num_conv, "CNN")
+    channel_masks = [_vector_mask(entries, "conv", i, channels) for i, channels in enumerate(config.conv_channels)]
+    kept = [_kept(mask, channels) for mask, channels in zip(channel_masks, config.conv_channels)]
+    for i, kept_channels in enumerate(kept):
+        if kept_channels.numel() == 0:
+            raise ValueError(f"{_where('conv', i)} is zero for every channel; a CNN layer needs at least one "
+                             f"channel")
+    for i in range(num_conv):
+        prefix = f"feature_extractor.conv_layers.{i}."
+        for name in ("conv.weight", "conv.bias", "layer_norm.weight", "layer_norm.bias"):
+            _select_rows(state, prefix + name, kept[i])
+        if i > 0:
+            state[prefix + "conv.weight"] = _fold_columns(state[prefix + "conv.weight"], channel_masks[i - 1],
+                                                          kept[i - 1])
+    projection = "encoder.feature_projection."
+    _select_rows(state, projection + "layer_norm.weight", kept[-1])
+    _select_rows(state, projection + "layer_norm.bias", kept[-1])
+    state[projection + "projection.weight"] = _fold_columns(state[projection + "projection.weight"],
+                                                            channel_masks[-1], kept[-1])
+    return [[int(k.numel()), kernel, stride] for k, (_, kernel, stride) in zip(kept, config.conv_layers)]
+
+
+def _prune_attention(config: EncoderConfig, index: int, head_mask: Optional[Tensor], layer_scale: float,
+                     state: StateDict) -> List[int]:
+    """Prune the heads of layer ``index``'s attention in ``state`` in place; returns the kept head positions."""
+    prefix = f"encoder.transformer.layers.{index}.attention."
+    head_dim = config.head_dim
+    kept_heads = _kept(head_mask, config.num_heads[index])
+    rows = (kept_heads[:, None] * head_dim + torch.arange(head_dim)[None, :]).reshape(-1)
+    for name in ("q_proj", "k_proj", "v_proj"):
+        _select_rows(state, f"{prefix}{name}.weight", rows)
+        _select_rows(state, f"{prefix}{name}.bias", rows)
+    column_mask = None if head_mask is None else head_mask.repeat_interleave(head_dim)
+    out_weight = _fold_columns(state[prefix + "out_proj.weight"], column_mask, rows)
+    state[prefix + "out_proj.weight"] = out_weight * layer_scale
+    state[prefix + "out_proj.bias"] = state[prefix + "out_proj.bias"] * layer_scale
+    if prefix + "gru_rel_pos_const" in state:
+        const = state[prefix + "gru_rel_pos_const"]
+        state[prefix + "gru_rel_pos_const"] = const.index_select(1, kept_heads.to(const.device))
+    return kept_heads.tolist()
+
+
+def _prune_feed_forward(index: int, ffn_dim: int, interm_mask: Optional[Tensor], layer_scale: float,
+                        state: StateDict) -> int:
+    """Prune layer ``index``'s FFN units in ``state`` in place; returns the new FFN width."""
+    prefix = f"encoder.transformer.layers.{index}.feed_forward."
+    kept_units = _kept(interm_mask, ffn_dim)
+    _select_rows(state, prefix + "intermediate_dense.weight", kept_units)
+    _select_rows(state, prefix + "intermediate_dense.bias", kept_units)
+    out_weight = _fold_columns(state[prefix + "output_dense.weight"], interm_mask, kept_units)
+    state[prefix + "output_dense.weight"] = out_weight * layer_scale
+    state[prefix + "output_dense.bias"] = state[prefix + "output_dense.bias"] * layer_scale
+    return int(kept_units.numel())
+
+
+def _compact_config_and_state(model: SSLEncoder, masks: Masks) -> Tuple[EncoderConfig, StateDict]:
+    """The pruned model's config and its complete state dict (new tensors; ``model`` is not modified)."""
+    config = model.config
+    state = dict(model.state_dict())
+    conv_layers = _prune_feature_extractor(config, masks, state)
+
+    num_layers = config.num_layers
+    head_entries = _layer_masks(masks, "head", num_layers, "Transformer")
+    attn_entries = _layer_masks(masks, "attn_layer", num_layers, "Transformer")
+    interm_entries = _layer_masks(masks, "interm", num_layers, "Transformer")
+    ffn_entries = _layer_masks(masks, "ffn_layer", num_layers, "Transformer")
+    record_heads = config.model_type == "wavlm" or config.kept_heads is not None
+    num_heads, ffn_dims, use_attention, use_ffn, kept_heads = [], [], [], [], []
+    for index in range(num_layers):
+        prefix = f"encoder.transformer.layers.{index}."
+        # A sublayer the model no longer has ignores its masks.
+        attn_scale = _scalar_mask(attn_entries, "attn_layer", index) if config.use_attention[index] else 0.0
+        if attn_scale == 0.0:
+            _drop(state, prefix + "attention.")
+            if config.layer_norm_first:
+                _drop(state, prefix + "layer_norm.")
+            heads = []
+        else:
+            head_mask = _vector_mask(head_entries, "head", index, config.num_heads[index])
+            positions = _prune_attention(config, index, head_mask, attn_scale, state)
+            original = config.head_indices(index)
+            heads = [original[p] for p in positions]
+        use_attention.append(attn_scale != 0.0)
+        num_heads.append(len(heads))
+        kept_heads.append(heads)
+
+        ffn_scale = _scalar_mask(ffn_entries, "ffn_layer", index) if config.use_ffn[index] else 0.0
+        if ffn_scale == 0.0:
+            _drop(state, prefix + "feed_forward.")
+            if config.layer_norm_first:
+                _drop(state, prefix + "final_layer_norm.")
+            width = 0
+        else:
+            interm_mask = _vector_mask(interm_entries, "interm", index, config.ffn_dims[index])
+            width = _prune_feed_forward(index, config.ffn_dims[index], interm_mask, ffn_scale, state)
+        use_ffn.append(ffn_scale != 0.0)
+        ffn_dims.append(width)
+
+    new_config = config.replace(conv_layers=conv_layers, num_heads=num_heads, ffn_dims=ffn_dims,
+                                use_attention=use_attention, use_ffn=use_ffn,
+                                kept_heads=kept_heads if record_heads else None)
+    embed_key = "encoder.transformer.position_bias.rel_attn_embed.weight"
+    if embed_key in state:
+        # Heads beyond the largest kept original index are read by no layer.
+        state[embed_key] = state[embed_key][:, : new_config.total_heads]
+    return new_config, state
+
+
+def prune_encoder(model: SSLEncoder, masks: Masks) -> SSLEncoder:
+    """Physically prune ``model`` with ``masks``; the gated model is left untouched.
+
+    Args:
+        model: the gated encoder (dense or already pruned).
+        masks: unit masks as described in :mod:`espnet_prune.ssl.model`: ``conv`` one ``(C_i,)``
+            per CNN layer, ``head`` one ``(H_l,)`` per layer, ``attn_layer`` ``L`` scalars,
+            ``interm`` one ``(F_l,)`` per layer, ``ffn_layer`` ``L`` scalars; values in [0, 1].
+            A missing key leaves that unit unpruned; masks of a sublayer the model has already
+            lost are ignored.
+    Returns:
+        A new encoder with a new :class:`EncoderConfig`, on ``model``'s device and dtype and in its
+        train/eval mode, whose eval outputs equal ``model(x, masks=masks)`` in eval mode.
+    Raises:
+        ValueError: unknown mask keys, wrong numbers of layers or mask shapes, values outside
+            [0, 1], or a CNN layer whose channels are all zero.
+    """
+    _check_mask_keys(masks)
+    new_config, state = _compact_config_and_state(model, masks)
+    reference = next(model.parameters())
+    compact = SSLEncoder(new_config).to(device=reference.device, dtype=reference.dtype)
+    compact.load_state_dict(state, strict=True)
+    return compact.train(model.training)
+
+
+def save_compact(model: SSLEncoder, path: Union[str, os.PathLike, BinaryIO]) -> None:
+    """Save ``model`` as ``{"config": plain dict, "state_dict": tensors}`` with :func:`torch.save`.
+
+    The file needs no other model to load; see :func:`load_compact`.
+    """
+    torch.save({"config": model.config.to_dict(), "state_dict": model.state_dict()}, path)
+
+
+def load_compact(path_or_obj: Union[str, os.PathLike, BinaryIO, Dict[str, Any]]) -> SSLEncoder:
+    """Rebuild an encoder saved by :func:`save_compact`.
+
+    Args:
+        path_or_obj: a file (path or binary file object) written by :func:`save_compact`, or the
+            dict it holds, ``{"config": EncoderConfig.to_dict(), "state_dict": {...}}``.
+    Returns:
+        The encoder on CPU, in eval mode.
+    """
+    if isinstance(path_or_obj, dict):
+        saved = path_or_obj
+    else:
+        saved = torch.load(path_or_obj, map_location="cpu", weights_only=True)
+    if not isinstance(saved, dict) or set(saved) != {"config", "state_dict"}:
+        found = sorted(saved) if isinstance(saved, dict) else type(saved).__name__
+        raise ValueError(f"A compact encoder is a dict with exactly the keys 'config' and 'state_dict', got {found}")
+    model = SSLEncoder(EncoderConfig.from_dict(saved["config"]))
+    model.load_state_dict(saved["state_dict"], strict=True)
+    return model.eval()
+
+
+__all__ = ["prune_encoder", "save_compact", "load_compact"]
