@@ -15,6 +15,10 @@ install_requires = [
     "numpy",
     # ESPnet's trainer imports tensorboard (espnet's "train" extra).
     "tensorboard>=2.14",
+    # ESPnet's reporter plots training curves with matplotlib.
+    "matplotlib>=3.7",
+    # Hugging Face model directories store weights as safetensors.
+    "safetensors>=0.4",
 ]
 
 extras_require = {
