@@ -4,6 +4,9 @@
 to the ``ClassChoices`` registries of ESPnet's tasks, so that YAML configs can name
 them (``frontend: pruned_ssl``, ``model: pruned_espnet``, ``lm: ...``). The launcher
 ``python -m espnet_prune ...`` calls it before running ESPnet's own entry points.
+Besides the registries, ``register()`` wraps ``AbsTask.build_optimizers`` so that a model
+whose frontend prunes gets a separate parameter group for its gates (``reg_lr``) and a
+step hook that moves the pruning schedule; every other model is built as before.
 """
 
 import importlib
@@ -12,9 +15,13 @@ from typing import Dict, List, Tuple
 __version__ = "0.1.0"
 
 # (ESPnet task module, registry attribute, choice name, "our.module:ClassName")
-REGISTRATIONS: List[Tuple[str, str, str, str]] = []
-
-_registered = False
+REGISTRATIONS: List[Tuple[str, str, str, str]] = [
+    ("espnet2.tasks.asr", "frontend_choices", "pruned_ssl", "espnet_prune.asr.frontend.pruned_ssl:PrunedSSLFrontend"),
+    ("espnet2.tasks.slu", "frontend_choices", "pruned_ssl", "espnet_prune.asr.frontend.pruned_ssl:PrunedSSLFrontend"),
+    ("espnet2.tasks.asr", "model_choices", "pruned_espnet", "espnet_prune.asr.espnet_model:PrunedESPnetASRModel"),
+    ("espnet2.tasks.slu", "model_choices", "pruned_espnet", "espnet_prune.slu.espnet_model:PrunedESPnetSLUModel"),
+    ("espnet2.tasks.lm", "lm_choices", "pruned_transformer", "espnet_prune.lm.pruned_transformer_lm:PrunedTransformerLM"),
+]
 
 
 def _load(target: str):
@@ -28,7 +35,6 @@ def register() -> Dict[str, List[str]]:
     Returns:
         ``{"espnet2.tasks.asr.frontend_choices": ["pruned_ssl"], ...}``: what is registered.
     """
-    global _registered
     added: Dict[str, List[str]] = {}
     for task_module, registry_name, choice, target in REGISTRATIONS:
         registry = getattr(importlib.import_module(task_module), registry_name)
@@ -40,5 +46,33 @@ def register() -> Dict[str, List[str]]:
             )
         registry.classes[choice] = cls
         added.setdefault(f"{task_module}.{registry_name}", []).append(choice)
-    _registered = True
+    _wrap_build_optimizers()
     return added
+
+
+def _wrap_build_optimizers() -> None:
+    from espnet2.tasks.abs_task import AbsTask, optim_classes
+
+    original = AbsTask.build_optimizers.__func__
+    if getattr(original, "espnet_prune_wrapper", False):
+        return
+
+    def build_optimizers(cls, args, model):
+        from espnet_prune.pruning.espnet_glue import PruningLossMixin, build_optimizer, find_controller
+
+        if find_controller(model) is None:
+            return original(cls, args, model)
+        if not isinstance(model, PruningLossMixin):
+            raise ValueError(
+                f"frontend_conf.pruning is set but model '{type(model).__name__}' does not add the pruning "
+                "loss, so nothing would be pruned; use 'model: pruned_espnet'")
+        if args.sharded_ddp or args.exclude_weight_decay:
+            raise ValueError("frontend_conf.pruning does not support sharded_ddp or exclude_weight_decay")
+        optim_class = optim_classes.get(args.optim)
+        if optim_class is None:
+            raise ValueError(f"must be one of {list(optim_classes)}: {args.optim}")
+        return [build_optimizer(optim_class, model, args.optim_conf, model.frontend.reg_lr)]
+
+    build_optimizers.espnet_prune_wrapper = True
+    build_optimizers.__doc__ = original.__doc__
+    AbsTask.build_optimizers = classmethod(build_optimizers)

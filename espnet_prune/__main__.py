@@ -29,8 +29,10 @@ def main(argv=None) -> None:
     if argv[0] == "-m":
         if len(argv) < 2:
             sys.exit("espnet_prune: -m needs a module name\n" + USAGE)
-        sys.argv = argv[1:]
-        runpy.run_module(argv[1], run_name="__main__", alter_sys=True)
+        # Keep this launcher as sys.modules["__main__"]: processes that torch.multiprocessing
+        # spawns (ESPnet's DDP) re-import it as "__mp_main__", which registers the plugin.
+        sys.argv = [argv[1]] + argv[2:]
+        runpy.run_module(argv[1], run_name="__main__", alter_sys=False)
     elif argv[0] == "-c":
         if len(argv) < 2:
             sys.exit("espnet_prune: -c needs code\n" + USAGE)
@@ -45,3 +47,7 @@ def main(argv=None) -> None:
 
 if __name__ == "__main__":
     main()
+elif __name__ == "__mp_main__":
+    from espnet_prune import register
+
+    register()

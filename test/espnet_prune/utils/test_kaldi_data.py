@@ -8,13 +8,7 @@ import pytest
 import soundfile
 
 from espnet_prune.utils.kaldi_data import Utterance, read_text, validate_data_dir, write_data_dir, write_text
-from test.espnet_prune.fixtures import (  # noqa: F401  (asr_corpus, slu_corpus are pytest fixtures)
-    COMMANDS,
-    SPLIT_VARIANTS,
-    asr_corpus,
-    make_asr_corpus,
-    slu_corpus,
-)
+from test.espnet_prune.fixtures import COMMANDS, SPLIT_VARIANTS, make_asr_corpus
 
 
 def tone(seconds: float, frequency: float = 220.0, amplitude: float = 0.5) -> np.ndarray:

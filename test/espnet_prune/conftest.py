@@ -319,3 +319,7 @@ def make_config() -> Callable[..., EncoderConfig]:
 @pytest.fixture
 def batch() -> Tuple[Tensor, Tensor]:
     return make_batch()
+
+
+# Synthesised-speech corpora (session scoped), shared by the ESPnet end-to-end and data tests.
+from test.espnet_prune.fixtures import asr_corpus, slu_corpus  # noqa: E402,F401
