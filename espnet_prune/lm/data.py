@@ -1,0 +1,59 @@
+"""Text input for LM pruning: checks, and mini-batches of token ids.
+
+Text files are ESPnet ``text`` files (``dump/raw/lm_train.txt``, ``dump/raw/dev/text``):
+one sentence per line, ``<key> <sentence>``. Tokenisation is that of the LM experiment
+(its ``config.yaml``: ``token_type``, ``token_list``, ``bpemodel``, ...), done by ESPnet's
+own preprocessor.
+"""
+
+import argparse
+import itertools
+from pathlib import Path
+from typing import Iterator, Optional, Tuple
+
+import torch
+from espnet2.tasks.lm import LMTask
+
+
+def has_sentence(path: str) -> bool:
+    """Whether ``path`` has a line with a key and a non-empty sentence (reads up to it)."""
+    with open(path, encoding="utf-8") as f:
+        return any(len(line.split(maxsplit=1)) == 2 for line in f)
+
+
+def check_text_file(path: str, option: str) -> None:
+    """Raise ``ValueError`` naming ``option`` if ``path`` is missing or has no sentence."""
+    if not Path(path).is_file():
+        raise ValueError(f"{option}: no such file: {path}")
+    if not has_sentence(path):
+        raise ValueError(f"{option}: {path} is empty (no '<key> <sentence>' line)")
+
+
+def text_batches(
+    train_args: argparse.Namespace,
+    path: str,
+    batch_size: int,
+    max_batches: Optional[int] = None,
+) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
+    """Mini-batches of ``path`` in file order, tokenised as the LM was trained.
+
+    Args:
+        train_args: the LM experiment's config (``LMTask.build_model_from_file``'s).
+        path: ESPnet text file.
+        batch_size: sentences per batch.
+        max_batches: stop after this many batches (None: whole file).
+
+    Yields:
+        text (batch, length) int64 token ids padded with 0, lengths (batch,) int64.
+    """
+    loader = LMTask.build_streaming_iterator(
+        data_path_and_name_and_type=[(str(path), "text", "text")],
+        preprocess_fn=LMTask.build_preprocess_fn(train_args, False),
+        collate_fn=LMTask.build_collate_fn(train_args, False),
+        batch_size=batch_size,
+        dtype="float32",
+        num_workers=0,
+        inference=True,
+    )
+    for _, batch in itertools.islice(loader, max_batches):
+        yield batch["text"], batch["text_lengths"]

@@ -1,0 +1,124 @@
+"""ESPnet LM experiments on disk: ``config.yaml`` + ``model.pth``.
+
+Reading accepts the ``config.yaml`` that ``espnet2.bin.lm_train`` writes for
+``lm: transformer`` (or ``pruned_transformer``, to prune further); the model is always
+rebuilt as a :class:`PrunedTransformerLM` (dense ``transformer`` weights load into it
+unchanged). Writing produces an experiment that ESPnet's tools load through the plugin
+launcher: ``lm: pruned_transformer`` with the full ``lm_conf``, and the
+``ESPnetLanguageModel`` state dict (keys ``lm.*``) as ``model.pth``.
+"""
+
+import argparse
+import copy
+from pathlib import Path
+from typing import Any, Dict, List, Tuple
+
+import torch
+import yaml
+from espnet2.lm.espnet_model import ESPnetLanguageModel
+from espnet2.utils.yaml_no_alias_safe_dump import yaml_no_alias_safe_dump
+
+from espnet_prune.lm.pruned_transformer_lm import PrunedTransformerLM
+
+SUPPORTED_LM_TYPES = ("transformer", "pruned_transformer")
+PRUNED_LM_TYPE = "pruned_transformer"
+
+
+def read_lm_config(path: str) -> Dict[str, Any]:
+    """Load an LM experiment's ``config.yaml`` and check that it can be pruned.
+
+    Raises:
+        ValueError: missing file, not an LM config, unsupported ``lm`` or ``model`` type.
+    """
+    if not Path(path).is_file():
+        raise ValueError(f"lm_train_config: no such file: {path}")
+    with open(path, encoding="utf-8") as f:
+        config = yaml.safe_load(f)
+    if not isinstance(config, dict) or "lm" not in config or "token_list" not in config:
+        raise ValueError(f"lm_train_config: {path} is not an ESPnet LM config (no 'lm'/'token_list')")
+    if config["lm"] not in SUPPORTED_LM_TYPES:
+        raise ValueError(
+            f"unsupported LM type 'lm: {config['lm']}' in {path}: "
+            f"lm_prune supports {', '.join(SUPPORTED_LM_TYPES)}"
+        )
+    model_type = config.get("model") or "lm"
+    if model_type != "lm":
+        raise ValueError(f"unsupported model type 'model: {model_type}' in {path}: only 'lm'")
+    return config
+
+
+def token_list(config: Dict[str, Any]) -> List[str]:
+    """The experiment's tokens (``token_list`` is a list or a file path)."""
+    tokens = config["token_list"]
+    if isinstance(tokens, str):
+        with open(tokens, encoding="utf-8") as f:
+            tokens = [line.rstrip() for line in f]
+    return list(tokens)
+
+
+def build_lm_model(config: Dict[str, Any]) -> ESPnetLanguageModel:
+    """``ESPnetLanguageModel`` around a freshly initialised ``PrunedTransformerLM`` for
+    ``config`` (its ``lm_conf``, token list and ``model_conf``)."""
+    vocab_size = len(token_list(config))
+    try:
+        lm = PrunedTransformerLM(vocab_size=vocab_size, **(config.get("lm_conf") or {}))
+    except TypeError as e:
+        raise ValueError(f"lm_conf not supported by lm_prune: {e}") from e
+    return ESPnetLanguageModel(lm=lm, vocab_size=vocab_size, **(config.get("model_conf") or {}))
+
+
+def load_lm_experiment(
+    config_path: str, model_path: str, device: str = "cpu"
+) -> Tuple[ESPnetLanguageModel, argparse.Namespace, Dict[str, Any]]:
+    """Load an LM experiment as a prunable model.
+
+    Returns:
+        the ESPnet LM (eval mode, on ``device``), its training args (as
+        ``LMTask.build_model_from_file`` returns them, with ``token_list`` a list) and
+        the raw config dict.
+    """
+    config = read_lm_config(config_path)
+    if not Path(model_path).is_file():
+        raise ValueError(f"lm_file: no such file: {model_path}")
+    config["token_list"] = token_list(config)
+    model = build_lm_model(config)
+    state = torch.load(model_path, map_location="cpu", weights_only=False)
+    if "module" in state:  # deepspeed checkpoint
+        state = state["module"]
+    model.load_state_dict(state, strict=True)
+    return model.to(device).eval(), argparse.Namespace(**copy.deepcopy(config)), config
+
+
+def pruned_config(
+    config: Dict[str, Any], lm: PrunedTransformerLM, output_dir: str
+) -> Dict[str, Any]:
+    """``config`` (an LM experiment's) describing ``lm`` as ``lm: pruned_transformer``."""
+    config = copy.deepcopy(config)
+    config["lm"] = PRUNED_LM_TYPE
+    config["lm_conf"] = lm.lm_conf
+    config["output_dir"] = str(output_dir)
+    return config
+
+
+def save_lm_experiment(
+    model: ESPnetLanguageModel, config: Dict[str, Any], output_dir: str
+) -> Tuple[Path, Path]:
+    """Write ``output_dir/config.yaml`` and ``output_dir/model.pth`` for ``model``.
+
+    Args:
+        model: ESPnet LM whose ``lm`` is a :class:`PrunedTransformerLM`.
+        config: the source experiment's config (training options, tokens, ...).
+        output_dir: directory to create.
+
+    Returns:
+        paths of the config and the model file.
+    """
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    config_path, model_path = output_dir / "config.yaml", output_dir / "model.pth"
+    with config_path.open("w", encoding="utf-8") as f:
+        yaml_no_alias_safe_dump(
+            pruned_config(config, model.lm, output_dir), f, indent=4, sort_keys=False
+        )
+    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, model_path)
+    return config_path, model_path

@@ -1,0 +1,163 @@
+"""``python -m espnet_prune.bin.lm_prune``: end to end with ESPnet's tools, and input checks."""
+
+import json
+import math
+import re
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from espnet_prune.bin.lm_prune import main, target_name
+from test.espnet_prune.lm.tiny_lm import one_torch_thread, subprocess_env, tiny_lm  # noqa: F401  (fixtures)
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def lm_prune_args(experiment, output_dir, **options):
+    args = dict(
+        lm_train_config=experiment.config,
+        lm_file=experiment.model_file,
+        train_text=experiment.train_text,
+        valid_text=experiment.valid_text,
+        output_dir=output_dir,
+        stat_batches=4,
+        stat_batch_size=16,
+        latency_steps=8,
+        latency_repeats=2,
+    )
+    args.update(options)
+    return [f"--{key}={value}" for key, value in args.items()]
+
+
+def test_incremental_lowrank_cli_emits_every_size_for_espnet_tools(tiny_lm, tmp_path):  # noqa: F811
+    output_dir = tmp_path / "pruned"
+    cmd = [sys.executable, "-m", "espnet_prune.bin.lm_prune"] + lm_prune_args(
+        tiny_lm, output_dir,
+        criterion="data", method="lowrank", scheduler="incremental", targets="0.6,0.3",
+        num_increments=2, finetune_steps=4, finetune_lr=0.001, finetune_batch_size=16,
+    )
+    result = subprocess.run(cmd, env=subprocess_env(), capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    report = json.loads((output_dir / "report.json").read_text())
+    systems = {s["name"]: s for s in report["systems"]}
+    assert list(systems) == ["dense", "target0.60", "target0.30"]
+    for name, target in (("target0.60", 0.6), ("target0.30", 0.3)):
+        system = systems[name]
+        assert (output_dir / name / "config.yaml").is_file() and (output_dir / name / "model.pth").is_file()
+        assert abs(system["params"] - target * report["dense_params"]) <= 0.02 * target * report["dense_params"]
+        assert system["lm_conf"]["ranks"]
+        assert math.isfinite(system["perplexity"]) and system["perplexity"] > 1
+        assert system["latency_ms_per_step"] > 0
+        assert system["latency_ratio"] == pytest.approx(
+            system["latency_ms_per_step"] / systems["dense"]["latency_ms_per_step"]
+        )
+    # The smaller size continued from the larger one: four steps, each fine-tuned by ESPnet.
+    steps = sorted(p.name for p in (output_dir / "finetune").glob("step*"))
+    assert steps == ["step01_ratio0.8000", "step02_ratio0.6000", "step03_ratio0.4500", "step04_ratio0.3000"]
+    assert all((output_dir / "finetune" / s / "train" / "1epoch.pth").is_file() for s in steps)
+    table = (output_dir / "report.md").read_text()
+    assert "| target0.30 | 0.30 |" in table and "| dense | 1.00 |" in table
+
+    # ESPnet's perplexity tool loads the emitted size through the plugin launcher.
+    ppl_dir = tmp_path / "ppl"
+    cmd = [
+        sys.executable, "-m", "espnet_prune", "-m", "espnet2.bin.lm_calc_perplexity",
+        "--train_config", str(output_dir / "target0.30" / "config.yaml"),
+        "--model_file", str(output_dir / "target0.30" / "model.pth"),
+        "--data_path_and_name_and_type", f"{tiny_lm.valid_text},text,text",
+        "--output_dir", str(ppl_dir), "--num_workers", "0",
+    ]
+    result = subprocess.run(cmd, env=subprocess_env(), capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    ppl = float((ppl_dir / "ppl").read_text())
+    assert math.isfinite(ppl)
+    assert ppl == pytest.approx(systems["target0.30"]["perplexity"], rel=1e-5)
+
+
+def test_oneshot_structured_without_finetuning(tiny_lm, tmp_path):  # noqa: F811
+    output_dir = tmp_path / "structured"
+    main(lm_prune_args(
+        tiny_lm, output_dir, criterion="magnitude", method="structured", scheduler="oneshot",
+        targets="0.5,0.7", finetune_steps=0,
+    ))
+    report = json.loads((output_dir / "report.json").read_text())
+    assert [s["name"] for s in report["systems"]] == ["dense", "target0.70", "target0.50"]
+    assert not (output_dir / "finetune").exists()
+    config = yaml.safe_load((output_dir / "target0.50" / "config.yaml").read_text())
+    assert config["lm"] == "pruned_transformer"
+    assert config["lm_conf"] == report["systems"][2]["lm_conf"]
+    assert not config["lm_conf"]["ranks"] and not config["lm_conf"]["weight_masks"]
+    for system, target in zip(report["systems"][1:], (0.7, 0.5)):
+        assert abs(system["params"] - target * report["dense_params"]) <= 0.02 * target * report["dense_params"]
+
+
+def test_target_directory_names():
+    assert target_name(0.5) == "target0.50"
+    assert target_name(0.75) == "target0.75"
+    assert target_name(0.125) == "target0.125"
+
+
+def _write(path, text):
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        (dict(targets="1.0"), "target 1.0 must be a ratio"),
+        (dict(targets="0.5,1.5"), "target 1.5 must be a ratio"),
+        (dict(targets="0"), "target 0 must be a ratio"),
+        (dict(targets="-0.25"), "target -0.25 must be a ratio"),
+        (dict(targets="0.5,0.5"), "target 0.5 is given twice"),
+        (dict(targets="half"), "target 'half' is not a number"),
+        (dict(method="pruneall"), "invalid choice: 'pruneall'"),
+        (dict(criterion="fisher"), "invalid choice: 'fisher'"),
+        (dict(scheduler="cyclic"), "invalid choice: 'cyclic'"),
+        (dict(lm="seq_rnn"), "unsupported LM type 'lm: seq_rnn'"),
+        (dict(train_text=""), "train_text: .* is empty"),
+        (dict(valid_text="key_only\n"), "valid_text: .* is empty"),
+        (dict(lm_file="missing"), "lm_file: no such file"),
+        (dict(method="structured", targets="0.02"), "below what structured pruning can reach"),
+    ],
+)
+def test_bad_input_is_refused_before_any_work(tiny_lm, tmp_path, capsys, case, message):  # noqa: F811
+    case = dict(case)
+    options = dict(targets="0.5", method="lowrank")
+    if "lm" in case:
+        config = yaml.safe_load(tiny_lm.config.read_text())
+        config["lm"] = case.pop("lm")
+        options["lm_train_config"] = _write(tmp_path / "config.yaml", yaml.safe_dump(config))
+    for key in ("train_text", "valid_text"):
+        if key in case:
+            options[key] = _write(tmp_path / f"{key}.txt", case.pop(key))
+    if case.get("lm_file") == "missing":
+        options["lm_file"] = tmp_path / case.pop("lm_file")
+    options.update(case)
+    output_dir = tmp_path / "out"
+    with pytest.raises(SystemExit) as exit_info:
+        main(lm_prune_args(tiny_lm, output_dir, **options))
+    assert exit_info.value.code == 2
+    assert re.search(message, capsys.readouterr().err)
+    assert not output_dir.exists()
+
+
+def test_method_that_does_not_apply_to_the_input_lm_is_refused(tiny_lm, tmp_path, capsys):  # noqa: F811
+    from espnet_prune.lm.experiment import load_lm_experiment, save_lm_experiment
+    from espnet_prune.lm.methods import prune_step
+
+    model, _, config = load_lm_experiment(str(tiny_lm.config), str(tiny_lm.model_file))
+    masked = prune_step(model, "unstructured", "magnitude", model.lm.num_params() // 2, None)
+    config_path, model_path = save_lm_experiment(masked, config, tmp_path / "masked")
+    output_dir = tmp_path / "out"
+    with pytest.raises(SystemExit) as exit_info:
+        main(lm_prune_args(
+            tiny_lm, output_dir, lm_train_config=config_path, lm_file=model_path,
+            method="lowrank", targets="0.5",
+        ))
+    assert exit_info.value.code == 2
+    assert "lowrank pruning does not apply to an LM with weight masks" in capsys.readouterr().err
+    assert not output_dir.exists()
