@@ -5,8 +5,9 @@ to the ``ClassChoices`` registries of ESPnet's tasks, so that YAML configs can n
 them (``frontend: pruned_ssl``, ``model: pruned_espnet``, ``lm: ...``). The launcher
 ``python -m espnet_prune ...`` calls it before running ESPnet's own entry points.
 Besides the registries, ``register()`` wraps ``AbsTask.build_optimizers`` so that a model
-whose frontend prunes gets a separate parameter group for its gates (``reg_lr``) and a
-step hook that moves the pruning schedule; every other model is built as before.
+whose frontend prunes gets separate parameter groups for its gates and Lagrange
+multipliers (``reg_lr``) and a step hook that moves the pruning schedule; every other
+model is built as before.
 """
 
 import importlib
@@ -71,7 +72,9 @@ def _wrap_build_optimizers() -> None:
         optim_class = optim_classes.get(args.optim)
         if optim_class is None:
             raise ValueError(f"must be one of {list(optim_classes)}: {args.optim}")
-        return [build_optimizer(optim_class, model, args.optim_conf, model.frontend.reg_lr)]
+        frontend = model.frontend
+        return [build_optimizer(optim_class, model, args.optim_conf, frontend.reg_lr,
+                                frontend.lambda2_lr_scale)]
 
     build_optimizers.espnet_prune_wrapper = True
     build_optimizers.__doc__ = original.__doc__

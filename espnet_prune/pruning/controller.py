@@ -52,7 +52,8 @@ class PruningController(nn.Module):
         warmup_steps: steps over which each target ramps linearly from 1.0 to its final value.
         reference_seconds: input duration the MACs are counted for.
         temperature: hard-concrete temperature beta.
-        init_keep_prob: initial keep probability of every unit.
+        init_keep_prob: initial keep probability of every unit; close to 1 so that the
+            expected cost starts near the dense cost, where the target ramp starts.
     """
 
     def __init__(
@@ -66,7 +67,7 @@ class PruningController(nn.Module):
         warmup_steps: int = 0,
         reference_seconds: float = 10.0,
         temperature: float = 2.0 / 3.0,
-        init_keep_prob: float = 0.9,
+        init_keep_prob: float = 0.99,
     ):
         super().__init__()
         units = list(units)
@@ -250,6 +251,18 @@ class PruningController(nn.Module):
     def lagrangian_parameters(self) -> List[nn.Parameter]:
         """The multipliers lambda1 and lambda2 of every budget."""
         return list(self.lambda_1.values()) + list(self.lambda_2.values())
+
+    def parameter_groups(self, reg_lr: float, lambda2_lr_scale: float = 10.0) -> List[Dict]:
+        """Optimizer parameter groups: gates and lambda1 at ``reg_lr``, lambda2 faster.
+
+        The quadratic term ``lambda2 (c - t)^2`` reacts to the gap at once, the linear one
+        only as lambda1 accumulates; letting lambda2 grow faster damps the oscillation of
+        the expected cost around the target. No weight decay on any of them.
+        """
+        return [
+            {"params": self.gate_parameters() + list(self.lambda_1.values()), "lr": reg_lr, "weight_decay": 0.0},
+            {"params": list(self.lambda_2.values()), "lr": reg_lr * lambda2_lr_scale, "weight_decay": 0.0},
+        ]
 
     def describe(self) -> str:
         """One line per unit type: kept / total units of the deterministic mask."""

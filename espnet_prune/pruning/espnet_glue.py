@@ -3,12 +3,12 @@
 * :class:`PruningLossMixin` adds the controller's Lagrangian to a model's loss and its
   statistics to ESPnet's reporter (``train.log``, tensorboard).
 * :func:`build_optimizer` gives gates and Lagrange multipliers their own parameter
-  group (``reg_lr``, no weight decay) in whatever optimizer the YAML names, and moves
-  the target schedule on each real optimizer step (so ``accum_grad`` and AMP's skipped
-  steps are counted right).
+  groups (constant ``reg_lr``, no weight decay) in whatever optimizer the YAML names, and
+  moves the target schedule on each real optimizer step (so ``accum_grad`` and AMP's
+  skipped steps are counted right).
 """
 
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, Optional
 
 import torch
 from torch import Tensor, nn
@@ -39,16 +39,25 @@ class PruningLossMixin:
         return loss
 
 
-def build_optimizer(optim_class, model: nn.Module, optim_conf: Dict, reg_lr: float) -> torch.optim.Optimizer:
-    """An optimizer with two groups: the model's weights (``optim_conf``) and the pruning
-    parameters (``lr=reg_lr``, ``weight_decay=0``); the controller advances on each step."""
+def build_optimizer(optim_class, model: nn.Module, optim_conf: Dict, reg_lr: float,
+                    lambda2_lr_scale: float) -> torch.optim.Optimizer:
+    """An optimizer whose first group holds the model's weights (``optim_conf``) and whose
+    other groups hold the pruning parameters (see ``PruningController.parameter_groups``).
+
+    The pruning groups keep their learning rates whatever the YAML's scheduler does to the
+    weights' (a step pre-hook restores them), and the controller advances after each step.
+    """
     controller = find_controller(model)
-    pruning = {id(p) for p in controller.parameters()}
+    pruning_groups = controller.parameter_groups(reg_lr, lambda2_lr_scale)
+    pruning = {id(p) for group in pruning_groups for p in group["params"]}
     weights = [p for p in model.parameters() if id(p) not in pruning]
-    groups: List[Dict] = [
-        {"params": weights},
-        {"params": list(controller.parameters()), "lr": reg_lr, "weight_decay": 0.0},
-    ]
-    optimizer = optim_class(groups, **optim_conf)
+    optimizer = optim_class([{"params": weights}] + pruning_groups, **optim_conf)
+    pruning_lrs = [group["lr"] for group in pruning_groups]
+
+    def restore_pruning_lrs(optimizer, args, kwargs):
+        for group, lr in zip(optimizer.param_groups[1:], pruning_lrs):
+            group["lr"] = lr
+
+    optimizer.register_step_pre_hook(restore_pruning_lrs)
     optimizer.register_step_post_hook(lambda *_: controller.advance())
     return optimizer

@@ -195,7 +195,9 @@ def get_config(arch: Union[str, Dict[str, Any], EncoderConfig], **overrides) -> 
         values = dict(arch)
         preset = values.pop("preset", None)
         if preset is not None:
-            values = {**get_config(preset).to_dict(), **values}
+            if preset not in PRESETS:
+                raise ValueError(f"Unknown architecture preset '{preset}'; known presets: {sorted(PRESETS)}")
+            values = {**PRESETS[preset], **values}
     else:
         raise TypeError(f"arch must be a preset name, a dict or an EncoderConfig, got {type(arch).__name__}")
     values.update(overrides)

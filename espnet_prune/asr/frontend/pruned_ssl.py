@@ -34,8 +34,9 @@ PRUNING_DEFAULTS: Dict[str, Any] = dict(
     warmup_steps=5000,
     reference_seconds=10.0,
     reg_lr=0.02,
+    lambda2_lr_scale=10.0,
     temperature=2.0 / 3.0,
-    init_keep_prob=0.9,
+    init_keep_prob=0.99,
 )
 
 _STRUCTURE_KEY = "compact_structure"
@@ -68,8 +69,9 @@ class PrunedSSLFrontend(AbsFrontend):
         pruning: ``None`` for no pruning, or a dict with keys ``units`` (any of conv, head,
             attn_layer, interm, ffn_layer), ``metric`` (macs | params), ``target`` (joint keep
             ratio) or ``cnn_target``/``transformer_target`` (separate budgets),
-            ``warmup_steps``, ``reference_seconds``, ``reg_lr`` (learning rate of gates and
-            Lagrange multipliers), ``temperature``, ``init_keep_prob``.
+            ``warmup_steps``, ``reference_seconds``, ``reg_lr`` (constant learning rate of the
+            gates and lambda1), ``lambda2_lr_scale`` (lambda2 learns this many times faster),
+            ``temperature``, ``init_keep_prob``.
     """
 
     @typechecked
@@ -111,6 +113,7 @@ class PrunedSSLFrontend(AbsFrontend):
         if self.pruning_conf is not None:
             conf = dict(self.pruning_conf)
             conf.pop("reg_lr")
+            conf.pop("lambda2_lr_scale")
             self.controller = PruningController(config, **conf)
             logging.info("pruned_ssl: pruning %s to %s", conf["units"], self.controller.budgets)
         self.hop_length = 1
@@ -126,14 +129,20 @@ class PrunedSSLFrontend(AbsFrontend):
         conf = {**PRUNING_DEFAULTS, **pruning}
         if isinstance(conf["units"], str):
             conf["units"] = [conf["units"]]
-        if not float(conf["reg_lr"]) > 0:
-            raise ValueError(f"frontend_conf.pruning.reg_lr must be > 0, got {conf['reg_lr']}")
+        for key in ("reg_lr", "lambda2_lr_scale"):
+            if not float(conf[key]) > 0:
+                raise ValueError(f"frontend_conf.pruning.{key} must be > 0, got {conf[key]}")
         return conf
 
     @property
     def reg_lr(self) -> Optional[float]:
-        """Learning rate for the gates and Lagrange multipliers (``None`` without pruning)."""
+        """Learning rate of the gates and lambda1 (``None`` without pruning)."""
         return None if self.pruning_conf is None else float(self.pruning_conf["reg_lr"])
+
+    @property
+    def lambda2_lr_scale(self) -> Optional[float]:
+        """lambda2's learning rate relative to ``reg_lr`` (``None`` without pruning)."""
+        return None if self.pruning_conf is None else float(self.pruning_conf["lambda2_lr_scale"])
 
     def output_size(self) -> int:
         return self.encoder.config.embed_dim

@@ -98,6 +98,7 @@ def test_a_state_dict_that_does_not_fit_is_refused():
     (dict(pruning={"units": ["head"]}), "needs a budget"),
     (dict(pruning={"target": 0.5, "taget": 0.3}), "Unknown key.*taget"),
     (dict(pruning={"target": 0.5, "reg_lr": 0}), "reg_lr"),
+    (dict(pruning={"target": 0.5, "lambda2_lr_scale": -1}), "lambda2_lr_scale"),
     (dict(fs="8k"), "16000 Hz"),
     (dict(layer=5), "out of range"),
     (dict(layer=1, multilayer_feature=True), "multilayer_feature"),
@@ -141,21 +142,27 @@ def test_optimizer_gives_the_gates_their_own_learning_rate():
     register()
     from espnet2.tasks.asr import ASRTask
 
-    model = build_asr_model(training_config({"target": 0.5, "reg_lr": 0.07}))
+    model = build_asr_model(training_config({"target": 0.5, "reg_lr": 0.07, "lambda2_lr_scale": 3}))
     args = ASRTask.get_parser().parse_args(["--output_dir", "unused", "--optim", "adamw", "--optim_conf", "lr=0.001",
                                             "--optim_conf", "weight_decay=0.01"])
     (optimizer,) = ASRTask.build_optimizers(args, model)
-    weights, pruning = optimizer.param_groups
+    weights, gates, lambda2 = optimizer.param_groups
     controller = model.frontend.controller
-    assert {id(p) for p in pruning["params"]} == {id(p) for p in controller.parameters()}
-    assert pruning["lr"] == 0.07 and pruning["weight_decay"] == 0.0
+    pruning_ids = {id(p) for group in (gates, lambda2) for p in group["params"]}
+    assert pruning_ids == {id(p) for p in controller.parameters()}
+    assert gates["lr"] == 0.07 and lambda2["lr"] == pytest.approx(0.21)
+    assert gates["weight_decay"] == lambda2["weight_decay"] == 0.0
     assert weights["lr"] == 0.001 and weights["weight_decay"] == 0.01
-    assert len(weights["params"]) + len(pruning["params"]) == len(list(model.parameters()))
-    # Each real optimizer step moves the pruning schedule by one.
+    assert len(weights["params"]) + len(pruning_ids) == len(list(model.parameters()))
+    # Each real optimizer step moves the pruning schedule by one, and a scheduler that
+    # rescales learning rates leaves the pruning groups at theirs.
+    for group in optimizer.param_groups:
+        group["lr"] *= 0.5
     loss = sum(p.sum() for p in controller.gate_parameters())
     loss.backward()
     optimizer.step()
     assert int(controller.step) == 1
+    assert gates["lr"] == 0.07 and weights["lr"] == 0.0005
     # Models without pruning get ESPnet's optimizer unchanged.
     plain = build_asr_model(training_config(None, model="espnet"))
     (optimizer,) = ASRTask.build_optimizers(args, plain)

@@ -101,7 +101,7 @@ def test_lagrange_multipliers_receive_reversed_gradients(config):
 
 
 def optimise(controller, steps, lr=0.05):
-    optimiser = torch.optim.Adam(controller.parameters(), lr=lr)
+    optimiser = torch.optim.Adam(controller.parameter_groups(lr))
     for _ in range(steps):
         controller()  # sampling, as in training
         loss, stats = controller.regularization()
@@ -145,6 +145,15 @@ def test_deterministic_mask_of_a_converged_controller_realises_the_target(config
         head_dim=config.head_dim)
     ratio = cost.count_params(pruned)["total"] / cost.count_params(config)["total"]
     assert abs(ratio - 0.5) < 0.08
+
+
+def test_parameter_groups_cover_every_parameter_once(config):
+    controller = PruningController(config, units=ALL_UNITS, cnn_target=0.5, transformer_target=0.5)
+    gates_and_lambda1, lambda2 = controller.parameter_groups(0.02, lambda2_lr_scale=10.0)
+    assert gates_and_lambda1["lr"] == 0.02 and lambda2["lr"] == pytest.approx(0.2)
+    grouped = [id(p) for group in (gates_and_lambda1, lambda2) for p in group["params"]]
+    assert sorted(grouped) == sorted(id(p) for p in controller.parameters())
+    assert {id(p) for p in lambda2["params"]} == {id(p) for p in controller.lambda_2.values()}
 
 
 @pytest.mark.parametrize("kwargs, message", [
