@@ -3,11 +3,13 @@
 ``python -m espnet_prune -m espnet2.bin.asr_train ARGS`` behaves like
 ``python3 -m espnet2.bin.asr_train ARGS`` with the plugin's classes registered, so
 ESPnet's recipes use it unchanged through ``--python "python3 -m espnet_prune"``.
-Supported forms: ``-m MODULE ARGS``, ``-c CODE ARGS``, ``SCRIPT.py ARGS``, and
-``-u``/``-W``-style interpreter flags before them are ignored (they are already
-given to the interpreter that runs this launcher, if at all).
+Supported forms: ``-m MODULE ARGS``, ``-c CODE ARGS`` and ``SCRIPT.py ARGS``; value-less
+interpreter flags before them (``-u``, ``-B``, ...) are accepted and ignored. Processes
+that a ``-m`` program spawns with ``multiprocessing`` (ESPnet's multi-GPU training) get
+the plugin registered as well.
 """
 
+import importlib.util
 import runpy
 import sys
 
@@ -29,9 +31,14 @@ def main(argv=None) -> None:
     if argv[0] == "-m":
         if len(argv) < 2:
             sys.exit("espnet_prune: -m needs a module name\n" + USAGE)
-        # Keep this launcher as sys.modules["__main__"]: processes that torch.multiprocessing
-        # spawns (ESPnet's DDP) re-import it as "__mp_main__", which registers the plugin.
-        sys.argv = [argv[1]] + argv[2:]
+        # Keep this launcher as sys.modules["__main__"], named after espnet_prune.spawn_main:
+        # processes spawned by the program (ESPnet's DDP workers) import that module first,
+        # which registers the plugin there too.
+        target = importlib.util.find_spec(argv[1])
+        if target is None:
+            sys.exit(f"espnet_prune: No module named {argv[1]}")
+        sys.modules["__main__"].__spec__ = importlib.util.find_spec("espnet_prune.spawn_main")
+        sys.argv = [target.origin] + argv[2:]  # like python3 -m: argv[0] is the module's file
         runpy.run_module(argv[1], run_name="__main__", alter_sys=False)
     elif argv[0] == "-c":
         if len(argv) < 2:
@@ -47,7 +54,3 @@ def main(argv=None) -> None:
 
 if __name__ == "__main__":
     main()
-elif __name__ == "__mp_main__":
-    from espnet_prune import register
-
-    register()
