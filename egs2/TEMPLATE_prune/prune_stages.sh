@@ -1,0 +1,157 @@
+#!/usr/bin/env bash
+# Run ESPnet's asr.sh or slu.sh with the compact model exported between training and decoding.
+# Called by the recipes' run.sh from the recipe directory.
+# shellcheck source-path=SCRIPTDIR
+set -euo pipefail
+
+usage="Usage: $0 asr|slu [--stage N] [--stop_stage N] [--export auto|true|false] [options of asr.sh/slu.sh]
+
+Stages up to 11 (data, statistics, training) run as in asr.sh / slu.sh. Before stage 12
+(decoding), the checkpoint named by --inference_asr_model / --inference_slu_model (e.g.
+valid.acc.ave.pth) is exported by 'python -m espnet_prune.bin.export' to the physically
+pruned model beside it (valid.acc.ave.pruned.pth, with a .json report of parameters and MACs
+before and after), and stages 12 and later decode and score that model.
+  --export auto   export when the trained config (EXP/config.yaml) prunes (default)
+  --export true   always export (an error for a config without pruning)
+  --export false  decode the checkpoint as trained (unpruned baseline, or the gated model)
+The experiment directory EXP is --asr_exp / --slu_exp if given, else EXPDIR/asr_TAG or
+EXPDIR/slu_TAG with TAG from --asr_tag / --slu_tag or else the config's file name without
+.yaml; it is passed on so that every stage uses the same directory. Every other option goes
+to asr.sh / slu.sh unchanged; when an option is repeated, the last value counts."
+
+log() {
+    echo "$(date '+%Y-%m-%dT%H:%M:%S') ($(basename "$0")) $*"
+}
+error() {
+    echo "$(basename "$0"): Error: $*" >&2
+    exit 1
+}
+
+if [ $# -lt 1 ]; then
+    echo "${usage}" >&2
+    exit 2
+fi
+case "$1" in
+    asr | slu) task=$1 ;;
+    -h | --help)
+        echo "${usage}"
+        exit 0
+        ;;
+    *) error "the first argument must be the task, asr or slu; got '$1'" ;;
+esac
+shift
+task_script=./${task}.sh
+if [ ! -e "${task_script}" ]; then
+    error "${task_script} is missing in $(pwd): link ESPnet's recipe scripts first with
+    ../../TEMPLATE_prune/setup.sh /path/to/espnet"
+fi
+
+stage=1
+stop_stage=10000
+export_model=auto
+python=python3
+expdir=exp
+config=
+tag=
+exp=
+inference_model=valid.acc.ave.pth
+passed=()  # options for the task script, except those set per phase below
+while [ $# -gt 0 ]; do
+    case "$1" in
+        -h | --help)
+            echo "${usage}"
+            echo
+            "${task_script}" --help
+            exit 0
+            ;;
+        --*) ;;
+        *) error "unexpected argument '$1'; options are given as '--name value'" ;;
+    esac
+    [ $# -ge 2 ] || error "option $1 needs a value"
+    # Like Kaldi's parse_options.sh: --train-set and --train_set are the same option.
+    name=${1#--}
+    name=${name//-/_}
+    value=$2
+    shift 2
+    case "${name}" in
+        stage) stage=${value}; continue ;;
+        stop_stage) stop_stage=${value}; continue ;;
+        export) export_model=${value}; continue ;;
+        "${task}_exp") exp=${value}; continue ;;
+        "inference_${task}_model") inference_model=${value}; continue ;;
+        python) python=${value} ;;
+        expdir) expdir=${value} ;;
+        "${task}_config") config=${value} ;;
+        "${task}_tag") tag=${value} ;;
+    esac
+    passed+=("--${name}" "${value}")
+done
+
+[[ "${stage}" =~ ^[0-9]+$ ]] || error "--stage must be a stage number, got '${stage}'"
+[[ "${stop_stage}" =~ ^[0-9]+$ ]] || error "--stop_stage must be a stage number, got '${stop_stage}'"
+case "${export_model}" in
+    auto | true | false) ;;
+    *) error "--export must be auto, true or false, got '${export_model}'" ;;
+esac
+if [ -z "${exp}" ]; then
+    if [ -z "${tag}" ]; then
+        [ -n "${config}" ] || error "--${task}_config (or --${task}_tag or --${task}_exp) is required"
+        tag=$(basename "${config}" .yaml)
+    fi
+    exp=${expdir}/${task}_${tag}
+fi
+
+# shellcheck source=path.sh
+. ./path.sh
+interpreter=${python%% *}
+if ! "${interpreter}" -c "import espnet_prune" 2>/dev/null; then
+    error "'${interpreter}' cannot import espnet_prune: install it (pip install /path/to/espnet_prune)
+    into the Python environment that path.sh activates"
+fi
+
+run_task() {  # run_task FIRST_STAGE LAST_STAGE INFERENCE_MODEL
+    "${task_script}" "${passed[@]}" "--${task}_exp" "${exp}" "--inference_${task}_model" "$3" \
+        --stage "$1" --stop_stage "$2"
+}
+
+if [ "${stage}" -le 11 ]; then
+    last=$((stop_stage < 11 ? stop_stage : 11))
+    log "Stages ${stage} to ${last} of ${task_script} (experiment: ${exp})"
+    run_task "${stage}" "${last}" "${inference_model}"
+fi
+[ "${stop_stage}" -ge 12 ] || exit 0
+
+if [ "${export_model}" = auto ]; then
+    train_config=${exp}/config.yaml
+    [ -f "${train_config}" ] || error "${train_config} does not exist: train the model first (stage 11)"
+    export_model=$("${interpreter}" - "${train_config}" <<'EOF'
+import sys
+
+import yaml
+
+with open(sys.argv[1], encoding="utf-8") as f:
+    config = yaml.safe_load(f) or {}
+frontend_conf = config.get("frontend_conf") or {}
+print("true" if config.get("frontend") == "pruned_ssl" and frontend_conf.get("pruning") else "false")
+EOF
+)
+fi
+
+decode_model=${inference_model}
+if [ "${export_model}" = true ]; then
+    decode_model=${inference_model%.pth}.pruned.pth
+    if [ "${stage}" -le 12 ]; then
+        [ -f "${exp}/${inference_model}" ] ||
+            error "${exp}/${inference_model} does not exist: train the model first (stage 11)"
+        log "Export: ${exp}/${inference_model} -> ${exp}/${decode_model} (log: ${exp}/export.log)"
+        # shellcheck disable=SC2086  # ${python} is a command line, e.g. "python3 -m espnet_prune"
+        if ! ${python} -m espnet_prune.bin.export --train_config "${exp}/config.yaml" \
+            --model_file "${exp}/${inference_model}" --output "${exp}/${decode_model}" \
+            >"${exp}/export.log" 2>&1; then
+            tail -n 20 "${exp}/export.log" >&2
+            error "export failed; see ${exp}/export.log"
+        fi
+    fi
+fi
+log "Stages $((stage > 12 ? stage : 12)) to ${stop_stage} of ${task_script} use ${exp}/${decode_model}"
+run_task "$((stage > 12 ? stage : 12))" "${stop_stage}" "${decode_model}"

@@ -1,0 +1,239 @@
+"""The recipes' YAML configs: known keys only, reachable pruning budgets, one setting changed
+per experiment; every training config builds and trains a step in ESPnet, and the exported
+model decodes with the recipe's decode config."""
+
+import inspect
+import re
+from pathlib import Path
+from typing import Any, Dict, List, Tuple
+
+import pytest
+import torch
+import yaml
+
+from espnet_prune import register
+from espnet_prune.asr.frontend.pruned_ssl import PRUNING_DEFAULTS, PrunedSSLFrontend
+from espnet_prune.pruning.controller import PruningController
+from espnet_prune.ssl.config import get_config
+
+EGS2 = Path(__file__).resolve().parents[3] / "egs2"
+RECIPES = {"asr": EGS2 / "librispeech_100" / "asr1", "slu": EGS2 / "slurp" / "slu1"}
+CHECKPOINT = "downloads/wav2vec_small.pt"
+MACS_SWEEP = ("0.9", "0.8", "0.7", "0.6", "0.5", "0.4")
+TRANSFORMER_UNITS = {"head", "attn_layer", "interm", "ffn_layer"}
+#: Training configs of every recipe by method name, e.g. "hj_macs0.5".
+METHODS = ("base", "transformer_only_macs0.6", "separate_macs0.6", "hj_params0.6",
+           *(f"hj_macs{target}" for target in MACS_SWEEP))
+
+
+def config_path(task: str, method: str) -> Path:
+    return RECIPES[task] / "conf" / "tuning" / f"train_{task}_wav2vec2_{method}.yaml"
+
+
+def load(path: Path) -> Dict[str, Any]:
+    with open(path, encoding="utf-8") as f:
+        return yaml.safe_load(f)
+
+
+TRAIN_CONFIGS: List[Tuple[str, str]] = [(task, method) for task in RECIPES for method in METHODS]
+CONFIG_IDS = [f"{task}-{method}" for task, method in TRAIN_CONFIGS]
+PRUNED_CONFIGS = [(task, method) for task, method in TRAIN_CONFIGS if method != "base"]
+
+
+def test_tuning_directories_hold_exactly_the_documented_experiments():
+    for task, recipe in RECIPES.items():
+        found = sorted(path.name for path in (recipe / "conf" / "tuning").iterdir())
+        assert found == sorted(config_path(task, method).name for method in METHODS)
+
+
+def test_every_yaml_is_a_mapping():
+    paths = [path for recipe in RECIPES.values() for path in (recipe / "conf").rglob("*.yaml")]
+    assert len(paths) == 2 * len(METHODS) + 2
+    for path in paths:
+        config = load(path)
+        assert isinstance(config, dict) and config, path
+
+
+@pytest.mark.parametrize("task,method", TRAIN_CONFIGS, ids=CONFIG_IDS)
+def test_frontend_and_pruning_keys_are_known(task, method):
+    config = load(config_path(task, method))
+    assert config["frontend"] == "pruned_ssl"
+    assert config["model"] == "pruned_espnet"
+    frontend_conf = config["frontend_conf"]
+    frontend_keys = set(inspect.signature(PrunedSSLFrontend.__init__).parameters) - {"self"}
+    assert set(frontend_conf) <= frontend_keys
+    assert frontend_conf["checkpoint"] == CHECKPOINT
+    # With a checkpoint, an arch dict without a preset overrides only the fields it names.
+    assert "preset" not in frontend_conf["arch"]
+    get_config("wav2vec2_base", **frontend_conf["arch"])
+    pruning = frontend_conf.get("pruning")
+    assert (pruning is None) == (method == "base")
+    if pruning is not None:
+        assert set(pruning) <= set(PRUNING_DEFAULTS)
+
+
+@pytest.mark.parametrize("task,method", PRUNED_CONFIGS, ids=[f"{task}-{method}" for task, method in PRUNED_CONFIGS])
+def test_pruning_budgets_are_reachable_on_wav2vec2_base(task, method):
+    """The controller accepts the block for the real wav2vec2-base shape, and removing every
+    gated unit would go below each budget's target."""
+    pruning = dict(load(config_path(task, method))["frontend_conf"]["pruning"])
+    pruning.pop("reg_lr")
+    controller = PruningController(get_config("wav2vec2_base"), **pruning)
+    assert set(controller.budgets) == ({"cnn", "transformer"} if "cnn_target" in pruning else {"total"})
+    with torch.no_grad():
+        for parameter in controller.gate_parameters():
+            parameter.fill_(-20.0)
+        smallest = {name: float(ratio) for name, ratio in controller.expected_ratios().items()}
+    for name, target in controller.budgets.items():
+        assert smallest[name] < target, (name, smallest[name], target)
+
+
+@pytest.mark.parametrize("task", RECIPES)
+def test_experiments_differ_from_the_baseline_only_in_pruning(task):
+    baseline = load(config_path(task, "base"))
+    for method in METHODS[1:]:
+        config = load(config_path(task, method))
+        pruning = config["frontend_conf"].pop("pruning")
+        assert config == baseline, method
+        units = set(pruning["units"])
+        if method.startswith("transformer_only"):
+            assert units == TRANSFORMER_UNITS
+            assert (pruning["metric"], pruning["target"]) == ("macs", 0.6)
+        elif method.startswith("separate"):
+            assert units == TRANSFORMER_UNITS | {"conv"} and "target" not in pruning
+            assert (pruning["metric"], pruning["cnn_target"], pruning["transformer_target"]) == ("macs", 0.6, 0.6)
+        elif method.startswith("hj_params"):
+            assert units == TRANSFORMER_UNITS | {"conv"}
+            assert (pruning["metric"], pruning["target"]) == ("params", 0.6)
+        else:
+            assert units == TRANSFORMER_UNITS | {"conv"}
+            assert (pruning["metric"], pruning["target"]) == ("macs", float(method[len("hj_macs"):]))
+
+
+def small_arch(overrides: Dict[str, Any]) -> Dict[str, Any]:
+    """A 1-layer random encoder as wide as wav2vec2-base, so the configs' heads fit unchanged."""
+    arch = dict(model_type="wav2vec2",
+                conv_layers=[[32, 10, 5], [32, 3, 2], [32, 3, 2], [32, 3, 2], [32, 3, 2], [32, 2, 2], [32, 2, 2]],
+                embed_dim=get_config("wav2vec2_base").embed_dim, num_layers=1, num_heads=12, ffn_dims=64,
+                pos_conv_kernel=16, pos_conv_groups=16)
+    arch.update(overrides)
+    return arch
+
+
+@pytest.fixture(scope="module")
+def espnet_tasks():
+    """ESPnet's ASR and SLU tasks with the plugin registered; one intra-op thread meanwhile
+    (the models are tiny, and threads only contend with each other on a busy machine)."""
+    register()
+    from espnet2.tasks.abs_task import scheduler_classes
+    from espnet2.tasks.asr import ASRTask
+    from espnet2.tasks.slu import SLUTask
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield {"asr": ASRTask, "slu": SLUTask}, scheduler_classes
+    torch.set_num_threads(threads)
+
+
+TOKENS = ["<blank>", "<unk>", "alarm_set", "wake", "me", "up", "at", "seven", "play", "music", "jazz", "now",
+          "<sos/eos>"]
+DECODE_CONFIGS = {"asr": "conf/decode_asr_ctc.yaml", "slu": "conf/decode_slu.yaml"}
+
+
+def build(task_class, task: str, method: str, tmp_path: Path):
+    """``(args, model)`` as ESPnet's trainer makes them from the recipe config, with the
+    pretrained checkpoint replaced by a small random encoder."""
+    config = load(config_path(task, method))
+    frontend_conf = config["frontend_conf"]
+    frontend_conf["arch"] = small_arch(frontend_conf["arch"])
+    del frontend_conf["checkpoint"]
+    (tmp_path / "train.yaml").write_text(yaml.safe_dump(config))
+    (tmp_path / "tokens.txt").write_text("".join(token + "\n" for token in TOKENS))
+    args = task_class.get_parser().parse_args(["--config", str(tmp_path / "train.yaml"), "--token_list",
+                                               str(tmp_path / "tokens.txt"), "--output_dir", str(tmp_path)])
+    torch.manual_seed(0)
+    return args, task_class.build_model(args)
+
+
+@pytest.mark.parametrize("task,method", TRAIN_CONFIGS, ids=CONFIG_IDS)
+def test_config_trains_a_step_in_espnet(task, method, espnet_tasks, tmp_path):
+    """ESPnet's parser accepts every key, the model builds, and one optimizer and scheduler
+    step runs with the pruning loss."""
+    tasks, scheduler_classes = espnet_tasks
+    args, model = build(tasks[task], task, method, tmp_path)
+    (optimizer,) = tasks[task].build_optimizers(args, model)
+    scheduler = scheduler_classes[args.scheduler](optimizer, **args.scheduler_conf)
+
+    speech, speech_lengths = torch.randn(2, 4000), torch.tensor([4000, 3200])
+    text, text_lengths = torch.tensor([[2, 3, 5], [8, 10, -1]]), torch.tensor([3, 2])
+    loss, stats, _ = model(speech, speech_lengths, text, text_lengths)
+    assert torch.isfinite(loss).all()
+    loss.sum().backward()
+    optimizer.step()
+    scheduler.step()
+    controller = model.frontend.controller
+    if method == "base":
+        assert controller is None and "loss_prune" not in stats
+    else:
+        assert "loss_prune" in stats and int(controller.step) == 1
+        assert optimizer.param_groups[1]["params"] == list(controller.parameters())
+
+
+@pytest.mark.parametrize("task", RECIPES)
+def test_exported_model_decodes_with_the_recipe_decode_config(task, espnet_tasks, tmp_path):
+    """What prune_stages.sh does after stage 11: export the averaged checkpoint of the default
+    config (task detected from config.yaml), then decode the gated and the compact model with
+    the recipe's decode config."""
+    from espnet_prune.bin.export import export
+
+    tasks, _ = espnet_tasks
+    args, model = build(tasks[task], task, "hj_macs0.6", tmp_path)
+    with torch.no_grad():  # as if training had closed half of the first layer's FFN units
+        model.frontend.controller.gates["interm"]["0"].log_alpha[:32] = -20.0
+    exp = tmp_path / "exp"
+    exp.mkdir()
+    (exp / "config.yaml").write_text(yaml.safe_dump(vars(args)))
+    torch.save(model.state_dict(), exp / "valid.acc.ave.pth")
+    report = export(exp / "config.yaml", exp / "valid.acc.ave.pth", exp / "valid.acc.ave.pruned.pth")
+    assert report["task"] == task
+    assert report["encoder"]["ratio"]["params"]["transformer"] < 1.0
+
+    if task == "asr":
+        from espnet2.bin.asr_inference import Speech2Text as Inference
+    else:
+        from espnet2.bin.slu_inference import Speech2Understand as Inference
+    decode_conf = load(RECIPES[task] / DECODE_CONFIGS[task])
+    waveform = torch.randn(8000, generator=torch.Generator().manual_seed(0))
+    for model_file in ("valid.acc.ave.pth", "valid.acc.ave.pruned.pth"):
+        inference = Inference(**{f"{task}_train_config": str(exp / "config.yaml"),
+                                 f"{task}_model_file": str(exp / model_file)}, **decode_conf)
+        first_ffn = inference.asr_model.frontend.encoder.config.ffn_dims[0]
+        assert (first_ffn < 64) == model_file.endswith("pruned.pth")
+        text, tokens, *_ = inference(waveform)[0]
+        assert set(tokens) <= set(TOKENS)
+
+
+@pytest.mark.parametrize("task", RECIPES)
+def test_decode_configs_hold_inference_options(task):
+    if task == "asr":
+        from espnet2.bin.asr_inference import get_parser
+    else:
+        from espnet2.bin.slu_inference import get_parser
+    options = {action.dest for action in get_parser()._actions}
+    config = load(RECIPES[task] / DECODE_CONFIGS[task])
+    assert set(config) <= options
+    assert config["lm_weight"] == 0.0
+
+
+@pytest.mark.parametrize("task", RECIPES)
+def test_run_sh_and_readme_name_existing_configs(task):
+    recipe = RECIPES[task]
+    run_sh = (recipe / "run.sh").read_text()
+    readme = (recipe / "README.md").read_text()
+    named = set(re.findall(r"conf/[\w./-]+\.yaml", run_sh + readme))
+    assert {str(config_path(task, "hj_macs0.6").relative_to(recipe)), DECODE_CONFIGS[task]} <= named
+    missing = sorted(path for path in named if not (recipe / path).is_file())
+    assert not missing
+    for method in METHODS:
+        assert config_path(task, method).name in readme
+    assert CHECKPOINT in readme
