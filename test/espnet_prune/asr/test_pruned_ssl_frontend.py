@@ -122,7 +122,7 @@ def build_asr_model(config):
     register()
     from espnet2.tasks.asr import ASRTask
 
-    args = ASRTask.get_default_config()
+    args = vars(ASRTask.get_parser().parse_args([]))
     args.update(config)
     args.update(token_list=["<blank>", "<unk>", "a", "b", "<sos/eos>"], input_size=None)
     return ASRTask.build_model(argparse.Namespace(**args))
