@@ -98,3 +98,19 @@ def test_compact_model_decodes_what_the_gated_model_decodes(asr_run):
     compact = decode("asr", work, valid, exp / "config.yaml", asr_run["compact"], work / "decode_compact")
     assert gated.keys() == compact.keys() and len(gated) == 4
     assert gated == compact
+
+
+def test_pack_bundles_the_compact_model(asr_run):
+    """asr.sh stage 15: ``espnet2.bin.pack`` through the launcher."""
+    import zipfile
+
+    from test.espnet_prune.asr.recipe_steps import launch
+
+    work, exp = asr_run["work"], asr_run["exp"]
+    packed = work / "asr_pruned_packed.zip"
+    launch(["-m", "espnet2.bin.pack", "asr", "--asr_train_config", exp / "config.yaml",
+            "--asr_model_file", asr_run["compact"], "--outpath", packed], work, work / "pack.log")
+    with zipfile.ZipFile(packed) as archive:
+        names = archive.namelist()
+    assert any(name.endswith("valid.acc.ave.pruned.pth") for name in names), names
+    assert any(name.endswith("config.yaml") for name in names), names

@@ -11,9 +11,9 @@ import pytest
 from espnet_prune import register
 from test.espnet_prune.asr.recipe_steps import collect_stats, decode, train, training_config, write_config
 
-EPOCHS, STEPS_PER_EPOCH, ACCUM_GRAD = 2, 20, 2
+EPOCHS, STEPS_PER_EPOCH, ACCUM_GRAD = 2, 100, 2  # 100 optimizer steps
 PRUNING = {"units": ["conv", "head", "interm", "ffn_layer"], "metric": "params", "cnn_target": 0.7,
-           "transformer_target": 0.5, "warmup_steps": 10, "reference_seconds": 2, "reg_lr": 0.05}
+           "transformer_target": 0.5, "warmup_steps": 40, "reference_seconds": 2, "reg_lr": 0.1}
 
 
 @pytest.fixture(scope="module")
