@@ -1,9 +1,11 @@
-# Targets: env (create .venv, install editable with test extras), test, bench.
+# Targets: env (create .venv, install editable with test extras), test, demo, bench.
+# DEMO_ARGS passes options to the demo, e.g. make demo DEMO_ARGS="--task slu".
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: env test bench clean
+.PHONY: env test demo bench clean
+DEMO_ARGS ?=
 
 env: $(VENV)/.installed
 
@@ -14,6 +16,9 @@ $(VENV)/.installed: setup.py
 
 test: env
 	$(PY) -m pytest -q test
+
+demo: env
+	$(PY) -m espnet_prune.bin.demo --output_dir demo $(DEMO_ARGS)
 
 bench: env
 	$(PY) -m espnet_prune.bin.benchmark_ssl

@@ -1,0 +1,1 @@
+../../TEMPLATE_prune/cmd.sh

@@ -1,0 +1,960 @@
+"""The demo's recipe: ESPnet's asr.sh / slu.sh stages for every system, in parallel lanes.
+
+Two ways to run the same recipe (``egs2/espeak_demo/<task>1``, the same YAML configs):
+
+- **direct** (ESPnet's egs2 TEMPLATE is absent, as when ESPnet comes from PyPI): the stages
+  of ``asr.sh`` run as the very ESPnet binaries ``asr.sh`` calls, in its order, through the
+  plugin launcher (``python -m espnet_prune -m espnet2.bin.<tool>``), into asr.sh's layout
+  (``data/``, ``dump/raw/``, ``exp/...``): stage 1 data (:mod:`~espnet_prune.demo.corpus`),
+  3-4 format and filter, 5 token list (``tokenize_text``), 6-8 LM statistics, training and
+  perplexity, 10 ASR statistics, 11 training, 12 decoding, 13 scoring (in Python:
+  :mod:`~espnet_prune.demo.scoring`). Stages 2 (speed perturbation) and 9 (n-gram) are off,
+  as in the recipe.
+- **recipe** (``ESPNET_ROOT`` names an ESPnet checkout): the recipe directory is set up with
+  ``egs2/TEMPLATE_prune/setup.sh`` and ESPnet's own ``asr.sh`` / ``slu.sh`` run the stages,
+  through ``egs2/TEMPLATE_prune/prune_stages.sh`` (which exports the compact model between
+  stages 11 and 12).
+
+Around ESPnet's stages the demo adds its own: the *SSL stand-in* (a wav2vec2-architecture
+model trained densely with CTC on the training set, whose encoder every system then
+fine-tunes from, since no pretrained weights can be downloaded here), LM pruning
+(``espnet_prune.bin.lm_prune``), export of compact models (``espnet_prune.bin.export``),
+and the report (:mod:`~espnet_prune.demo.report`).
+
+Independent work runs side by side (``jobs`` lanes, one CPU thread each by default): the LM
+stages beside the ASR statistics and the stand-in's training, the systems' fine-tuning,
+export and decoding two at a time. Each finished step leaves a marker (``.done`` file), so
+running the demo again skips what is done.
+"""
+
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence, TextIO, Tuple
+
+import soundfile
+import torch
+import yaml
+
+from espnet_prune.demo import corpus as corpus_module
+from espnet_prune.demo import scoring
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+RECIPES = REPO_ROOT / "egs2" / "espeak_demo"
+TEMPLATE_PRUNE = REPO_ROOT / "egs2" / "TEMPLATE_prune"
+TASKS = ("asr", "slu")
+METHODS = ("dense", "hj_macs", "hj_params", "separate")
+SSL_STANDIN = "ssl_standin"  # tag of the stand-in's experiment: exp/asr_ssl_standin
+LM_TAG = "train_lm_char"  # asr.sh's lm_tag for conf/train_lm.yaml and char tokens
+INFERENCE_TAG = "decode"  # decodings without LM: exp/<task>_<system>/decode/test
+MIN_WAV_SECONDS, MAX_WAV_SECONDS = 0.1, 20.0  # asr.sh's min_wav_duration / max_wav_duration
+#: Choices of ``espnet_prune.bin.lm_prune`` (its --criterion, --method, --scheduler), repeated
+#: here so that the demo's own process checks its options without importing ESPnet.
+LM_CRITERIA = ("magnitude", "data")
+LM_METHODS = ("unstructured", "structured", "lowrank")
+LM_SCHEDULERS = ("oneshot", "incremental")
+
+
+class DemoError(RuntimeError):
+    """A stage failed or the demo was set up wrongly; the message says where to look."""
+
+
+# ---------------------------------------------------------------------------------------------
+# What to run
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class System:
+    """One fine-tuned system: ``method`` in :data:`METHODS` and its keep-ratio ``target``."""
+
+    method: str
+    target: Optional[float] = None
+
+    def __post_init__(self):
+        if self.method not in METHODS:
+            raise ValueError(f"unknown pruning method '{self.method}'; choose from {METHODS}")
+        if (self.method == "dense") != (self.target is None):
+            raise ValueError(f"method '{self.method}' {'takes no' if self.method == 'dense' else 'needs a'} target")
+        if self.target is not None and not 0.0 < self.target < 1.0:
+            raise ValueError(f"target of {self.method} must be a keep ratio in (0, 1), got {self.target}")
+
+    @property
+    def name(self) -> str:
+        return "dense" if self.target is None else f"{self.method}_{self.target:.2f}"
+
+    def frontend_overrides(self, warmup_steps: int) -> List[str]:
+        """``--frontend_conf`` values that turn the fine-tuning config into this system."""
+        if self.method == "dense":
+            return ["pruning=null"]
+        overrides = [f"pruning.warmup_steps={warmup_steps}"]
+        if self.method == "hj_macs":
+            return overrides + ["pruning.metric=macs", f"pruning.target={self.target}"]
+        if self.method == "hj_params":
+            return overrides + ["pruning.metric=params", f"pruning.target={self.target}"]
+        return overrides + ["pruning.metric=macs", f"pruning.cnn_target={self.target}",
+                            f"pruning.transformer_target={self.target}"]
+
+
+def parse_system(text: str) -> System:
+    """``dense``, ``hj_macs:0.5``, ``hj_params:0.6`` or ``separate:0.5`` -> :class:`System`."""
+    method, _, target = text.partition(":")
+    try:
+        return System(method, float(target) if target else None)
+    except ValueError as error:
+        raise ValueError(f"bad system '{text}': {error} (write e.g. dense, hj_macs:0.5, hj_params:0.6)") from None
+
+
+@dataclass(frozen=True)
+class LMPruning:
+    """One configuration of ``espnet_prune.bin.lm_prune``."""
+
+    criterion: str
+    method: str
+    scheduler: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.criterion}_{self.method}_{self.scheduler}"
+
+
+def parse_lm_pruning(text: str) -> LMPruning:
+    """``data/lowrank/incremental`` -> :class:`LMPruning` (criterion/method/scheduler)."""
+    parts = text.split("/")
+    if len(parts) != 3 or parts[0] not in LM_CRITERIA or parts[1] not in LM_METHODS or parts[2] not in LM_SCHEDULERS:
+        raise ValueError(f"bad LM pruning '{text}': write criterion/method/scheduler with criterion in "
+                         f"{LM_CRITERIA}, method in {LM_METHODS}, scheduler in {LM_SCHEDULERS}, "
+                         "e.g. data/lowrank/incremental")
+    return LMPruning(*parts)
+
+
+def lm_target_name(target: float) -> str:
+    """The directory ``lm_prune`` writes a target's LM to: ``0.5`` -> ``target0.50``."""
+    text = f"{target:.2f}"
+    return f"target{text if float(text) == target else repr(target)}"
+
+
+@dataclass
+class DemoSettings:
+    """Everything that decides the demo's results (stored in ``settings.json``).
+
+    Sizes: ``num_*`` corpus sizes (see :func:`espnet_prune.demo.corpus.make_corpus`).
+    Training: ``pretrain_steps`` of the SSL stand-in, ``finetune_steps`` of every system
+    (``prune_warmup_steps`` of them ramp the pruning target), ``steps_per_epoch`` between
+    validations, ``batch_size`` utterances; ``lm_steps`` of LM training and
+    ``lm_finetune_steps`` after each LM pruning step.
+    Systems: ``systems`` (fine-tuned from the stand-in), ``lm_prunings`` at ``lm_targets``,
+    decoded by shallow fusion with ``fusion_system`` (``lm_weight``); ``beam_size``.
+    Report: costs and latency for ``reference_seconds`` of audio, ``latency_rounds`` rounds.
+    """
+
+    task: str = "asr"
+    num_train: int = 3000
+    num_dev: int = 100
+    num_test: int = 100
+    num_lm_sentences: int = 20000
+    num_dev_voices: int = 6
+    num_test_voices: int = 10
+    pretrain_steps: int = 2000
+    finetune_steps: int = 600
+    prune_warmup_steps: int = 300
+    steps_per_epoch: int = 100
+    batch_size: int = 8
+    lm_steps: int = 1000
+    lm_finetune_steps: int = 200
+    systems: Tuple[System, ...] = (System("dense"), System("hj_macs", 0.7), System("hj_macs", 0.5),
+                                   System("hj_params", 0.6))
+    lm_prunings: Tuple[LMPruning, ...] = (LMPruning("data", "lowrank", "incremental"),
+                                          LMPruning("data", "lowrank", "oneshot"))
+    lm_targets: Tuple[float, ...] = (0.5, 0.25)
+    fusion_system: str = "dense"
+    lm_weight: float = 0.3
+    beam_size: int = 4
+    reference_seconds: float = 5.0
+    latency_rounds: int = 10
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.task not in TASKS:
+            raise ValueError(f"task must be one of {TASKS}, got {self.task!r}")
+        for item in fields(self):
+            value = getattr(self, item.name)
+            if item.type is int and item.name != "seed" and (not isinstance(value, int) or value < 1):
+                raise ValueError(f"{item.name} must be a positive int, got {value!r}")
+        if self.prune_warmup_steps >= self.finetune_steps:
+            raise ValueError(f"prune_warmup_steps ({self.prune_warmup_steps}) must be below finetune_steps "
+                             f"({self.finetune_steps}), so that the pruning settles at its target")
+        names = [system.name for system in self.systems]
+        if len(set(names)) != len(names):
+            raise ValueError(f"systems repeat: {names}")
+        if self.task == "asr" and self.fusion_system not in names:
+            raise ValueError(f"fusion_system '{self.fusion_system}' is not one of the systems {names}")
+        for target in self.lm_targets:
+            if not 0.0 < target < 1.0:
+                raise ValueError(f"LM targets are ratios of the dense LM's parameters in (0, 1), got {target}")
+
+    @property
+    def uses_lm(self) -> bool:
+        """The LM stages run for ASR (the SLU recipe, like ESPnet's SLURP, decodes without LM)."""
+        return self.task == "asr" and bool(self.lm_prunings)
+
+    def as_dict(self) -> Dict:
+        values = asdict(self)
+        values["systems"] = [system.name for system in self.systems]
+        values["lm_prunings"] = [pruning.name for pruning in self.lm_prunings]
+        values["lm_targets"] = list(self.lm_targets)
+        return values
+
+
+#: ``--size`` presets: ``tiny`` runs every stage in minutes (CI); ``default`` is ``make demo``.
+SIZES: Dict[str, Dict] = {
+    "tiny": dict(num_train=48, num_dev=6, num_test=6, num_lm_sentences=400, num_dev_voices=2, num_test_voices=2,
+                 pretrain_steps=30, finetune_steps=24, prune_warmup_steps=8, steps_per_epoch=12, batch_size=4,
+                 lm_steps=20, lm_finetune_steps=4, beam_size=2, latency_rounds=3, reference_seconds=2.0,
+                 systems=(System("dense"), System("hj_macs", 0.6), System("hj_params", 0.6)),
+                 lm_prunings=(LMPruning("data", "lowrank", "incremental"),), lm_targets=(0.5,)),
+    "default": {},
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Where things are (asr.sh's layout)
+# ---------------------------------------------------------------------------------------------
+
+
+class DemoPaths:
+    """The recipe directory's layout, as asr.sh / slu.sh make it.
+
+    Args:
+        root: the recipe's working directory (all paths below are under it, absolute).
+        task: ``asr`` or ``slu``.
+    """
+
+    def __init__(self, root: Path, task: str):
+        self.root = Path(root).resolve()
+        self.task = task
+
+    @property
+    def recipe(self) -> Path:
+        """The recipe in the source tree: ``egs2/espeak_demo/<task>1``."""
+        return RECIPES / f"{self.task}1"
+
+    def conf(self, name: str) -> Path:
+        path = self.recipe / "conf" / name
+        if not path.is_file():
+            raise DemoError(f"{path} is missing: the demo runs from a source checkout of espnet_prune")
+        return path
+
+    @property
+    def data(self) -> Path:
+        return self.root / "data"
+
+    def dump(self, split: str) -> Path:
+        return self.root / "dump" / "raw" / split
+
+    @property
+    def lm_train_text(self) -> Path:
+        return self.root / "dump" / "raw" / "lm_train.txt"
+
+    @property
+    def nlsyms(self) -> Optional[Path]:
+        return self.data / "nlsyms.txt" if self.task == "slu" else None
+
+    @property
+    def token_list(self) -> Path:
+        return self.data / "token_list" / "char" / "tokens.txt"
+
+    @property
+    def lm_stats(self) -> Path:
+        return self.root / "exp" / "lm_stats_char"
+
+    @property
+    def lm_exp(self) -> Path:
+        return self.root / "exp" / f"lm_{LM_TAG}"
+
+    @property
+    def lm_model(self) -> Path:
+        return self.lm_exp / "valid.loss.ave.pth"
+
+    def lm_pruned(self, pruning: LMPruning) -> Path:
+        return self.root / "exp" / "lm_pruned" / pruning.name
+
+    @property
+    def asr_stats(self) -> Path:
+        return self.root / "exp" / f"{self.task}_stats_raw_char"
+
+    def exp(self, tag: str) -> Path:
+        return self.root / "exp" / f"{self.task}_{tag}"
+
+    @property
+    def ssl_checkpoint(self) -> Path:
+        """The stand-in's encoder: a state dict with torchaudio's names (``arch`` in the config)."""
+        return self.exp(SSL_STANDIN) / "ssl_encoder.pth"
+
+    def decode_dir(self, system: str, inference_tag: str = INFERENCE_TAG) -> Path:
+        return self.exp(system) / inference_tag / "test"
+
+    @property
+    def results(self) -> Path:
+        return self.root / "results.json"
+
+
+def lm_fusion_tag(pruning: Optional[LMPruning], target: Optional[float]) -> str:
+    """Inference tag of a decoding with the dense LM (``pruning=None``) or a pruned one."""
+    if pruning is None:
+        return f"{INFERENCE_TAG}_lm_dense"
+    return f"{INFERENCE_TAG}_lm_{pruning.name}_{lm_target_name(target)}"
+
+
+def fusion_lms(settings: DemoSettings, paths: DemoPaths) -> List[Dict]:
+    """The LMs decoded with by shallow fusion: the dense LM, then every pruned one.
+
+    Returns:
+        dicts with ``name``, ``pruning`` (an :class:`LMPruning` or None), ``target``,
+        ``config``, ``model_file`` and ``inference_tag``.
+    """
+    lms = [dict(name="dense", pruning=None, target=None, config=paths.lm_exp / "config.yaml",
+                model_file=paths.lm_model, inference_tag=lm_fusion_tag(None, None))]
+    for pruning in settings.lm_prunings:
+        for target in settings.lm_targets:
+            directory = paths.lm_pruned(pruning) / lm_target_name(target)
+            lms.append(dict(name=f"{pruning.name}_{lm_target_name(target)}", pruning=pruning, target=target,
+                            config=directory / "config.yaml", model_file=directory / "model.pth",
+                            inference_tag=lm_fusion_tag(pruning, target)))
+    return lms
+
+
+def final_model_file(experiment: Path) -> Path:
+    """The model of the last training epoch (ESPnet's ``latest.pth``, a link to ``<N>epoch.pth``).
+
+    Systems are decoded at the end of training, where the pruning has settled at its target
+    (the best validation epoch may come from the ramp, before the target is reached).
+    """
+    latest = experiment / "latest.pth"
+    if not latest.exists():
+        raise DemoError(f"{latest} does not exist: training of {experiment.name} did not finish")
+    return latest
+
+
+def compact_model_file(model_file: Path) -> Path:
+    """Where ``espnet_prune.bin.export`` puts the compact form of ``model_file``."""
+    return model_file.with_name(model_file.stem + ".pruned.pth")
+
+
+# ---------------------------------------------------------------------------------------------
+# Running steps in parallel lanes
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Step:
+    """A unit of work: ``action()`` returns a one-line summary for the progress log.
+
+    ``stage`` is the asr.sh stage number it belongs to (or a name for the demo's own steps);
+    ``after`` names the steps it needs; ``marker`` is written when it succeeds and, when it
+    exists already, makes a rerun skip the step. Of the steps ready to run, those of lower
+    ``priority`` start first (the ASR chain, which is the longest, before the LM's).
+    """
+
+    name: str
+    stage: str
+    action: Callable[[], str]
+    after: Tuple[str, ...] = ()
+    marker: Optional[Path] = None
+    priority: int = 0
+
+
+class Progress:
+    """Progress lines ``[mm:ss] stage N  name: ...`` on ``stream``, safe from several threads."""
+
+    def __init__(self, stream: TextIO = sys.stdout):
+        self.stream = stream
+        self.start = time.monotonic()
+        self._lock = threading.Lock()
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.start
+
+    def say(self, text: str) -> None:
+        minutes, seconds = divmod(int(self.elapsed()), 60)
+        with self._lock:
+            self.stream.write(f"[{minutes:3d}:{seconds:02d}] {text}\n")
+            self.stream.flush()
+
+
+def format_seconds(seconds: float) -> str:
+    minutes, seconds = divmod(int(round(seconds)), 60)
+    return f"{minutes}m{seconds:02d}s" if minutes else f"{seconds}s"
+
+
+def run_steps(steps: Sequence[Step], lanes: int, progress: Progress) -> None:
+    """Run ``steps`` in dependency order, up to ``lanes`` at a time, in list order within a priority.
+
+    Raises:
+        DemoError: a step failed (after the running ones finish), or ``after`` names an unknown
+            step or forms a cycle.
+    """
+    by_name = {step.name: step for step in steps}
+    for step in steps:
+        unknown = [name for name in step.after if name not in by_name]
+        if unknown:
+            raise DemoError(f"step '{step.name}' runs after unknown step(s) {unknown}")
+    pending = list(steps)
+    done: set = set()
+    running: Dict[Future, Tuple[Step, float]] = {}
+    failures: List[str] = []
+
+    def label(step: Step) -> str:
+        return f"stage {step.stage:<6} {step.name}"
+
+    def start_ready(pool: ThreadPoolExecutor) -> None:
+        """Skip finished steps and start ready ones while lanes are free (a skip can ready others)."""
+        progressed = True
+        while progressed and not failures:
+            progressed = False
+            for step in sorted(pending, key=lambda step: step.priority):
+                if len(running) >= lanes:
+                    return
+                if not all(name in done for name in step.after):
+                    continue
+                pending.remove(step)
+                progressed = True
+                if step.marker is not None and step.marker.exists():
+                    progress.say(f"{label(step)}: done before, skipped ({step.marker.parent})")
+                    done.add(step.name)
+                    continue
+                progress.say(f"{label(step)}: started")
+                running[pool.submit(step.action)] = (step, time.monotonic())
+
+    with ThreadPoolExecutor(max_workers=lanes) as pool:
+        while pending or running:
+            start_ready(pool)
+            if not running:
+                if pending and not failures:
+                    raise DemoError(f"steps {[step.name for step in pending]} wait for each other (a cycle)")
+                break
+            finished, _ = wait(list(running), return_when=FIRST_COMPLETED)
+            for future in finished:
+                step, started = running.pop(future)
+                took = format_seconds(time.monotonic() - started)
+                error = future.exception()
+                if error is not None:
+                    progress.say(f"{label(step)}: FAILED after {took}")
+                    failures.append(f"{step.name}: {error}")
+                    continue
+                summary = future.result()
+                if step.marker is not None:
+                    step.marker.parent.mkdir(parents=True, exist_ok=True)
+                    step.marker.write_text(summary + "\n", encoding="utf-8")
+                done.add(step.name)
+                progress.say(f"{label(step)}: done in {took}" + (f" -- {summary}" if summary else ""))
+    if failures:
+        raise DemoError("\n\n".join(failures))
+
+
+# ---------------------------------------------------------------------------------------------
+# The stages
+# ---------------------------------------------------------------------------------------------
+
+
+class DemoRecipe:
+    """Builds and runs the demo's steps in ``paths.root``.
+
+    Args:
+        settings: what to run.
+        paths: the working directory's layout.
+        lanes: steps run at the same time.
+        threads: CPU threads of each ESPnet process (``OMP_NUM_THREADS``).
+        espnet_root: an ESPnet checkout: run its asr.sh / slu.sh (recipe mode) instead of the
+            binaries directly.
+        progress: where progress lines go.
+    """
+
+    def __init__(self, settings: DemoSettings, paths: DemoPaths, lanes: int = 2, threads: int = 1,
+                 espnet_root: Optional[Path] = None, progress: Optional[Progress] = None):
+        self.settings = settings
+        self.paths = paths
+        self.lanes = lanes
+        self.threads = threads
+        self.espnet_root = None if espnet_root is None else Path(espnet_root).resolve()
+        self.progress = progress or Progress()
+        self.task = settings.task
+        self.env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads),
+                        PYTHONIOENCODING="UTF-8")
+
+    # ------------------------------------------------------------------ processes
+    def run(self, command: Sequence, log: Path, cwd: Optional[Path] = None) -> None:
+        """Run ``command`` with its output in ``log``; a failure raises with the log's tail."""
+        command = [str(part) for part in command]
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with open(log, "w", encoding="utf-8") as out:
+            out.write(f"# {shlex.join(command)}\n")
+            out.flush()
+            result = subprocess.run(command, cwd=cwd or self.paths.root, env=self.env, stdout=out,
+                                    stderr=subprocess.STDOUT)
+        if result.returncode != 0:
+            tail = "\n".join(log.read_text(encoding="utf-8", errors="replace").splitlines()[-25:])
+            raise DemoError(f"exit status {result.returncode} of\n  {shlex.join(command)}\n"
+                            f"last lines of {log}:\n{tail}")
+
+    def espnet(self, tool: str, args: Sequence, log: Path) -> None:
+        """``python -m espnet_prune -m espnet2.bin.<tool> ARGS`` (what asr.sh runs with the plugin)."""
+        self.run([sys.executable, "-m", "espnet_prune", "-m", f"espnet2.bin.{tool}", *args], log)
+
+    def ours(self, module: str, args: Sequence, log: Path) -> None:
+        """``python -m espnet_prune.<module> ARGS``."""
+        self.run([sys.executable, "-m", f"espnet_prune.{module}", *args], log)
+
+    # ------------------------------------------------------------------ shared pieces
+    @property
+    def nlsyms_arg(self) -> str:
+        return str(self.paths.nlsyms) if self.paths.nlsyms else "none"
+
+    def token_args(self) -> List[str]:
+        return ["--use_preprocessor", "true", "--bpemodel", "none", "--token_type", "char",
+                "--token_list", self.paths.token_list, "--non_linguistic_symbols", self.nlsyms_arg,
+                "--cleaner", "none", "--g2p", "none"]
+
+    def train_args(self, steps: int, batch_size: Optional[int] = None) -> List:
+        """Length of an ESPnet training run: about ``steps`` optimizer steps, in epochs of
+        ``steps_per_epoch`` (one validation each), and the one-cycle schedule over all of them."""
+        per_epoch = min(self.settings.steps_per_epoch, steps)
+        epochs = -(-steps // per_epoch)
+        args = ["--max_epoch", epochs, "--num_iters_per_epoch", per_epoch,
+                "--scheduler_conf", f"total_steps={epochs * per_epoch}", "--seed", self.settings.seed]
+        return args if batch_size is None else args + ["--batch_size", batch_size]
+
+    def system_args(self, system: System) -> List[str]:
+        """Options of one system's fine-tuning run on top of ``conf/train_<task>_pruned_ssl.yaml``."""
+        args = self.train_args(self.settings.finetune_steps, self.settings.batch_size)
+        args += ["--frontend_conf", f"checkpoint={self.paths.ssl_checkpoint}",
+                 "--frontend_conf", f"pruning.reference_seconds={self.settings.reference_seconds}"]
+        for override in system.frontend_overrides(self.settings.prune_warmup_steps):
+            args += ["--frontend_conf", override]
+        return args
+
+    @property
+    def finetune_config(self) -> Path:
+        return self.paths.conf(f"train_{self.task}_pruned_ssl.yaml")
+
+    @property
+    def standin_config(self) -> Path:
+        return self.paths.conf(f"train_{self.task}_ssl_standin.yaml")
+
+    def extract_standin_encoder(self) -> str:
+        """Save the stand-in's SSL encoder (``frontend.encoder.*`` of its best model) for fine-tuning."""
+        experiment = self.paths.exp(SSL_STANDIN)
+        model_file = experiment / "valid.cer_ctc.best.pth"
+        if not model_file.exists():
+            raise DemoError(f"{model_file} does not exist: the stand-in's training did not finish")
+        state = torch.load(model_file, map_location="cpu", weights_only=True)
+        prefix = "frontend.encoder."
+        encoder = {key[len(prefix):]: value for key, value in state.items() if key.startswith(prefix)}
+        if not encoder:
+            raise DemoError(f"{model_file} has no {prefix}* parameters: not a pruned_ssl model")
+        torch.save(encoder, self.paths.ssl_checkpoint)
+        with open(experiment / "config.yaml", encoding="utf-8") as f:
+            arch = yaml.safe_load(f)["frontend_conf"]["arch"]
+        (experiment / "ssl_encoder.json").write_text(json.dumps(arch, indent=2) + "\n", encoding="utf-8")
+        return f"{len(encoder)} tensors -> {self.paths.ssl_checkpoint}"
+
+    def score(self, system: str, inference_tag: str) -> Dict:
+        """Stage 13 for one decoding: writes ``score.json`` beside its ``text``."""
+        decode_dir = self.paths.decode_dir(system, inference_tag)
+        symbols = scoring.read_symbols(self.paths.nlsyms)
+        result = scoring.score_decoding(self.paths.dump("test") / "text", decode_dir / "text", self.task, symbols)
+        (decode_dir / "score.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        return result
+
+    def score_all(self) -> str:
+        """Stage 13 for every decoding of :meth:`decodings`; returns the main number of each."""
+        lines = []
+        for system, tag in self.decodings():
+            result = self.score(system, tag)
+            main = (f"intent acc {100 * result['intent_acc']:.1f}%" if self.task == "slu"
+                    else f"WER {100 * result['wer']:.1f}%")
+            lines.append(f"{system}/{tag} {main}")
+        return "; ".join(lines)
+
+    def decodings(self) -> List[Tuple[str, str]]:
+        """Every ``(system, inference_tag)`` that stage 12 decodes."""
+        decodings = [(system.name, INFERENCE_TAG) for system in self.settings.systems]
+        if self.settings.uses_lm:
+            decodings += [(self.settings.fusion_system, lm["inference_tag"])
+                          for lm in fusion_lms(self.settings, self.paths)]
+        return decodings
+
+    def marker(self, directory: Path, name: str) -> Path:
+        """The file whose existence marks step ``name`` in ``directory`` as done."""
+        return directory / f".done_{name}"
+
+    def report_step(self, after: Tuple[str, ...]) -> Step:
+        """Latency, ``results.json``, plot and table (:mod:`espnet_prune.demo.report`)."""
+        from espnet_prune.demo.report import write_report
+
+        def action() -> str:
+            return str(write_report(self.settings, self.paths, self.threads, self.progress, self.mode_description()))
+
+        return Step("report", "report", action, after=after)
+
+    def mode_description(self) -> str:
+        """How the stages run, for ``results.json``."""
+        script = f"{self.task}.sh"
+        if self.espnet_root is not None:
+            return f"ESPnet's {script} from {self.espnet_root} (recipe mode)"
+        return f"ESPnet binaries driven in {script}'s stage order (no egs2 TEMPLATE)"
+
+    # ------------------------------------------------------------------ the plan
+    def steps(self) -> List[Step]:
+        """All steps of the demo, for :func:`run_steps`."""
+        if self.espnet_root is not None:
+            from espnet_prune.demo.recipe_mode import recipe_steps
+
+            return recipe_steps(self)
+        return direct_steps(self)
+
+    def run_all(self) -> Path:
+        """Run every step; returns the path of ``results.json``."""
+        run_steps(self.steps(), self.lanes, self.progress)
+        return self.paths.results
+
+
+# ---------------------------------------------------------------------------------------------
+# Direct mode: ESPnet's binaries in asr.sh's order
+# ---------------------------------------------------------------------------------------------
+
+
+def _copy_table(source: Path, target: Path, keep: set) -> None:
+    """Copy the lines of a Kaldi table (``key value`` lines) whose key is in ``keep``."""
+    lines = [line for line in source.read_text(encoding="utf-8").splitlines() if line.split(maxsplit=1)[0] in keep]
+    target.write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")
+
+
+def format_data_dir(source: Path, target: Path, text_files: Sequence[str]) -> int:
+    """Stage 3 for a raw 16 kHz corpus: copy the data dir, write ``utt2num_samples`` and ``feats_type``.
+
+    (asr.sh's ``format_wav_scp.sh`` would re-encode the audio; these wav files already are
+    what ESPnet reads.) Returns the number of utterances.
+    """
+    if target.exists():
+        shutil.rmtree(target)
+    target.mkdir(parents=True)
+    for name in ("wav.scp", "utt2spk", "spk2utt", *text_files):
+        shutil.copyfile(source / name, target / name)
+    samples = {}
+    for line in (source / "wav.scp").read_text(encoding="utf-8").splitlines():
+        utt_id, path = line.split(maxsplit=1)
+        samples[utt_id] = soundfile.info(path).frames
+    (target / "utt2num_samples").write_text("".join(f"{k} {v}\n" for k, v in sorted(samples.items())),
+                                            encoding="utf-8")
+    (target / "feats_type").write_text("raw\n", encoding="utf-8")
+    return len(samples)
+
+
+def filter_data_dir(source: Path, target: Path, text_files: Sequence[str], sample_rate: int = 16000) -> int:
+    """Stage 4: keep utterances of ``MIN_WAV_SECONDS`` < duration < ``MAX_WAV_SECONDS`` with non-empty text.
+
+    Returns the number kept.
+    """
+    if target.exists():
+        shutil.rmtree(target)
+    target.mkdir(parents=True)
+    lengths = scoring.read_transcripts(source / "utt2num_samples")
+    texts = scoring.read_transcripts(source / "text")
+    keep = {utt for utt, samples in lengths.items()
+            if MIN_WAV_SECONDS * sample_rate < int(samples) < MAX_WAV_SECONDS * sample_rate and texts.get(utt)}
+    for name in ("wav.scp", "utt2num_samples", "utt2spk", *text_files):
+        _copy_table(source / name, target / name, keep)
+    speakers: Dict[str, List[str]] = {}
+    for line in (target / "utt2spk").read_text(encoding="utf-8").splitlines():
+        utt_id, speaker = line.split()
+        speakers.setdefault(speaker, []).append(utt_id)
+    (target / "spk2utt").write_text("".join(f"{s} {' '.join(u)}\n" for s, u in sorted(speakers.items())),
+                                    encoding="utf-8")
+    shutil.copyfile(source / "feats_type", target / "feats_type")
+    return len(keep)
+
+
+def direct_steps(recipe: DemoRecipe) -> List[Step]:
+    """The steps of direct mode (module docstring)."""
+    settings, paths, task = recipe.settings, recipe.paths, recipe.task
+    text_files = ["text"] + (["transcript"] if task == "slu" else [])
+    steps: List[Step] = []
+
+    def data() -> str:
+        if paths.data.exists():
+            shutil.rmtree(paths.data)
+        corpus = corpus_module.make_corpus(
+            paths.data, task=task, num_train=settings.num_train, num_dev=settings.num_dev,
+            num_test=settings.num_test, num_lm_sentences=settings.num_lm_sentences,
+            num_dev_voices=settings.num_dev_voices, num_test_voices=settings.num_test_voices,
+            seed=settings.seed, num_workers=recipe.lanes)
+        summary = json.loads((corpus.root / "corpus.json").read_text(encoding="utf-8"))
+        return ", ".join(f"{split} {summary[f'num_{split}']} utts ({60 * summary['hours'][split]:.1f} min, "
+                         f"{len(summary['voices'][split])} voices)" for split in corpus_module.SPLITS)
+
+    steps.append(Step("data", "1", data, marker=recipe.marker(paths.data, "data")))
+
+    def format_and_filter() -> str:
+        counts = {}
+        for split in ("train", "dev"):
+            org = paths.root / "dump" / "raw" / "org" / split
+            format_data_dir(paths.data / split, org, text_files)
+            counts[split] = filter_data_dir(org, paths.dump(split), text_files)
+        counts["test"] = format_data_dir(paths.data / "test", paths.dump("test"), text_files)
+        lines = [line for line in (paths.data / "lm_train.txt").read_text(encoding="utf-8").splitlines()
+                 if len(line.split()) > 1]
+        paths.lm_train_text.write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")
+        return ", ".join(f"{split} {count}" for split, count in counts.items()) + f"; lm_train.txt {len(lines)} lines"
+
+    steps.append(Step("format", "2-4", format_and_filter, after=("data",),
+                      marker=recipe.marker(paths.root / "dump" / "raw", "format")))
+
+    def token_list() -> str:
+        paths.token_list.parent.mkdir(parents=True, exist_ok=True)
+        recipe.espnet("tokenize_text", [
+            "--token_type", "char", "--input", paths.lm_train_text, "--output", paths.token_list,
+            "--non_linguistic_symbols", recipe.nlsyms_arg, "--field", "2-", "--cleaner", "none", "--g2p", "none",
+            "--write_vocabulary", "true", "--add_symbol", "<blank>:0", "--add_symbol", "<unk>:1",
+            "--add_symbol", "<sos/eos>:-1"], paths.token_list.parent / "tokenize_text.log")
+        return f"{len(paths.token_list.read_text(encoding='utf-8').splitlines())} tokens"
+
+    steps.append(Step("token_list", "5", token_list, after=("format",),
+                      marker=recipe.marker(paths.token_list.parent, "token_list")))
+
+    if settings.uses_lm:
+        steps += lm_steps(recipe)
+    steps += asr_steps(recipe, text_files)
+    return steps
+
+
+def append_vocabulary_size(shape_file: Path, vocabulary_size: int, suffix: str = "char") -> Path:
+    """``<key> <length>`` -> ``<key> <length>,<vocabulary_size>`` in ``<shape_file>.<suffix>`` (asr.sh)."""
+    target = shape_file.with_name(f"{shape_file.name}.{suffix}")
+    lines = shape_file.read_text(encoding="utf-8").splitlines()
+    target.write_text("".join(f"{line},{vocabulary_size}\n" for line in lines), encoding="utf-8")
+    return target
+
+
+def lm_steps(recipe: DemoRecipe) -> List[Step]:
+    """Stages 6-8 and the LM pruning (ASR only)."""
+    settings, paths = recipe.settings, recipe.paths
+    lm_config = paths.conf("train_lm.yaml")
+    dev_text = paths.dump("dev") / "text"
+    steps: List[Step] = []
+
+    def lm_stats() -> str:
+        logdir = paths.lm_stats / "logdir"
+        recipe.espnet("lm_train", [
+            "--collect_stats", "true", *recipe.token_args(),
+            "--train_data_path_and_name_and_type", f"{paths.lm_train_text},text,text",
+            "--valid_data_path_and_name_and_type", f"{dev_text},text,text",
+            "--train_shape_file", paths.lm_train_text, "--valid_shape_file", dev_text,
+            "--output_dir", logdir / "stats.1", "--config", lm_config], logdir / "stats.1.log")
+        recipe.espnet("aggregate_stats_dirs", ["--input_dir", logdir / "stats.1", "--output_dir", paths.lm_stats],
+                      logdir / "aggregate.log")
+        vocabulary = len(paths.token_list.read_text(encoding="utf-8").splitlines())
+        for split in ("train", "valid"):
+            append_vocabulary_size(paths.lm_stats / split / "text_shape", vocabulary)
+        return f"shapes in {paths.lm_stats}"
+
+    steps.append(Step("lm_stats", "6", lm_stats, after=("token_list",), marker=recipe.marker(paths.lm_stats, "stats"),
+                      priority=1))
+
+    def lm_train() -> str:
+        recipe.espnet("lm_train", [
+            "--ngpu", 0, *recipe.token_args(),
+            "--valid_data_path_and_name_and_type", f"{dev_text},text,text",
+            "--valid_shape_file", paths.lm_stats / "valid" / "text_shape.char",
+            "--fold_length", 150, "--resume", "true", "--output_dir", paths.lm_exp,
+            "--train_data_path_and_name_and_type", f"{paths.lm_train_text},text,text",
+            "--train_shape_file", paths.lm_stats / "train" / "text_shape.char",
+            "--config", lm_config, *recipe.train_args(settings.lm_steps)], paths.lm_exp / "train.log")
+        return f"{paths.lm_model}"
+
+    steps.append(Step("lm_train", "7", lm_train, after=("lm_stats",), marker=recipe.marker(paths.lm_exp, "train"),
+                      priority=1))
+
+    def lm_perplexity() -> str:
+        output = paths.lm_exp / "perplexity_test"
+        recipe.espnet("lm_calc_perplexity", [
+            "--ngpu", 0, "--data_path_and_name_and_type", f"{paths.dump('test') / 'text'},text,text",
+            "--train_config", paths.lm_exp / "config.yaml", "--model_file", paths.lm_model,
+            "--output_dir", output], output / "lm_calc_perplexity.log")
+        return f"test perplexity {float((output / 'ppl').read_text().strip()):.3f}"
+
+    steps.append(Step("lm_perplexity", "8", lm_perplexity, after=("lm_train",),
+                      marker=recipe.marker(paths.lm_exp / "perplexity_test", "ppl"), priority=1))
+    steps += lm_pruning_steps(recipe)
+    return steps
+
+
+def lm_pruning_steps(recipe: DemoRecipe) -> List[Step]:
+    """``espnet_prune.bin.lm_prune`` for every LM pruning configuration (after stage 8)."""
+    settings, paths = recipe.settings, recipe.paths
+    steps = []
+    for pruning in settings.lm_prunings:
+        output = paths.lm_pruned(pruning)
+
+        def prune(pruning: LMPruning = pruning, output: Path = output) -> str:
+            recipe.ours("bin.lm_prune", [
+                "--lm_train_config", paths.lm_exp / "config.yaml", "--lm_file", paths.lm_model,
+                "--train_text", paths.lm_train_text, "--valid_text", paths.dump("dev") / "text",
+                "--criterion", pruning.criterion, "--method", pruning.method, "--scheduler", pruning.scheduler,
+                "--targets", ",".join(str(t) for t in settings.lm_targets),
+                "--finetune_steps", settings.lm_finetune_steps, "--seed", settings.seed,
+                "--latency_threads", 1, "--output_dir", output], output / "lm_prune.log")
+            report = json.loads((output / "report.json").read_text(encoding="utf-8"))
+            return ", ".join(f"{row['name']} ppl {row['perplexity']:.2f}" for row in report["systems"])
+
+        steps.append(Step(f"lm_prune_{pruning.name}", "8+", prune, after=("lm_train",),
+                          marker=recipe.marker(output, "prune"), priority=1))
+    return steps
+
+
+def asr_steps(recipe: DemoRecipe, text_files: Sequence[str]) -> List[Step]:
+    """Stages 10-13 for the stand-in and every system, and the report."""
+    settings, paths, task = recipe.settings, recipe.paths, recipe.task
+    steps: List[Step] = []
+    train_dir, valid_dir = paths.dump("train"), paths.dump("dev")
+
+    def data_args(option: str, data_dir: Path) -> List:
+        return [option, f"{data_dir}/wav.scp,speech,sound", option, f"{data_dir}/text,text,text"]
+
+    def stats() -> str:
+        logdir = paths.asr_stats / "logdir"
+        recipe.espnet(f"{task}_train", [
+            "--collect_stats", "true", *recipe.token_args(),
+            *data_args("--train_data_path_and_name_and_type", train_dir),
+            *data_args("--valid_data_path_and_name_and_type", valid_dir),
+            "--train_shape_file", train_dir / "wav.scp", "--valid_shape_file", valid_dir / "wav.scp",
+            "--output_dir", logdir / "stats.1", "--config", recipe.standin_config, "--frontend_conf", "fs=16k"],
+            logdir / "stats.1.log")
+        recipe.espnet("aggregate_stats_dirs", ["--input_dir", logdir / "stats.1", "--output_dir", paths.asr_stats],
+                      logdir / "aggregate.log")
+        vocabulary = len(paths.token_list.read_text(encoding="utf-8").splitlines())
+        for split in ("train", "valid"):
+            append_vocabulary_size(paths.asr_stats / split / "text_shape", vocabulary)
+        return f"shapes in {paths.asr_stats}"
+
+    steps.append(Step(f"{task}_stats", "10", stats, after=("token_list",),
+                      marker=recipe.marker(paths.asr_stats, "stats")))
+
+    def train(config: Path, experiment: Path, extra: Sequence) -> None:
+        shapes = []
+        for split in ("train", "valid"):
+            shapes += [f"--{split}_shape_file", paths.asr_stats / split / "speech_shape",
+                       f"--{split}_shape_file", paths.asr_stats / split / "text_shape.char"]
+        recipe.espnet(f"{task}_train", [
+            *recipe.token_args(), *data_args("--valid_data_path_and_name_and_type", valid_dir),
+            *data_args("--train_data_path_and_name_and_type", train_dir), *shapes,
+            "--resume", "true", "--fold_length", 80000, "--fold_length", 150,
+            "--output_dir", experiment, "--config", config, "--frontend_conf", "fs=16k", *extra],
+            experiment / "train.log")
+
+    standin = paths.exp(SSL_STANDIN)
+
+    def pretrain() -> str:
+        train(recipe.standin_config, standin, recipe.train_args(settings.pretrain_steps, settings.batch_size))
+        return recipe.extract_standin_encoder()
+
+    steps.append(Step(SSL_STANDIN, "11", pretrain, after=(f"{task}_stats",), marker=recipe.marker(standin, "train")))
+
+    decode_steps: List[str] = []
+    for system in settings.systems:
+        experiment = paths.exp(system.name)
+
+        def finetune(system: System = system, experiment: Path = experiment) -> str:
+            train(recipe.finetune_config, experiment, recipe.system_args(system))
+            return describe_training(experiment)
+
+        steps.append(Step(f"train_{system.name}", "11", finetune, after=(SSL_STANDIN,),
+                          marker=recipe.marker(experiment, "train")))
+        previous = f"train_{system.name}"
+        if system.method != "dense":
+            def export(experiment: Path = experiment) -> str:
+                model_file = final_model_file(experiment)
+                recipe.ours("bin.export", ["--train_config", experiment / "config.yaml", "--model_file", model_file,
+                                           "--output", compact_model_file(model_file)], experiment / "export.log")
+                report = json.loads(compact_model_file(model_file).with_suffix(".json").read_text(encoding="utf-8"))
+                ratio = report["encoder"]["ratio"]
+                return f"compact encoder: params x{ratio['params']['total']:.3f}, MACs x{ratio['macs']['total']:.3f}"
+
+            steps.append(Step(f"export_{system.name}", "export", export, after=(previous,),
+                              marker=recipe.marker(experiment, "export")))
+            previous = f"export_{system.name}"
+        steps.append(decode_step(recipe, system, INFERENCE_TAG, None, (previous,)))
+        decode_steps.append(steps[-1].name)
+
+    if settings.uses_lm:
+        fusion = next(system for system in settings.systems if system.name == settings.fusion_system)
+        trained = f"export_{fusion.name}" if fusion.method != "dense" else f"train_{fusion.name}"
+        for lm in fusion_lms(settings, paths):
+            lm_step = "lm_train" if lm["pruning"] is None else f"lm_prune_{lm['pruning'].name}"
+            steps.append(decode_step(recipe, fusion, lm["inference_tag"], lm, (trained, lm_step)))
+            decode_steps.append(steps[-1].name)
+
+    steps.append(Step("score", "13", recipe.score_all, after=tuple(decode_steps)))
+    steps.append(recipe.report_step(("score",) + (("lm_perplexity",) if settings.uses_lm else ())))
+    return steps
+
+
+def decode_model_file(system: System, experiment: Path) -> Path:
+    """What stage 12 decodes: the compact model of a pruned system, the final model of ``dense``."""
+    model_file = final_model_file(experiment)
+    return model_file if system.method == "dense" else compact_model_file(model_file)
+
+
+def decode_step(recipe: DemoRecipe, system: System, inference_tag: str, lm: Optional[Dict],
+                after: Tuple[str, ...]) -> Step:
+    """Stage 12 (one job, batch 1) for ``system``, optionally with shallow fusion of ``lm``."""
+    paths, task = recipe.paths, recipe.task
+    experiment = paths.exp(system.name)
+    decode_dir = paths.decode_dir(system.name, inference_tag)
+
+    def decode() -> str:
+        output = decode_dir / "logdir" / "output.1"
+        test = paths.dump("test")
+        args = ["--batch_size", 1, "--ngpu", 0, "--data_path_and_name_and_type", f"{test}/wav.scp,speech,sound",
+                "--key_file", test / "wav.scp", f"--{task}_train_config", experiment / "config.yaml",
+                f"--{task}_model_file", decode_model_file(system, experiment), "--output_dir", output,
+                "--config", paths.conf(f"decode_{task}.yaml"), "--beam_size", recipe.settings.beam_size]
+        if lm is not None:
+            args += ["--lm_train_config", lm["config"], "--lm_file", lm["model_file"],
+                     "--lm_weight", recipe.settings.lm_weight]
+        recipe.espnet(f"{task}_inference", args, decode_dir / "logdir" / f"{task}_inference.1.log")
+        hypotheses = output / "1best_recog" / "text"
+        lines = sorted(hypotheses.read_text(encoding="utf-8").splitlines()) if hypotheses.exists() else []
+        (decode_dir / "text").write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")
+        return f"{len(lines)} hypotheses in {decode_dir / 'text'}"
+
+    name = f"decode_{system.name}" + ("" if lm is None else f"_lm_{lm['name']}")
+    return Step(name, "12", decode, after=after, marker=recipe.marker(decode_dir, "decode"))
+
+
+def describe_training(experiment: Path) -> str:
+    """The last validation line of an ESPnet training log, shortened to its key numbers."""
+    log = experiment / "train.log"
+    last = ""
+    for line in log.read_text(encoding="utf-8", errors="replace").splitlines():
+        if "epoch results:" in line:
+            last = line
+    if not last:
+        return f"log in {log}"
+    keys = ("cer_ctc", "prune_expected_total", "prune_expected_cnn", "prune_expected_transformer")
+    found = []
+    for key in keys:
+        marker = f"{key}="
+        index = last.rfind(marker)
+        if index >= 0:
+            value = last[index + len(marker):].split(",")[0]
+            found.append(f"{key} {value}")
+    return ", ".join(found)

@@ -1,0 +1,156 @@
+"""Recipe mode of the demo: ESPnet's own asr.sh / slu.sh run the stages (``ESPNET_ROOT`` set).
+
+The working directory ``<output_dir>/<task>1`` becomes an ESPnet recipe: ``conf/`` and
+``local/`` link to ``egs2/espeak_demo/<task>1``, ``path.sh`` and ``cmd.sh`` to
+``egs2/TEMPLATE_prune``, and ``egs2/TEMPLATE_prune/setup.sh`` links asr.sh / slu.sh, utils,
+steps, scripts and pyscripts from the checkout. Every ESPnet stage then runs through
+``egs2/TEMPLATE_prune/prune_stages.sh`` (asr.sh / slu.sh, with the compact model exported
+between stages 11 and 12):
+
+- stages 1-5 (``local/data.sh`` synthesises the corpus) and, for ASR, stages 6-8 (LM);
+- stages 10-11 for the SSL stand-in, then stage 11 and 12 for every system;
+- stage 12 with ``--use_lm true`` for the shallow-fusion decodings.
+
+Stage 13 is the demo's Python scoring (the same numbers as sclite, with no SCTK install
+needed), the LM pruning and the report are the demo's own steps, as in direct mode.
+"""
+
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Dict, List, Sequence
+
+from espnet_prune.demo.pipeline import (INFERENCE_TAG, SSL_STANDIN, TEMPLATE_PRUNE, DemoError, Step,
+                                        System, fusion_lms, lm_pruning_steps)
+
+if TYPE_CHECKING:
+    from espnet_prune.demo.pipeline import DemoRecipe
+
+#: Links of the working directory: name -> path relative to the repository's egs2/.
+RECIPE_LINKS = ("conf", "local")
+TEMPLATE_LINKS = ("path.sh", "cmd.sh")
+
+
+def setup_recipe_dir(recipe: "DemoRecipe") -> str:
+    """Make ``paths.root`` an ESPnet recipe directory linked to ``recipe.espnet_root``."""
+    root = recipe.paths.root
+    root.mkdir(parents=True, exist_ok=True)
+    for name in RECIPE_LINKS:
+        _link(root / name, recipe.paths.recipe / name)
+    for name in TEMPLATE_LINKS:
+        _link(root / name, TEMPLATE_PRUNE / name)
+    setup = TEMPLATE_PRUNE / "setup.sh"
+    if not setup.is_file():
+        raise DemoError(f"{setup} is missing: recipe mode needs egs2/TEMPLATE_prune of a source checkout")
+    recipe.run(["bash", setup, recipe.espnet_root], root / "setup.log", cwd=root)
+    return f"{root} linked to {recipe.espnet_root}"
+
+
+def _link(link: Path, target: Path) -> None:
+    if link.is_symlink():
+        link.unlink()
+    elif link.exists():
+        raise DemoError(f"{link} exists and is not a link; use a new --output_dir")
+    link.symlink_to(target)
+
+
+def common_options(recipe: "DemoRecipe") -> List[str]:
+    """asr.sh / slu.sh options shared by every call."""
+    settings, paths, task = recipe.settings, recipe.paths, recipe.task
+    corpus_options = [
+        "--num_train", settings.num_train, "--num_dev", settings.num_dev, "--num_test", settings.num_test,
+        "--num_lm_sentences", settings.num_lm_sentences, "--num_dev_voices", settings.num_dev_voices,
+        "--num_test_voices", settings.num_test_voices, "--seed", settings.seed]
+    options = [
+        "--python", f"{sys.executable} -m espnet_prune", "--ngpu", 0, "--nj", recipe.lanes,
+        "--inference_nj", 1, "--gpu_inference", "false", "--feats_type", "raw", "--audio_format", "wav",
+        "--fs", "16k", "--feats_normalize", "none", "--token_type", "char", "--cleaner", "none",
+        "--train_set", "train", "--valid_set", "dev", "--test_sets", "test",
+        "--local_data_opts", " ".join(str(option) for option in corpus_options),
+        "--inference_config", f"conf/decode_{task}.yaml",
+        f"--{task}_stats_dir", paths.asr_stats.relative_to(paths.root),
+    ]
+    # The token list (stage 5) comes from the template text, which has every intent and character.
+    options += ["--lm_train_text", "data/lm_train.txt"]
+    if task == "slu":
+        options += ["--nlsyms_txt", "data/nlsyms.txt", "--use_lm", "false"]
+    else:
+        options += ["--lm_config", "conf/train_lm.yaml", "--lm_args", _join(recipe.train_args(settings.lm_steps))]
+    return [str(option) for option in options]
+
+
+def _join(args: Sequence) -> str:
+    return " ".join(str(arg) for arg in args)
+
+
+def prune_stages(recipe: "DemoRecipe", first: int, last: int, options: Sequence, log: Path) -> None:
+    """``egs2/TEMPLATE_prune/prune_stages.sh <task> --stage first --stop_stage last ...``."""
+    command = ["bash", TEMPLATE_PRUNE / "prune_stages.sh", recipe.task, "--stage", first, "--stop_stage", last,
+               *common_options(recipe), *options]
+    recipe.run(command, log, cwd=recipe.paths.root)
+
+
+def recipe_steps(recipe: "DemoRecipe") -> List[Step]:
+    """The steps of recipe mode (module docstring)."""
+    settings, paths, task = recipe.settings, recipe.paths, recipe.task
+    logs = paths.root / "logs"
+    standin_options = [f"--{task}_config", f"conf/train_{task}_ssl_standin.yaml", f"--{task}_tag", SSL_STANDIN]
+    steps = [Step("setup", "0", lambda: setup_recipe_dir(recipe), marker=recipe.marker(paths.root, "setup"))]
+
+    def data() -> str:
+        prune_stages(recipe, 1, 5, standin_options, logs / "stage1-5.log")
+        return f"{paths.data}, token list {paths.token_list}"
+
+    steps.append(Step("data", "1-5", data, after=("setup",), marker=recipe.marker(paths.data, "data")))
+    if settings.uses_lm:
+        def lm() -> str:
+            prune_stages(recipe, 6, 8, standin_options, logs / "stage6-8.log")
+            return f"LM {paths.lm_exp}"
+
+        steps.append(Step("lm_train", "6-8", lm, after=("data",), marker=recipe.marker(paths.lm_exp, "train")))
+        steps += lm_pruning_steps(recipe)
+
+    def standin() -> str:
+        train_args = _join(recipe.train_args(settings.pretrain_steps, settings.batch_size))
+        prune_stages(recipe, 10, 11, [*standin_options, f"--{task}_args", train_args], logs / "stage10-11_standin.log")
+        return recipe.extract_standin_encoder()
+
+    steps.append(Step(SSL_STANDIN, "10-11", standin, after=("data",),
+                      marker=recipe.marker(paths.exp(SSL_STANDIN), "train")))
+
+    decodes = []
+    for system in settings.systems:
+        def train_and_decode(system: System = system) -> str:
+            options = [f"--{task}_config", f"conf/train_{task}_pruned_ssl.yaml", f"--{task}_tag", system.name,
+                       f"--{task}_args", _join(recipe.system_args(system)), f"--inference_{task}_model", "latest.pth",
+                       "--inference_tag", INFERENCE_TAG]
+            if task == "asr":
+                options += ["--use_lm", "false"]
+            prune_stages(recipe, 11, 12, options, logs / f"stage11-12_{system.name}.log")
+            return f"{paths.decode_dir(system.name) / 'text'}"
+
+        steps.append(Step(f"train_decode_{system.name}", "11-12", train_and_decode, after=(SSL_STANDIN,),
+                          marker=recipe.marker(paths.exp(system.name), "train_decode")))
+        decodes.append(steps[-1].name)
+
+    if settings.uses_lm:
+        fusion = next(system for system in settings.systems if system.name == settings.fusion_system)
+        model = "latest.pth" if fusion.method == "dense" else "latest.pruned.pth"
+        for lm in fusion_lms(settings, paths):
+            def fusion_decode(lm: Dict = lm) -> str:
+                options = [f"--{task}_exp", paths.exp(fusion.name).relative_to(paths.root), "--export", "false",
+                           f"--inference_{task}_model", model, "--use_lm", "true",
+                           "--lm_exp", lm["config"].parent.relative_to(paths.root),
+                           "--inference_lm", lm["model_file"].name, "--inference_tag", lm["inference_tag"],
+                           "--inference_args", f"--lm_weight {settings.lm_weight}"]
+                prune_stages(recipe, 12, 12, options, logs / f"stage12_{fusion.name}_{lm['inference_tag']}.log")
+                return f"{paths.decode_dir(fusion.name, lm['inference_tag']) / 'text'}"
+
+            lm_step = "lm_train" if lm["pruning"] is None else f"lm_prune_{lm['pruning'].name}"
+            steps.append(Step(f"decode_{fusion.name}_lm_{lm['name']}", "12", fusion_decode,
+                              after=(f"train_decode_{fusion.name}", lm_step),
+                              marker=recipe.marker(paths.decode_dir(fusion.name, lm["inference_tag"]), "decode")))
+            decodes.append(steps[-1].name)
+
+    steps.append(Step("score", "13", recipe.score_all, after=tuple(decodes)))
+    steps.append(recipe.report_step(("score",) + (("lm_train",) if settings.uses_lm else ())))
+    return steps

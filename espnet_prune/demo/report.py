@@ -1,0 +1,296 @@
+"""The demo's report: costs, CPU latency of every system in one run, ``results.json``, plot, table.
+
+For each fine-tuned system the report gives the parameters and MACs of its SSL encoder (the
+``pruned_ssl`` frontend, the part that is pruned) for ``reference_seconds`` of audio, as
+counted by :mod:`espnet_prune.ssl.cost`, and their ratios to the dense encoder; the pruning
+controller's final expected ratio of each budget next to the target; the whole ESPnet
+model's parameter count; the error rates of stage 13; and the latency of
+``model.encode`` (frontend + normalisation + ESPnet encoder) on one ``reference_seconds``
+utterance, batch 1, one CPU thread. All systems are timed in the same process, in
+interleaved rounds (every system once per round), and the median per system is reported.
+With an LM, the fusion system's error rates with no LM, the dense LM and every pruned LM
+follow, with the LMs' parameters and dev perplexities from ``lm_prune``'s report.
+"""
+
+import contextlib
+import io
+import json
+import statistics
+import time
+import warnings
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+import soundfile
+import torch
+
+from espnet_prune.demo.pipeline import (INFERENCE_TAG, SSL_STANDIN, DemoPaths, DemoSettings, Progress,
+                                        decode_model_file, final_model_file, fusion_lms, lm_target_name)
+from espnet_prune.ssl import cost
+from espnet_prune.ssl.config import get_config
+
+WARMUP_ROUNDS = 2
+
+
+@contextlib.contextmanager
+def quiet():
+    """Keep ESPnet's import chatter (nltk download attempts, FutureWarnings) off the terminal."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            yield
+
+
+def load_model(task: str, train_config: Path, model_file: Path):
+    """An ESPnet ASR / SLU model in eval mode on CPU, with the plugin registered."""
+    with quiet():
+        from espnet_prune import register
+
+        register()
+        if task == "asr":
+            from espnet2.tasks.asr import ASRTask as Task
+        else:
+            from espnet2.tasks.slu import SLUTask as Task
+        model, _ = Task.build_model_from_file(str(train_config), str(model_file), "cpu")
+    return model.eval()
+
+
+def reference_waveform(test_dir: Path, seconds: float, sample_rate: int = 16000) -> torch.Tensor:
+    """``(1, seconds * sample_rate)`` speech: the test utterances in order, joined and cut."""
+    needed = int(round(seconds * sample_rate))
+    pieces, total = [], 0
+    for line in sorted((test_dir / "wav.scp").read_text(encoding="utf-8").splitlines()):
+        samples, rate = soundfile.read(line.split(maxsplit=1)[1], dtype="float32")
+        if rate != sample_rate:
+            raise ValueError(f"{line}: {rate} Hz audio, expected {sample_rate} Hz")
+        pieces.append(samples)
+        total += len(samples)
+        if total >= needed:
+            break
+    waveform = np.concatenate(pieces)
+    if len(waveform) < needed:
+        waveform = np.tile(waveform, -(-needed // len(waveform)))
+    return torch.from_numpy(waveform[:needed]).unsqueeze(0)
+
+
+def time_encoders(models: Dict[str, torch.nn.Module], waveform: torch.Tensor, rounds: int,
+                  threads: int = 1) -> Dict[str, float]:
+    """Median milliseconds of ``model.encode(waveform)`` per model, over interleaved rounds.
+
+    Args:
+        models: name -> ESPnet model with ``encode(speech (B, S), lengths (B,))``.
+        waveform: ``(1, S)`` input, batch 1.
+        rounds: timed rounds; each round calls every model once, in the given order.
+        threads: torch CPU threads while timing (restored after).
+    """
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    lengths = torch.tensor([waveform.shape[1]])
+    times: Dict[str, List[float]] = {name: [] for name in models}
+    try:
+        with torch.inference_mode(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            for round_index in range(WARMUP_ROUNDS + rounds):
+                for name, model in models.items():
+                    start = time.perf_counter()
+                    model.encode(waveform, lengths)
+                    elapsed = time.perf_counter() - start
+                    if round_index >= WARMUP_ROUNDS:
+                        times[name].append(elapsed)
+    finally:
+        torch.set_num_threads(previous)
+    return {name: 1000.0 * statistics.median(values) for name, values in times.items()}
+
+
+def _read_json(path: Path) -> Dict:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: its stage did not finish")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _score_fields(task: str, score: Dict) -> Dict[str, float]:
+    fields = {"wer": score["wer"], "cer": score["cer"]}
+    if task == "slu":
+        fields["intent_acc"] = score["intent_acc"]
+    return fields
+
+
+def collect_systems(settings: DemoSettings, paths: DemoPaths, threads: int) -> List[Dict]:
+    """One entry per fine-tuned system (module docstring), latency included."""
+    seconds = settings.reference_seconds
+    dense_config = get_config(_read_json(paths.exp(SSL_STANDIN) / "ssl_encoder.json"))
+    dense_params = cost.count_params(dense_config)["total"]
+    dense_macs = cost.count_macs(dense_config, seconds)["total"]
+    entries, models = [], {}
+    for system in settings.systems:
+        experiment = paths.exp(system.name)
+        train_config = experiment / "config.yaml"
+        model_file = decode_model_file(system, experiment)
+        model = load_model(settings.task, train_config, model_file)
+        encoder_config = model.frontend.encoder.config
+        params = cost.count_params(encoder_config)["total"]
+        macs = cost.count_macs(encoder_config, seconds)["total"]
+        expected = None
+        if system.method != "dense":
+            gated = load_model(settings.task, train_config, final_model_file(experiment))
+            with torch.no_grad():
+                ratios = gated.frontend.controller.expected_ratios()
+            expected = {name: round(float(ratio), 4) for name, ratio in ratios.items()}
+        score = _read_json(paths.decode_dir(system.name) / "score.json")
+        entries.append(dict(
+            name=system.name, method=system.method, target=system.target, expected_ratio=expected,
+            params=int(params), params_ratio=params / dense_params, macs=int(macs), macs_ratio=macs / dense_macs,
+            reference_seconds=seconds, model_params=sum(p.numel() for p in model.parameters()),
+            **_score_fields(settings.task, score), train_config=str(train_config), model_file=str(model_file),
+            decode_dir=str(paths.decode_dir(system.name))))
+        models[system.name] = model
+    latency = time_encoders(models, reference_waveform(paths.dump("test"), seconds), settings.latency_rounds, threads)
+    for entry in entries:
+        entry["latency_ms"] = latency[entry["name"]]
+    return entries
+
+
+def collect_lm_fusion(settings: DemoSettings, paths: DemoPaths) -> Optional[Dict]:
+    """Error rates of the fusion system with no LM, the dense LM and each pruned LM."""
+    if not settings.uses_lm:
+        return None
+
+    def score(tag: str) -> Dict[str, float]:
+        return _score_fields(settings.task, _read_json(paths.decode_dir(settings.fusion_system, tag) / "score.json"))
+
+    reports = {pruning.name: _read_json(paths.lm_pruned(pruning) / "report.json")
+               for pruning in settings.lm_prunings}
+    first_report = next(iter(reports.values()))
+    dense_row = next(row for row in first_report["systems"] if row["name"] == "dense")
+    test_ppl = float((paths.lm_exp / "perplexity_test" / "ppl").read_text(encoding="utf-8").strip())
+    entries = [dict(lm="none", **score(INFERENCE_TAG))]
+    for lm in fusion_lms(settings, paths):
+        if lm["pruning"] is None:
+            row, method = dense_row, "dense"
+        else:
+            rows = reports[lm["pruning"].name]["systems"]
+            row = next(r for r in rows if r["name"] == lm_target_name(lm["target"]))
+            method = lm["pruning"].name
+        entry = dict(lm=lm["name"], method=method, target=lm["target"], params=row["params"],
+                     params_ratio=row["param_ratio"], dev_perplexity=row["perplexity"],
+                     latency_ms_per_step=row["latency_ms_per_step"], **score(lm["inference_tag"]),
+                     lm_config=str(lm["config"]), lm_file=str(lm["model_file"]))
+        if lm["pruning"] is None:
+            entry["test_perplexity"] = test_ppl
+        entries.append(entry)
+    return dict(asr_system=settings.fusion_system, lm_weight=settings.lm_weight, entries=entries)
+
+
+def format_table(task: str, systems: Sequence[Dict], lm_fusion: Optional[Dict]) -> str:
+    """The results as fixed-width text tables."""
+    intent = f" {'intent acc':>10}" if task == "slu" else ""
+    header = (f"{'system':<15} {'method':<10} {'target':>6} {'expected':>9} {'params':>9} {'params%':>8} "
+              f"{'MACs':>9} {'MACs%':>7} {'latency':>9}{intent} {'WER':>6} {'CER':>6}")
+    lines = [header, "-" * len(header)]
+    for entry in systems:
+        expected = entry["expected_ratio"]
+        expected_text = "-" if not expected else "/".join(f"{value:.3f}" for value in expected.values())
+        intent = f" {100 * entry['intent_acc']:>9.1f}%" if task == "slu" else ""
+        lines.append(
+            f"{entry['name']:<15} {entry['method']:<10} "
+            f"{'-' if entry['target'] is None else format(entry['target'], '.2f'):>6} {expected_text:>9} "
+            f"{entry['params'] / 1e6:>8.3f}M {100 * entry['params_ratio']:>7.1f}% {entry['macs'] / 1e6:>8.1f}M "
+            f"{100 * entry['macs_ratio']:>6.1f}% {entry['latency_ms']:>7.2f}ms{intent} {100 * entry['wer']:>5.1f}% "
+            f"{100 * entry['cer']:>5.1f}%")
+    if lm_fusion is not None:
+        lines += ["", f"Shallow fusion with system '{lm_fusion['asr_system']}' (lm_weight {lm_fusion['lm_weight']}):"]
+        header = f"{'LM':<36} {'params':>9} {'params%':>8} {'dev ppl':>8} {'WER':>6} {'CER':>6}"
+        lines += [header, "-" * len(header)]
+        for entry in lm_fusion["entries"]:
+            if entry["lm"] == "none":
+                lines.append(f"{'(no LM)':<36} {'-':>9} {'-':>8} {'-':>8} {100 * entry['wer']:>5.1f}% "
+                             f"{100 * entry['cer']:>5.1f}%")
+                continue
+            lines.append(f"{entry['lm']:<36} {entry['params'] / 1e6:>8.3f}M {100 * entry['params_ratio']:>7.1f}% "
+                         f"{entry['dev_perplexity']:>8.3f} {100 * entry['wer']:>5.1f}% {100 * entry['cer']:>5.1f}%")
+    return "\n".join(lines)
+
+
+def plot_results(task: str, systems: Sequence[Dict], lm_fusion: Optional[Dict], path: Path) -> Path:
+    """Error (or intent accuracy) vs MACs ratio of the systems; with an LM, WER vs LM size too."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = 2 if lm_fusion is not None else 1
+    figure, axes = plt.subplots(1, panels, figsize=(6 * panels, 4.5), squeeze=False)
+    axis = axes[0][0]
+    key, label = ("intent_acc", "intent accuracy (%)") if task == "slu" else ("wer", "WER (%)")
+    markers = {"dense": "s", "hj_macs": "o", "hj_params": "^", "separate": "D"}
+    for method, marker in markers.items():
+        points = [entry for entry in systems if entry["method"] == method]
+        if points:
+            axis.scatter([100 * e["macs_ratio"] for e in points], [100 * e[key] for e in points], marker=marker,
+                         s=60, label=method)
+            for entry in points:
+                axis.annotate(entry["name"], (100 * entry["macs_ratio"], 100 * entry[key]), fontsize=8,
+                              xytext=(4, 4), textcoords="offset points")
+    axis.set_xlabel("SSL encoder MACs (% of dense)")
+    axis.set_ylabel(label)
+    axis.set_title(f"{task.upper()}: error vs computation")
+    axis.grid(alpha=0.3)
+    axis.legend()
+    if lm_fusion is not None:
+        axis = axes[0][1]
+        entries = lm_fusion["entries"]
+        no_lm = next(e for e in entries if e["lm"] == "none")
+        axis.axhline(100 * no_lm["wer"], color="gray", linestyle="--", label="no LM")
+        methods: Dict[str, List[Dict]] = {}
+        dense = next(e for e in entries if e["lm"] == "dense")
+        for entry in entries:
+            if entry["lm"] not in ("none", "dense"):
+                methods.setdefault(entry["method"], []).append(entry)
+        for method, points in methods.items():
+            points = [dense] + sorted(points, key=lambda e: -e["params_ratio"])
+            axis.plot([100 * e["params_ratio"] for e in points], [100 * e["wer"] for e in points], marker="o",
+                      label=method)
+        axis.set_xlabel("LM parameters (% of dense LM)")
+        axis.set_ylabel("WER (%)")
+        axis.set_title(f"shallow fusion with '{lm_fusion['asr_system']}'")
+        axis.invert_xaxis()
+        axis.grid(alpha=0.3)
+        axis.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path
+
+
+def write_report(settings: DemoSettings, paths: DemoPaths, threads: int, progress: Progress, mode: str) -> Path:
+    """Collect everything, write ``results.json`` and the plot beside it, print the table.
+
+    Returns:
+        The path of ``results.json``.
+    """
+    systems = collect_systems(settings, paths, threads)
+    lm_fusion = collect_lm_fusion(settings, paths)
+    plot = plot_results(settings.task, systems, lm_fusion, paths.results.with_suffix(".png"))
+    results = dict(
+        task=settings.task,
+        mode=mode,
+        settings=settings.as_dict(),
+        corpus=_read_json(paths.data / "corpus.json"),
+        reference_seconds=settings.reference_seconds,
+        cost=dict(what="SSL encoder (pruned_ssl frontend) parameters and MACs, espnet_prune.ssl.cost",
+                  dense_arch=str(paths.exp(SSL_STANDIN) / "ssl_encoder.json")),
+        latency=dict(what="model.encode (frontend + ESPnet encoder), CPU, batch 1, one utterance of "
+                          f"{settings.reference_seconds} s, median over interleaved rounds",
+                     threads=threads, rounds=settings.latency_rounds, warmup_rounds=WARMUP_ROUNDS),
+        systems=systems,
+        lm_fusion=lm_fusion,
+        plot=str(plot),
+        elapsed_seconds=round(progress.elapsed(), 1),
+    )
+    paths.results.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    table = format_table(settings.task, systems, lm_fusion)
+    (paths.results.with_name("RESULTS.md")).write_text(f"```\n{table}\n```\n", encoding="utf-8")
+    progress.stream.write("\n" + table + "\n\n")
+    return paths.results
+

@@ -1,0 +1,116 @@
+"""The reduced demo (``--size tiny``), as CI runs it: every stage, through the CLI, with the
+results table, ``results.json`` for every system, the plot, and a rerun that skips what is done;
+and the SLU task's reduced run, scored by intent accuracy."""
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from espnet_prune.demo.pipeline import SIZES
+
+TINY = SIZES["tiny"]
+SYSTEM_FIELDS = {"name", "method", "target", "expected_ratio", "params", "params_ratio", "macs", "macs_ratio",
+                 "reference_seconds", "model_params", "latency_ms", "wer", "cer", "train_config", "model_file"}
+STEPS = ["data", "format", "token_list", "lm_stats", "lm_train", "lm_perplexity",
+         "lm_prune_data_lowrank_incremental", "asr_stats", "ssl_standin", "train_dense", "train_hj_macs_0.60",
+         "train_hj_params_0.60", "export_hj_macs_0.60", "export_hj_params_0.60", "decode_dense",
+         "decode_hj_macs_0.60", "decode_hj_params_0.60", "decode_dense_lm_dense",
+         "decode_dense_lm_data_lowrank_incremental_target0.50", "score", "report"]
+
+
+def run_demo(output_dir: Path, *options: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "espnet_prune.bin.demo", "--size", "tiny", "--output_dir",
+                           str(output_dir), *options], capture_output=True, text=True, timeout=1200)
+
+
+@pytest.fixture(scope="module")
+def tiny_demo(tmp_path_factory):
+    output_dir = tmp_path_factory.mktemp("demo")
+    result = run_demo(output_dir)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return output_dir, result.stdout
+
+
+def test_it_says_how_it_runs_and_ends_with_the_results_path(tiny_demo):
+    output_dir, stdout = tiny_demo
+    lines = stdout.strip().splitlines()
+    assert "ESPnet's egs2 TEMPLATE is absent" in stdout
+    assert lines[-1] == f"RESULTS: {output_dir.resolve() / 'results.json'}"
+
+
+def test_every_stage_reports_its_progress(tiny_demo):
+    _, stdout = tiny_demo
+    for step in STEPS:
+        assert re.search(rf"\] stage \S+ +{re.escape(step)}: done in \d+", stdout), step
+    assert stdout.index(" data: done") < stdout.index(" token_list: done") < stdout.index(" ssl_standin: done")
+    assert stdout.index(" ssl_standin: done") < stdout.index(" train_hj_macs_0.60: started")
+
+
+def test_results_json_has_every_system_with_its_costs_latency_and_errors(tiny_demo):
+    output_dir, stdout = tiny_demo
+    results = json.loads((output_dir / "results.json").read_text())
+    systems = {entry["name"]: entry for entry in results["systems"]}
+    assert list(systems) == ["dense", "hj_macs_0.60", "hj_params_0.60"]
+    for entry in systems.values():
+        assert SYSTEM_FIELDS <= set(entry)
+        assert entry["latency_ms"] > 0 and 0 <= entry["cer"] and 0 <= entry["wer"]
+        assert Path(entry["model_file"]).is_file() and Path(entry["train_config"]).is_file()
+        assert entry["reference_seconds"] == TINY["reference_seconds"]
+    dense = systems["dense"]
+    assert (dense["method"], dense["target"], dense["expected_ratio"]) == ("dense", None, None)
+    assert dense["macs_ratio"] == 1.0 and dense["params_ratio"] == 1.0
+    for name, method in (("hj_macs_0.60", "hj_macs"), ("hj_params_0.60", "hj_params")):
+        entry = systems[name]
+        assert entry["method"] == method and entry["target"] == 0.6
+        assert entry["model_file"].endswith("latest.pruned.pth")
+        assert 0 < entry["expected_ratio"]["total"] <= 1.0
+        assert entry["macs"] <= dense["macs"] and entry["params"] <= dense["params"]
+        assert entry["macs_ratio"] == pytest.approx(entry["macs"] / dense["macs"])
+    fusion = results["lm_fusion"]
+    assert fusion["asr_system"] == "dense"
+    lms = {entry["lm"]: entry for entry in fusion["entries"]}
+    assert list(lms) == ["none", "dense", "data_lowrank_incremental_target0.50"]
+    assert lms["none"]["wer"] == dense["wer"]
+    assert lms["data_lowrank_incremental_target0.50"]["params_ratio"] == pytest.approx(0.5, abs=0.02)
+    assert lms["dense"]["test_perplexity"] > 1
+    # The table printed before the last line shows every system.
+    for name in systems:
+        assert re.search(rf"^{re.escape(name)} ", stdout, re.MULTILINE)
+
+
+def test_the_plot_lies_beside_results_json(tiny_demo):
+    output_dir, _ = tiny_demo
+    plot = output_dir / "results.png"
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert json.loads((output_dir / "results.json").read_text())["plot"] == str(plot.resolve())
+
+
+def test_a_rerun_skips_finished_steps(tiny_demo):
+    output_dir, _ = tiny_demo
+    result = run_demo(output_dir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    for step in ("data", "ssl_standin", "train_hj_macs_0.60", "decode_dense_lm_dense"):
+        assert re.search(rf"{step}: done before, skipped", result.stdout), step
+    assert result.stdout.strip().splitlines()[-1].startswith("RESULTS: ")
+
+
+def test_the_slu_demo_trains_decodes_and_scores_intents(tmp_path):
+    result = run_demo(tmp_path, "--task", "slu")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert result.stdout.strip().splitlines()[-1] == f"RESULTS: {tmp_path.resolve() / 'results.json'}"
+    for step in ("slu_stats", "ssl_standin", "train_hj_params_0.60", "export_hj_macs_0.60", "decode_dense", "score"):
+        assert re.search(rf"{step}: done in", result.stdout), step
+    assert not re.search(r" (lm_stats|lm_train|lm_prune\S*): ", result.stdout)  # no LM stages, as in SLURP
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["task"] == "slu" and results["lm_fusion"] is None
+    for entry in results["systems"]:
+        assert (SYSTEM_FIELDS | {"intent_acc"}) <= set(entry) and 0 <= entry["intent_acc"] <= 1
+        assert Path(entry["train_config"]).parent.name == f"slu_{entry['name']}"
+    # Every intent of the templates is one token, so that an intent is one CTC output.
+    tokens = (tmp_path / "data" / "token_list" / "char" / "tokens.txt").read_text().split()
+    assert set((tmp_path / "data" / "nlsyms.txt").read_text().split()) <= set(tokens)
+    assert re.search(r"intent acc +WER +CER", result.stdout)

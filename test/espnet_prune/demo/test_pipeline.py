@@ -1,0 +1,254 @@
+"""The demo's plan: systems and settings, the step runner (order, lanes, priorities, markers,
+failures), asr.sh's stage 3-4 data handling, the recipe's configs, and the CLI's settings."""
+
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from espnet_prune.bin import demo as demo_cli
+from espnet_prune.demo import pipeline
+from espnet_prune.demo.pipeline import DemoError, DemoSettings, LMPruning, Step, System, run_steps
+from espnet_prune.utils.kaldi_data import Utterance, read_text, validate_data_dir, write_data_dir
+
+
+class Recorder:
+    """Progress that keeps its lines."""
+
+    def __init__(self):
+        self.lines = []
+        self.stream = self
+        self.start = time.monotonic()
+
+    def say(self, text):
+        self.lines.append(text)
+
+    def elapsed(self):
+        return time.monotonic() - self.start
+
+
+# ------------------------------------------------------------------------------ systems, settings
+
+
+def test_systems_name_themselves_and_set_the_pruning_of_the_frontend():
+    assert System("dense").name == "dense"
+    assert System("dense").frontend_overrides(300) == ["pruning=null"]
+    macs = System("hj_macs", 0.5)
+    assert macs.name == "hj_macs_0.50"
+    assert macs.frontend_overrides(300) == ["pruning.warmup_steps=300", "pruning.metric=macs", "pruning.target=0.5"]
+    assert "pruning.metric=params" in System("hj_params", 0.6).frontend_overrides(10)
+    separate = System("separate", 0.4).frontend_overrides(10)
+    assert "pruning.cnn_target=0.4" in separate and "pruning.transformer_target=0.4" in separate
+    assert pipeline.parse_system("hj_params:0.6") == System("hj_params", 0.6)
+    assert pipeline.parse_system("dense") == System("dense")
+
+
+@pytest.mark.parametrize("text, message", [("hj_macs", "needs a target"), ("dense:0.5", "takes no target"),
+                                           ("hj_macs:1.5", "keep ratio in"), ("magnitude:0.5", "unknown pruning")])
+def test_bad_systems_are_named(text, message):
+    with pytest.raises(ValueError, match=message):
+        pipeline.parse_system(text)
+
+
+def test_lm_pruning_choices_and_target_directories_match_lm_prune():
+    from espnet_prune.bin import lm_prune
+
+    parser = lm_prune.get_parser()
+    choices = {action.dest: tuple(action.choices) for action in parser._actions if action.choices}
+    assert set(choices["criterion"]) == set(pipeline.LM_CRITERIA)
+    assert set(choices["method"]) == set(pipeline.LM_METHODS)
+    assert set(choices["scheduler"]) == set(pipeline.LM_SCHEDULERS)
+    for target in (0.5, 0.25, 0.125, 0.7, 0.333):
+        assert pipeline.lm_target_name(target) == lm_prune.target_name(target)
+    assert pipeline.parse_lm_pruning("data/lowrank/incremental") == LMPruning("data", "lowrank", "incremental")
+    with pytest.raises(ValueError, match="criterion/method/scheduler"):
+        pipeline.parse_lm_pruning("data/lowrank")
+
+
+def test_settings_are_checked():
+    with pytest.raises(ValueError, match="must be below finetune_steps"):
+        DemoSettings(finetune_steps=100, prune_warmup_steps=100)
+    with pytest.raises(ValueError, match="fusion_system 'hj_macs_0.30' is not one of"):
+        DemoSettings(fusion_system="hj_macs_0.30")
+    with pytest.raises(ValueError, match="systems repeat"):
+        DemoSettings(systems=(System("dense"), System("dense")))
+    with pytest.raises(ValueError, match="batch_size must be a positive int"):
+        DemoSettings(batch_size=0)
+    assert not DemoSettings(task="slu").uses_lm and DemoSettings().uses_lm
+    assert DemoSettings().as_dict()["systems"] == ["dense", "hj_macs_0.70", "hj_macs_0.50", "hj_params_0.60"]
+
+
+def test_training_length_and_one_cycle_schedule_agree(tmp_path):
+    settings = DemoSettings(steps_per_epoch=100)
+    recipe = pipeline.DemoRecipe(settings, pipeline.DemoPaths(tmp_path, "asr"), progress=Recorder())
+    args = [str(arg) for arg in recipe.train_args(250, batch_size=8)]
+    assert args == ["--max_epoch", "3", "--num_iters_per_epoch", "100", "--scheduler_conf", "total_steps=300",
+                    "--seed", "0", "--batch_size", "8"]
+    system_args = [str(arg) for arg in recipe.system_args(System("hj_macs", 0.5))]
+    assert f"checkpoint={recipe.paths.ssl_checkpoint}" in system_args
+    assert "pruning.target=0.5" in system_args and "pruning.reference_seconds=5.0" in system_args
+
+
+# ------------------------------------------------------------------------------ the step runner
+
+
+def test_steps_run_after_their_dependencies_and_at_most_lanes_at_a_time():
+    events, lock = [], threading.Lock()
+    running = [0]
+    peak = [0]
+
+    def work(name):
+        def action():
+            with lock:
+                running[0] += 1
+                peak[0] = max(peak[0], running[0])
+                events.append(("start", name))
+            time.sleep(0.05)
+            with lock:
+                running[0] -= 1
+                events.append(("end", name))
+            return f"{name} ok"
+        return action
+
+    steps = [Step("a", "1", work("a")), Step("b", "2", work("b"), after=("a",)), Step("c", "2", work("c"), after=("a",)),
+             Step("d", "3", work("d"), after=("b", "c")), Step("e", "9", work("e"))]
+    recorder = Recorder()
+    run_steps(steps, lanes=2, progress=recorder)
+    order = [name for kind, name in events if kind == "end"]
+    assert set(order) == set("abcde") and peak[0] == 2
+    for before, after in (("a", "b"), ("a", "c"), ("b", "d"), ("c", "d")):
+        assert events.index(("end", before)) < events.index(("start", after))
+    assert any("stage 3      d: done in" in line and "-- d ok" in line for line in recorder.lines)
+
+
+def test_lower_priority_numbers_start_first():
+    order = []
+    steps = [Step("lm", "6", lambda: order.append("lm") or "", priority=1),
+             Step("asr", "10", lambda: order.append("asr") or "", priority=0)]
+    run_steps(steps, lanes=1, progress=Recorder())
+    assert order == ["asr", "lm"]
+
+
+def test_markers_make_a_rerun_skip_finished_steps(tmp_path):
+    calls = []
+    marker = tmp_path / "exp" / ".done_x"
+    steps = [Step("x", "11", lambda: calls.append("x") or "trained", marker=marker)]
+    run_steps(steps, lanes=2, progress=Recorder())
+    assert marker.read_text() == "trained\n"
+    recorder = Recorder()
+    run_steps(steps, lanes=2, progress=recorder)
+    assert calls == ["x"] and "done before, skipped" in recorder.lines[0]
+
+
+def test_a_skipped_step_readies_steps_listed_before_it(tmp_path):
+    marker = tmp_path / ".done_lm"
+    marker.write_text("trained\n")
+    ran = []
+    steps = [Step("decode_with_lm", "12", lambda: ran.append("decode") or "", after=("lm",)),
+             Step("lm", "7", lambda: ran.append("lm") or "", marker=marker, priority=1)]
+    run_steps(steps, lanes=2, progress=Recorder())
+    assert ran == ["decode"]
+
+
+def test_a_failure_stops_what_depends_on_it_and_is_reported(tmp_path):
+    ran = []
+
+    def fail():
+        raise DemoError("exit status 1 of asr_train; last lines of train.log: boom")
+
+    steps = [Step("bad", "11", fail, marker=tmp_path / ".done_bad"), Step("after_bad", "12", lambda: ran.append(1) or "",
+                                                                          after=("bad",)),
+             Step("other", "6", lambda: time.sleep(0.1) or ran.append(2) or "")]
+    recorder = Recorder()
+    with pytest.raises(DemoError, match="bad: exit status 1 of asr_train.*boom"):
+        run_steps(steps, lanes=2, progress=recorder)
+    assert ran == [2] and not (tmp_path / ".done_bad").exists()
+    assert any("bad: FAILED" in line for line in recorder.lines)
+
+
+def test_unknown_dependencies_and_cycles_are_errors():
+    with pytest.raises(DemoError, match="unknown step"):
+        run_steps([Step("a", "1", lambda: "", after=("nope",))], lanes=1, progress=Recorder())
+    cycle = [Step("a", "1", lambda: "", after=("b",)), Step("b", "1", lambda: "", after=("a",))]
+    with pytest.raises(DemoError, match="cycle"):
+        run_steps(cycle, lanes=1, progress=Recorder())
+
+
+# ------------------------------------------------------------------------------ stages 3-4, shapes
+
+
+def tone(seconds):
+    return (0.3 * np.sin(np.arange(int(seconds * 16000)) / 5.0)).astype(np.float32)
+
+
+def test_format_and_filter_data_dirs_as_asr_sh_does(tmp_path):
+    source = write_data_dir(tmp_path / "data" / "train", [
+        Utterance("s1-a", "s1", tone(1.0), "turn on the light"),
+        Utterance("s1-b", "s1", tone(0.05), "too short"),
+        Utterance("s2-a", "s2", tone(0.5), "play music")])
+    (source / "transcript").write_text((source / "text").read_text())
+    org = tmp_path / "dump" / "raw" / "org" / "train"
+    assert pipeline.format_data_dir(source, org, ["text", "transcript"]) == 3
+    assert (org / "utt2num_samples").read_text() == "s1-a 16000\ns1-b 800\ns2-a 8000\n"
+    assert (org / "feats_type").read_text() == "raw\n"
+    dump = tmp_path / "dump" / "raw" / "train"
+    assert pipeline.filter_data_dir(org, dump, ["text", "transcript"]) == 2
+    assert validate_data_dir(dump) == ["s1-a", "s2-a"]
+    assert read_text(dump, "transcript") == {"s1-a": "turn on the light", "s2-a": "play music"}
+    assert (dump / "utt2num_samples").read_text() == "s1-a 16000\ns2-a 8000\n"
+
+
+def test_shape_files_get_the_vocabulary_size(tmp_path):
+    shape = tmp_path / "text_shape"
+    shape.write_text("u1 12\nu2 7\n")
+    assert pipeline.append_vocabulary_size(shape, 29).read_text() == "u1 12,29\nu2 7,29\n"
+    assert (tmp_path / "text_shape.char").exists()
+
+
+# ------------------------------------------------------------------------------ the recipe's configs
+
+
+@pytest.mark.parametrize("task", ["asr", "slu"])
+def test_fine_tuning_uses_the_stand_ins_architecture_and_sets_targets_per_system(task):
+    conf = pipeline.RECIPES / f"{task}1" / "conf"
+    standin = yaml.safe_load((conf / f"train_{task}_ssl_standin.yaml").read_text())
+    finetune = yaml.safe_load((conf / f"train_{task}_pruned_ssl.yaml").read_text())
+    assert standin["frontend"] == finetune["frontend"] == "pruned_ssl"
+    assert standin["frontend_conf"]["arch"] == finetune["frontend_conf"]["arch"]
+    assert "pruning" not in standin["frontend_conf"] and "checkpoint" not in standin["frontend_conf"]
+    pruning = finetune["frontend_conf"]["pruning"]
+    assert not {"target", "cnn_target", "transformer_target"} & set(pruning)
+    assert set(pruning["units"]) == {"conv", "head", "attn_layer", "interm", "ffn_layer"}
+    for config in (standin, finetune):
+        assert config["model"] == "pruned_espnet" and config["model_conf"]["ctc_weight"] == 1.0
+        assert config["scheduler"] == "onecyclelr"
+        assert config["best_model_criterion"] == [["valid", "cer_ctc", "min"]]
+    decode = yaml.safe_load((conf / f"decode_{task}.yaml").read_text())
+    assert decode["ctc_weight"] == 1.0
+    for script in ("run.sh", "local/data.sh"):
+        assert (conf.parent / script).stat().st_mode & 0o111
+    assert (conf.parent / "path.sh").resolve() == pipeline.TEMPLATE_PRUNE / "path.sh"
+
+
+# ------------------------------------------------------------------------------ the CLI
+
+
+def test_cli_settings_come_from_the_size_and_the_options():
+    args = demo_cli.get_parser().parse_args(["--size", "tiny", "--num_train", "20", "--systems", "dense,hj_macs:0.4",
+                                             "--lm_targets", "0.6"])
+    settings = demo_cli.settings_from_args(args)
+    assert settings.num_train == 20 and settings.pretrain_steps == pipeline.SIZES["tiny"]["pretrain_steps"]
+    assert settings.systems == (System("dense"), System("hj_macs", 0.4)) and settings.lm_targets == (0.6,)
+    with pytest.raises(SystemExit):
+        demo_cli.get_parser().parse_args(["--systems", "hj_macs:2"])
+
+
+def test_a_rerun_with_other_settings_is_refused(tmp_path):
+    demo_cli.check_settings_file(tmp_path, DemoSettings(), None)
+    demo_cli.check_settings_file(tmp_path, DemoSettings(), None)  # the same settings: fine
+    with pytest.raises(DemoError, match="other settings \\(num_train differ\\)"):
+        demo_cli.check_settings_file(tmp_path, DemoSettings(num_train=10), None)
+    assert Path(tmp_path / "settings.json").is_file()
