@@ -14,6 +14,15 @@ def config():
     return tiny_config("wav2vec2", num_layers=3)
 
 
+def structure_kept_by(config, masks):
+    """The config of the encoder with the non-zero units of conv/head/interm masks."""
+    return config.replace(
+        conv_layers=[[int((m > 0).sum()), k, s] for m, (_, k, s) in zip(masks["conv"], config.conv_layers)],
+        num_heads=[int((m > 0).sum()) for m in masks["head"]],
+        ffn_dims=[int((m > 0).sum()) for m in masks["interm"]],
+        head_dim=config.head_dim)
+
+
 def set_log_alpha(controller, value):
     with torch.no_grad():
         for p in controller.gate_parameters():
@@ -65,11 +74,7 @@ def test_expected_cost_matches_exact_cost_of_the_deterministic_structure(config)
             gate.log_alpha[0] = 30.0  # every CNN layer keeps a channel
     controller.eval()
     masks = controller()
-    pruned = config.replace(
-        conv_layers=[[int((m > 0).sum()), k, s] for m, (_, k, s) in zip(masks["conv"], config.conv_layers)],
-        num_heads=[int((m > 0).sum()) for m in masks["head"]],
-        ffn_dims=[int((m > 0).sum()) for m in masks["interm"]],
-        head_dim=config.head_dim)
+    pruned = structure_kept_by(config, masks)
     expected = controller.expected_cost()
     exact = cost.count_params(pruned)
     for key in ("cnn", "transformer", "total"):
@@ -138,11 +143,7 @@ def test_deterministic_mask_of_a_converged_controller_realises_the_target(config
     optimise(controller, 400)
     controller.eval()
     masks = controller()
-    pruned = config.replace(
-        conv_layers=[[int((m > 0).sum()), k, s] for m, (_, k, s) in zip(masks["conv"], config.conv_layers)],
-        num_heads=[int((m > 0).sum()) for m in masks["head"]],
-        ffn_dims=[int((m > 0).sum()) for m in masks["interm"]],
-        head_dim=config.head_dim)
+    pruned = structure_kept_by(config, masks)
     ratio = cost.count_params(pruned)["total"] / cost.count_params(config)["total"]
     assert abs(ratio - 0.5) < 0.08
 
