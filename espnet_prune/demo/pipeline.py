@@ -100,7 +100,8 @@ class System:
             return overrides + ["pruning.metric=macs", f"pruning.target={self.target}"]
         if self.method == "hj_params":
             return overrides + ["pruning.metric=params", f"pruning.target={self.target}"]
-        return overrides + ["pruning.metric=macs", f"pruning.cnn_target={self.target}",
+        # target=null: the config's budget preset has a joint target, exclusive with these.
+        return overrides + ["pruning.metric=macs", "pruning.target=null", f"pruning.cnn_target={self.target}",
                             f"pruning.transformer_target={self.target}"]
 
 

@@ -18,6 +18,7 @@ from espnet2.asr.frontend.abs_frontend import AbsFrontend
 from torch import Tensor, nn
 from typeguard import typechecked
 
+from espnet_prune.presets import preset
 from espnet_prune.pruning.controller import PruningController
 from espnet_prune.ssl.config import EncoderConfig, get_config
 from espnet_prune.ssl.load import load_encoder
@@ -66,7 +67,9 @@ class PrunedSSLFrontend(AbsFrontend):
             ``k`` the output of layer k.
         multilayer_feature: output a learned softmax-weighted sum of all hidden states
             (like ESPnet's ``s3prl`` frontend); exclusive with ``layer != -1``.
-        pruning: ``None`` for no pruning, or a dict with keys ``units`` (any of conv, head,
+        pruning: ``None`` for no pruning, or a dict with keys ``preset`` (the name of a budget
+            in ``conf/pruning/``, e.g. ``hj_macs0.5``, whose values the other keys override),
+            ``units`` (any of conv, head,
             attn_layer, interm, ffn_layer), ``metric`` (macs | params), ``target`` (joint keep
             ratio) or ``cnn_target``/``transformer_target`` (separate budgets),
             ``warmup_steps``, ``reference_seconds``, ``reg_lr`` (constant learning rate of the
@@ -123,9 +126,15 @@ class PrunedSSLFrontend(AbsFrontend):
 
     @staticmethod
     def _check_pruning(pruning: Dict[str, Any]) -> Dict[str, Any]:
+        pruning = dict(pruning)
+        name = pruning.pop("preset", None)
+        if name is not None:
+            # Budget presets hold units, metric and target(s); an explicit key (even null) wins.
+            pruning = {**preset("pruning", str(name)), **pruning}
         unknown = sorted(set(pruning) - set(PRUNING_DEFAULTS))
         if unknown:
-            raise ValueError(f"Unknown key(s) {unknown} in frontend_conf.pruning; known keys: {sorted(PRUNING_DEFAULTS)}")
+            raise ValueError(f"Unknown key(s) {unknown} in frontend_conf.pruning; known keys: "
+                             f"{sorted(PRUNING_DEFAULTS) + ['preset']}")
         conf = {**PRUNING_DEFAULTS, **pruning}
         if isinstance(conf["units"], str):
             conf["units"] = [conf["units"]]
