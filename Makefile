@@ -1,21 +1,41 @@
-# Targets: env (create .venv, install editable with test extras), test, demo, bench.
+# Targets: env (create .venv, install editable with test extras from the lock), check, test,
+# lock (re-resolve setup.py's ranges in a scratch venv and pin the result), demo, bench.
 # DEMO_ARGS passes options to the demo, e.g. make demo DEMO_ARGS="--task slu".
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
+# Every package of the tested environment, pinned; `make env` installs with it as constraints.
+LOCK := espnet_prune/constraints.txt
 
-.PHONY: env test demo bench clean
+.PHONY: env check test lock demo bench clean
 DEMO_ARGS ?=
 
 env: $(VENV)/.installed
 
-$(VENV)/.installed: setup.py
+$(VENV)/.installed: setup.py $(LOCK)
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -e ".[test]"
+	$(PY) -m pip install -c $(LOCK) -e ".[test]"
+	$(PY) -m espnet_prune --check
 	touch $@
 
+check: env
+	$(PY) -m espnet_prune --check
+
 test: env
+	$(PY) -m espnet_prune --check
 	$(PY) -m pytest -q test
+
+lock:
+	rm -rf .lock-venv
+	$(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/python -m pip install -e ".[test]"
+	.lock-venv/bin/python -m espnet_prune --check
+	{ echo "# espnet_prune's tested environment: every package pinned (written by 'make lock' from"; \
+	  echo "# setup.py's ranges, Python $$(.lock-venv/bin/python -c 'import platform; print(platform.python_version())'))."; \
+	  echo "# Install with: pip install -c espnet_prune/constraints.txt -e '.[test]'"; \
+	  .lock-venv/bin/python -m pip freeze --exclude-editable; } > $(LOCK).new
+	mv $(LOCK).new $(LOCK)
+	rm -rf .lock-venv
 
 demo: env
 	$(PY) -m espnet_prune.bin.demo --output_dir demo $(DEMO_ARGS)
@@ -24,4 +44,4 @@ bench: env
 	$(PY) -m espnet_prune.bin.benchmark_ssl
 
 clean:
-	rm -rf $(VENV) *.egg-info
+	rm -rf $(VENV) .lock-venv *.egg-info

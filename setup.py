@@ -30,9 +30,11 @@ class BuildPyWithConf(build_py):
 install_requires = [
     # ESPnet 202511 is the last release that supports Python 3.11.
     "espnet>=202509,<202612",
-    # ESPnet pins setuptools<74, which makes pip pick torch 2.12.x.
+    # ESPnet pins setuptools<74, which makes pip pick torch 2.12.x. torchaudio 2.11.1's
+    # compiled library does not load with torch 2.12.1 (undefined symbol); 2.11.0 does.
+    # The tested combination is pinned in espnet_prune/constraints.txt (make lock).
     "torch>=2.4,<2.14",
-    "torchaudio>=2.4,<2.12",
+    "torchaudio>=2.4,<2.12,!=2.11.1",
     # ESPnet's fork of s3prl (same import name); PyPI's s3prl 0.4.18 fails with torchaudio>=2.9.
     "espnet-s3prl>=2026.5",
     "kaldiio>=2.18",
@@ -46,6 +48,10 @@ install_requires = [
     "espeakng-loader>=0.2.4",
     # Hugging Face model directories store weights as safetensors.
     "safetensors>=0.4",
+    # Not imported by the plugin, but by ESPnet's recipe stages: stage 3's format_wav_scp.py
+    # resamples with resampy, slu.sh stage 13's score_intent.py reads tables with pandas.
+    "resampy>=0.4",
+    "pandas>=2.0",
 ]
 
 extras_require = {
@@ -63,6 +69,8 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     packages=find_packages(include=["espnet_prune", "espnet_prune.*"]),
+    # The tested lock, read by `python -m espnet_prune --check`.
+    package_data={"espnet_prune": ["constraints.txt"]},
     python_requires=">=3.10,<3.12",
     install_requires=install_requires,
     extras_require=extras_require,

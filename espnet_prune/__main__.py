@@ -6,14 +6,19 @@ ESPnet's recipes use it unchanged through ``--python "python3 -m espnet_prune"``
 Supported forms: ``-m MODULE ARGS``, ``-c CODE ARGS`` and ``SCRIPT.py ARGS``; value-less
 interpreter flags before them (``-u``, ``-B``, ...) are accepted and ignored. Processes
 that a ``-m`` program spawns with ``multiprocessing`` (ESPnet's multi-GPU training) get
-the plugin registered as well.
+the plugin registered as well. What modules print while being imported (ESPnet's
+Flash-Attention notice, for one) goes to stderr, so the program's stdout is exactly what it
+would be under ``python3`` (asr.sh pastes some tools' stdout into score files).
+
+``python -m espnet_prune --check`` checks the environment instead (see
+:mod:`espnet_prune.bin.check_env`).
 """
 
 import importlib.util
 import runpy
 import sys
 
-USAGE = "usage: python -m espnet_prune (-m MODULE | -c CODE | SCRIPT) [ARGS ...]"
+USAGE = "usage: python -m espnet_prune (-m MODULE | -c CODE | SCRIPT) [ARGS ...]  |  python -m espnet_prune --check"
 
 
 def main(argv=None) -> None:
@@ -25,9 +30,17 @@ def main(argv=None) -> None:
         print(USAGE, file=sys.stderr if not argv else sys.stdout)
         sys.exit(0 if argv else 2)
 
-    from espnet_prune import register
+    if argv[0] == "--check":
+        from espnet_prune.bin.check_env import main as check_env
 
-    register()
+        sys.exit(check_env(argv[1:]))
+
+    from espnet_prune import register
+    from espnet_prune.utils.import_output import send_import_output_to_stderr, stdout_to_stderr
+
+    send_import_output_to_stderr()
+    with stdout_to_stderr():
+        register()
     if argv[0] == "-m":
         if len(argv) < 2:
             sys.exit("espnet_prune: -m needs a module name\n" + USAGE)

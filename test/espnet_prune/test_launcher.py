@@ -1,4 +1,9 @@
-"""``python -m espnet_prune``: behaves like ``python3`` with the plugin registered."""
+"""``python -m espnet_prune``: behaves like ``python3`` with the plugin registered.
+
+stdout must be exactly the program's: asr.sh/slu.sh paste the stdout of
+``espnet2.bin.tokenize_text --output -`` into the ``ref.trn``/``hyp.trn`` that sclite scores,
+so these tests compare whole stdout, never only its last line.
+"""
 
 import subprocess
 import sys
@@ -9,9 +14,9 @@ import pytest
 from espnet_prune import REGISTRATIONS, register
 
 
-def launch(*args, cwd=None):
+def launch(*args, cwd=None, input=None):
     return subprocess.run([sys.executable, "-m", "espnet_prune", *args], capture_output=True, text=True, cwd=cwd,
-                          timeout=600)
+                          timeout=600, input=input)
 
 
 def test_register_is_idempotent_and_covers_every_registration():
@@ -29,7 +34,7 @@ def test_code_mode_passes_arguments_and_sees_the_registry():
     result = launch("-c", "import sys, espnet2.tasks.slu as t; print(sys.argv, 'pruned_espnet' in t.model_choices.classes)",
                     "a", "--b")
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip().splitlines()[-1] == "['-c', 'a', '--b'] True"
+    assert result.stdout == "['-c', 'a', '--b'] True\n"
 
 
 def test_script_mode_runs_the_file_as_main(tmp_path):
@@ -37,14 +42,39 @@ def test_script_mode_runs_the_file_as_main(tmp_path):
     script.write_text("import sys\nif __name__ == '__main__':\n    print(sys.argv)\n    sys.exit(3)\n")
     result = launch(str(script), "x", "y")
     assert result.returncode == 3
-    assert result.stdout.strip().splitlines()[-1] == f"[{str(script)!r}, 'x', 'y']"
+    assert result.stdout == f"[{str(script)!r}, 'x', 'y']\n"
 
 
 def test_module_mode_and_spawned_workers_see_the_registry():
     """ESPnet's multi-GPU training spawns its workers; they must see our classes too."""
     result = launch("-m", "test.espnet_prune.spawn_probe", "--flag", "1", cwd=str(Path(__file__).parents[2]))
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip().splitlines()[-1] == "parent=True child=True argv=['--flag', '1']"
+    # The child writes to the same stdout: whatever it printed while registering would show here.
+    assert result.stdout == "parent=True child=True argv=['--flag', '1']\n"
+
+
+@pytest.mark.parametrize("token_type, text, expected", [
+    ("word", "u1 HELLO WORLD\nu2 GOOD BYE\n", "HELLO WORLD\nGOOD BYE\n"),
+    ("char", "u1 HI YOU\n", "H I <space> Y O U\n"),
+])
+def test_tokenize_text_stdout_is_exactly_espnets(token_type, text, expected):
+    """asr.sh/slu.sh stage 13: ``tokenize_text -f 2- --input - --output -`` becomes ref.trn/hyp.trn."""
+    result = launch("-m", "espnet2.bin.tokenize_text", "-f", "2-", "--input", "-", "--output", "-",
+                    "--token_type", token_type, input=text)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == expected
+    assert "Flash Attention" in result.stderr  # ESPnet's import-time notice still reaches the user
+
+
+def test_import_time_prints_go_to_stderr_but_the_programs_own_prints_do_not(tmp_path):
+    (tmp_path / "noisy_module.py").write_text("print('import-time noise')\n")
+    script = tmp_path / "prog.py"
+    script.write_text("import sys\nsys.path.insert(0, sys.argv[1])\nprint('before')\nimport noisy_module\n"
+                      "print('after')\n")
+    result = launch(str(script), str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "before\nafter\n"
+    assert "import-time noise" in result.stderr
 
 
 def test_module_mode_exit_status_and_print_config():
