@@ -578,6 +578,12 @@ def test_intent_accuracy_from_slu_scoring(tmp_path):
     assert result.returncode != 0 and "has utterances that" in result.stderr and "['z']" in result.stderr
     result = run([recipe / "local" / "score.sh", "--data_dir", "nowhere", "exp", "decode_slu/test"], tmp_path)
     assert result.returncode != 0 and "nowhere/test/text does not exist" in result.stderr
+    # slu.sh also names --valid_set, decoded only when --test_sets has it: skipped, with a message.
+    (decode / "text").write_text("a alarm_set wake me up\n")
+    result = run([recipe / "local" / "score.sh", "exp", "decode_slu/dev/", "decode_slu/test/"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "exp/decode_slu/dev was not decoded (its set is not in --test_sets)" in result.stderr
+    assert "intent accuracy: 25.00 % (1 / 4)" in result.stdout
 
 
 def test_intent_accuracy_is_added_to_results_md(tmp_path):

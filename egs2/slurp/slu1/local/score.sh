@@ -5,6 +5,7 @@
 # is DIR/<set>/text with <set> the last part of DECODE_SUBDIR, DIR dump/raw (slu.sh's dump
 # with --feats_type raw; --data_dir through slu.sh's --local_score_opts). The accuracy goes
 # to EXP_DIR/DECODE_SUBDIR/score_intent/result.txt; local/results.sh puts it in RESULTS.md.
+# A DECODE_SUBDIR that was not decoded is skipped with a message.
 set -euo pipefail
 
 data_dir=dump/raw
@@ -20,5 +21,10 @@ exp_dir=$1
 shift
 for subdir in "$@"; do
     decode_dir=${exp_dir}/${subdir%/}
+    # slu.sh names its --valid_set here too, which it decodes only if --test_sets has it.
+    if [ ! -f "${decode_dir}/text" ]; then
+        echo "$0: ${decode_dir} was not decoded (its set is not in --test_sets); no intent accuracy for it" >&2
+        continue
+    fi
     python3 "$(dirname "$0")/score_intent.py" "${decode_dir}" "${data_dir}/$(basename "${decode_dir}")/text"
 done
