@@ -57,6 +57,8 @@ def results_rows(results_md: Path) -> Dict[str, List[str]]:
         heading = re.match(r"^### (WER|CER|TER)", line)
         if heading:
             metric = heading.group(1)
+        elif line.startswith("## "):  # another table (e.g. the intent accuracy)
+            metric = None
         elif metric and line.startswith("|") and not line.startswith(("|dataset", "|---")):
             cells = [cell.strip() for cell in line.strip("|").split("|")]
             rows[f"{cells[0]} {metric}"] = cells
