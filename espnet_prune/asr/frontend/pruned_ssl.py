@@ -18,26 +18,12 @@ from espnet2.asr.frontend.abs_frontend import AbsFrontend
 from torch import Tensor, nn
 from typeguard import typechecked
 
+from espnet_prune.pruning.config import PruningConfig
 from espnet_prune.pruning.controller import PruningController
 from espnet_prune.ssl.config import EncoderConfig, get_config
 from espnet_prune.ssl.load import load_encoder
 from espnet_prune.ssl.model import SSLEncoder
 from espnet_prune.ssl.prune import prune_encoder
-
-#: Keys of ``frontend_conf.pruning`` and their defaults (``target`` or the separate targets required).
-PRUNING_DEFAULTS: Dict[str, Any] = dict(
-    units=["conv", "head", "interm"],
-    metric="macs",
-    target=None,
-    cnn_target=None,
-    transformer_target=None,
-    warmup_steps=5000,
-    reference_seconds=10.0,
-    reg_lr=0.02,
-    lambda2_lr_scale=10.0,
-    temperature=2.0 / 3.0,
-    init_keep_prob=0.99,
-)
 
 _STRUCTURE_KEY = "compact_structure"
 
@@ -66,12 +52,11 @@ class PrunedSSLFrontend(AbsFrontend):
             ``k`` the output of layer k.
         multilayer_feature: output a learned softmax-weighted sum of all hidden states
             (like ESPnet's ``s3prl`` frontend); exclusive with ``layer != -1``.
-        pruning: ``None`` for no pruning, or a dict with keys ``units`` (any of conv, head,
-            attn_layer, interm, ffn_layer), ``metric`` (macs | params), ``target`` (joint keep
-            ratio) or ``cnn_target``/``transformer_target`` (separate budgets),
-            ``warmup_steps``, ``reference_seconds``, ``reg_lr`` (constant learning rate of the
-            gates and lambda1), ``lambda2_lr_scale`` (lambda2 learns this many times faster),
-            ``temperature``, ``init_keep_prob``.
+        pruning: ``None`` for no pruning, or a dict of
+            :class:`~espnet_prune.pruning.config.PruningConfig` keys (``units``, ``metric``,
+            ``target`` or ``cnn_target``/``transformer_target``, ``warmup_steps``,
+            ``reference_seconds``, ``reg_lr``, ``lambda2_lr_scale``, ``temperature``,
+            ``init_keep_prob``); checked (keys, types, ranges) before the encoder is built.
     """
 
     @typechecked
@@ -87,6 +72,9 @@ class PrunedSSLFrontend(AbsFrontend):
         super().__init__()
         if isinstance(fs, str):
             fs = humanfriendly.parse_size(fs)
+        # Bad pruning settings fail before a checkpoint is read.
+        self.pruning_conf = (None if pruning is None else
+                             PruningConfig.from_dict(pruning, where="frontend_conf.pruning"))
         if multilayer_feature and layer != -1:
             raise ValueError("frontend_conf: multilayer_feature: true cannot be combined with layer != -1")
         if checkpoint is not None:
@@ -108,41 +96,24 @@ class PrunedSSLFrontend(AbsFrontend):
         self.layer = layer
         self.multilayer_feature = multilayer_feature
         self.layer_weights = nn.Parameter(torch.zeros(num_hidden)) if multilayer_feature else None
-        self.pruning_conf = self._check_pruning(pruning) if pruning is not None else None
         self.controller = None
         if self.pruning_conf is not None:
-            conf = dict(self.pruning_conf)
-            conf.pop("reg_lr")
-            conf.pop("lambda2_lr_scale")
-            self.controller = PruningController(config, **conf)
-            logging.info("pruned_ssl: pruning %s to %s", conf["units"], self.controller.budgets)
+            self.controller = PruningController(config, self.pruning_conf)
+            logging.info("pruned_ssl: pruning %s to %s", self.pruning_conf.units, self.controller.budgets)
         self.hop_length = 1
         for _, _, stride in config.conv_layers:
             self.hop_length *= stride
         self._register_load_state_dict_pre_hook(self._rebuild_compact)
 
-    @staticmethod
-    def _check_pruning(pruning: Dict[str, Any]) -> Dict[str, Any]:
-        unknown = sorted(set(pruning) - set(PRUNING_DEFAULTS))
-        if unknown:
-            raise ValueError(f"Unknown key(s) {unknown} in frontend_conf.pruning; known keys: {sorted(PRUNING_DEFAULTS)}")
-        conf = {**PRUNING_DEFAULTS, **pruning}
-        if isinstance(conf["units"], str):
-            conf["units"] = [conf["units"]]
-        for key in ("reg_lr", "lambda2_lr_scale"):
-            if not float(conf[key]) > 0:
-                raise ValueError(f"frontend_conf.pruning.{key} must be > 0, got {conf[key]}")
-        return conf
-
     @property
     def reg_lr(self) -> Optional[float]:
         """Learning rate of the gates and lambda1 (``None`` without pruning)."""
-        return None if self.pruning_conf is None else float(self.pruning_conf["reg_lr"])
+        return None if self.pruning_conf is None else self.pruning_conf.reg_lr
 
     @property
     def lambda2_lr_scale(self) -> Optional[float]:
         """lambda2's learning rate relative to ``reg_lr`` (``None`` without pruning)."""
-        return None if self.pruning_conf is None else float(self.pruning_conf["lambda2_lr_scale"])
+        return None if self.pruning_conf is None else self.pruning_conf.lambda2_lr_scale
 
     def output_size(self) -> int:
         return self.encoder.config.embed_dim
