@@ -23,7 +23,7 @@ from espnet_prune.pruning.controller import PruningController
 from espnet_prune.ssl.config import EncoderConfig, get_config
 from espnet_prune.ssl.load import load_encoder
 from espnet_prune.ssl.model import SSLEncoder
-from espnet_prune.ssl.prune import prune_encoder
+from espnet_prune.ssl.prune import keep_first_layers, prune_encoder
 
 _STRUCTURE_KEY = "compact_structure"
 
@@ -49,7 +49,8 @@ class PrunedSSLFrontend(AbsFrontend):
             only needed for torchaudio state dicts, and its dropout-like values override the
             checkpoint's.
         layer: hidden state to output: ``-1`` the last, ``0`` the Transformer input,
-            ``k`` the output of layer k.
+            ``k`` the output of layer k. Layers above k are not built (nor computed, nor
+            counted in the pruning cost): the encoder keeps its first k layers.
         multilayer_feature: output a learned softmax-weighted sum of all hidden states
             (like ESPnet's ``s3prl`` frontend); exclusive with ``layer != -1``.
         pruning: ``None`` for no pruning, or a dict of
@@ -92,6 +93,17 @@ class PrunedSSLFrontend(AbsFrontend):
         if not -1 <= layer < num_hidden:
             raise ValueError(f"frontend_conf layer={layer} is out of range; the encoder has hidden states "
                              f"0..{num_hidden - 1} (or -1 for the last)")
+        if 0 <= layer < config.num_layers:
+            # Layers above the chosen hidden state would be computed for nothing (and, under
+            # DDP, leave parameters without gradients): they are not built, nor counted in the cost.
+            encoder = keep_first_layers(encoder, layer)
+            config = encoder.config
+            logging.info("pruned_ssl: layer=%d, the encoder keeps its first %d Transformer layers", layer, layer)
+            if self.pruning_conf is not None and layer == 0 and set(self.pruning_conf.units) - {"conv"}:
+                raise ValueError(
+                    "frontend_conf: layer=0 outputs the Transformer's input, so no Transformer layer is built and "
+                    f"frontend_conf.pruning.units {self.pruning_conf.units} names units that do not exist; "
+                    "use units: [conv] (or a layer >= 1)")
         self.encoder = encoder
         self.layer = layer
         self.multilayer_feature = multilayer_feature
@@ -114,6 +126,13 @@ class PrunedSSLFrontend(AbsFrontend):
     def lambda2_lr_scale(self) -> Optional[float]:
         """lambda2's learning rate relative to ``reg_lr`` (``None`` without pruning)."""
         return None if self.pruning_conf is None else self.pruning_conf.lambda2_lr_scale
+
+    @property
+    def skips_layers_in_training(self) -> bool:
+        """Whether the encoder uses LayerDrop (``layer_drop > 0``): each training step skips
+        random layers, whose parameters then get no gradient (DDP must be told, see
+        ``espnet_prune.register``)."""
+        return self.encoder.config.layer_drop > 0 and self.encoder.config.num_layers > 0
 
     def output_size(self) -> int:
         return self.encoder.config.embed_dim
