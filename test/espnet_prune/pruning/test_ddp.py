@@ -183,3 +183,20 @@ def test_pruning_stats_have_the_shape_of_espnets_own_for_the_ngpu_gather_path():
     assert int(total) == 5
     expected = sum(float(r[1]["loss_task"]) * int(r[2]) for r in replicas) / 5
     assert float(averaged["loss_task"]) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("layer_drop, distributed, expected", [(0.1, True, True), (0.0, True, False),
+                                                               (0.1, False, False)])
+def test_unused_parameters_is_set_only_for_layerdrop_under_ddp(layer_drop, distributed, expected):
+    register()
+    from espnet2.tasks.asr import ASRTask
+
+    args = vars(ASRTask.get_parser().parse_args([]))
+    args.update(training_config(PRUNING))
+    args["frontend_conf"] = dict(args["frontend_conf"], arch=dict(TINY_ARCH, layer_drop=layer_drop))
+    args.update(token_list=["<blank>", "<unk>", *CHARS, "<sos/eos>"], input_size=None)
+    args = argparse.Namespace(**args)
+    model = ASRTask.build_model(args)
+    args.distributed = distributed
+    ASRTask.build_optimizers(args, model)
+    assert args.unused_parameters is expected
