@@ -112,6 +112,8 @@ class PrunedSSLFrontend(AbsFrontend):
         if self.pruning_conf is not None:
             self.controller = PruningController(config, self.pruning_conf)
             logging.info("pruned_ssl: pruning %s to %s", self.pruning_conf.units, self.controller.budgets)
+        #: Utterances shorter than the receptive field that ``forward`` zero-padded (see ``_pad_short``).
+        self.num_padded_utterances = 0
         self.hop_length = 1
         for _, _, stride in config.conv_layers:
             self.hop_length *= stride
@@ -145,6 +147,7 @@ class PrunedSSLFrontend(AbsFrontend):
         Returns:
             features ``(B, T, D)`` and valid frames ``(B,)``.
         """
+        input, input_lengths = self._pad_short(input, input_lengths)
         masks = self.controller() if self.controller is not None else None
         hidden_states, lengths = self.encoder(input, input_lengths, masks)
         if self.multilayer_feature:
@@ -153,6 +156,46 @@ class PrunedSSLFrontend(AbsFrontend):
         else:
             features = hidden_states[self.layer]
         return features, lengths
+
+    def _pad_short(self, input: Tensor, input_lengths: Optional[Tensor]) -> Tuple[Tensor, Optional[Tensor]]:
+        """Zero-pad utterances shorter than the CNN's receptive field to it (one output frame).
+
+        Such an utterance (e.g. 200 samples against wav2vec2's 400) has no CNN output frame;
+        rather than failing the whole batch (and with it a training job or a decoding run) it is
+        padded with silence, and a warning counts the utterances padded so far (logged at the
+        1st, 2nd, 4th, 8th ... one).
+
+        Args:
+            input: ``(B, S)`` zero-padded waveforms.
+            input_lengths: ``(B,)`` valid samples, or ``None``.
+        Returns:
+            ``(B, max(S, R))`` waveforms and ``(B,)`` lengths of at least ``R`` samples
+            (``R`` the receptive field).
+        """
+        field = self.encoder.receptive_field
+        if input_lengths is None:
+            short = int(input.shape[1] < field) * input.shape[0]
+        else:
+            short_rows = input_lengths < field
+            short = int(short_rows.sum())
+        if not short:
+            return input, input_lengths
+        if input.shape[1] < field:
+            input = torch.nn.functional.pad(input, (0, field - input.shape[1]))
+        if input_lengths is not None:
+            # Silence after each short utterance's own samples, whatever the batch padded with.
+            positions = torch.arange(input.shape[1], device=input.device)[None, :]
+            beyond = short_rows[:, None] & (positions >= input_lengths[:, None])
+            input = input.masked_fill(beyond, 0.0)
+            input_lengths = torch.where(short_rows, torch.full_like(input_lengths, field), input_lengths)
+        before = self.num_padded_utterances
+        self.num_padded_utterances += short
+        if self.num_padded_utterances.bit_length() > before.bit_length():  # passed 1, 2, 4, 8, ...
+            logging.warning(
+                "pruned_ssl: %d utterance(s) so far were shorter than the encoder's receptive field of %d samples "
+                "(%.0f ms) and were zero-padded to it (one output frame)", self.num_padded_utterances, field,
+                1000 * field / self.encoder.config.sample_rate)
+        return input, input_lengths
 
     def make_compact(self) -> Dict[str, Any]:
         """Prune physically with the controller's deterministic masks; drop the controller.

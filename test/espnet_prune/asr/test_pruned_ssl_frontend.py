@@ -201,3 +201,32 @@ def test_layer_zero_with_transformer_units_is_refused_with_the_fix():
         PrunedSSLFrontend(arch=TINY_ARCH, layer=0, pruning={"target": 0.5})
     frontend = PrunedSSLFrontend(arch=TINY_ARCH, layer=0, pruning={"target": 0.5, "units": ["conv"]})
     assert frontend.encoder.config.num_layers == 0
+
+
+def test_an_utterance_shorter_than_the_receptive_field_is_padded_with_a_counted_warning(caplog):
+    torch.manual_seed(0)
+    frontend = PrunedSSLFrontend(arch=TINY_ARCH, pruning={"target": 0.5}).train()
+    field = frontend.encoder.receptive_field
+    assert field == 400
+    speech = torch.randn(3, 6000)
+    speech[1, 200:] = 0.0
+    speech[2, 300:] = 7.0  # whatever the batch was padded with, the short utterance gets silence
+    lengths = torch.tensor([6000, 200, 300])
+    with caplog.at_level("WARNING"):
+        features, frames = frontend(speech, lengths)
+    assert frames.tolist()[1:] == [1, 1] and frames[0] > 1
+    features.sum().backward()
+    assert frontend.num_padded_utterances == 2
+    assert "2 utterance(s) so far were shorter than the encoder's receptive field of 400 samples" in caplog.text
+    # The short utterances are computed as if padded with zeros to the receptive field.
+    frontend.eval()
+    with torch.no_grad():
+        alone, _ = frontend(speech[2:, :300], torch.tensor([300]))
+        padded = torch.zeros(1, 400)
+        padded[0, :300] = speech[2, :300]
+        expected, _ = frontend.encoder(padded, torch.tensor([400]), frontend.controller())
+    assert torch.equal(alone, expected[-1])
+    # A whole batch shorter than the receptive field (no lengths) works too.
+    with torch.no_grad():
+        features, frames = frontend(torch.randn(2, 250), None)
+    assert features.shape[1] == 1 and frames is None

@@ -27,10 +27,12 @@ PRUNING = {"units": ["conv", "head", "interm"], "target": 0.5, "warmup_steps": 4
 #: Three layers; the frontend outputs layer 2 (layer 3 is not built); LayerDrop on what is left.
 ARCH = dict(TINY_ARCH, num_layers=3, layer_drop=0.5)
 ITERS, FIRST_EPOCHS, TOTAL_EPOCHS = 3, 2, 3
+SHORT = 200  # samples
 
 
-def write_corpus(root: Path, num_utts: int, seed: int):
-    """Noise waveforms (0.3-0.5 s) with random character transcripts, in ESPnet's data layout."""
+def write_corpus(root: Path, num_utts: int, seed: int, num_short: int = 2):
+    """Noise waveforms (0.3-0.5 s) with random character transcripts, in ESPnet's data layout; the
+    first ``num_short`` utterances have 200 samples (below the CNN's 400-sample receptive field)."""
     import soundfile
 
     rng = np.random.default_rng(seed)
@@ -39,7 +41,8 @@ def write_corpus(root: Path, num_utts: int, seed: int):
     for i in range(num_utts):
         key = f"utt{i:02d}"
         path = root / f"{key}.wav"
-        soundfile.write(path, 0.1 * rng.standard_normal(int(rng.integers(4800, 8000))).astype(np.float32), 16000)
+        samples = SHORT if i < num_short else int(rng.integers(4800, 8000))
+        soundfile.write(path, 0.1 * rng.standard_normal(samples).astype(np.float32), 16000)
         wav_scp.append(f"{key} {path}")
         text.append(f"{key} " + "".join(rng.choice(list(CHARS), size=int(rng.integers(2, 5)))))
     (root / "wav.scp").write_text("\n".join(wav_scp) + "\n")
@@ -96,7 +99,7 @@ def ddp_run(tmp_path_factory):
     print(f"\nDDP runs: {first_seconds:.1f} s for {FIRST_EPOCHS} epochs, "
           f"{time.perf_counter() - start - first_seconds:.1f} s for the resumed epoch")
     return {"exp": exp, "first": first, "second": second, "first_ranks": first_ranks, "ranks": ranks,
-            "resumed_from": resumed_from}
+            "resumed_from": resumed_from, "work": work}
 
 
 def test_both_ranks_end_with_identical_controller_and_model_state(ddp_run):
@@ -152,6 +155,19 @@ def test_resume_continues_the_schedule_on_every_rank(ddp_run):
     assert len(checkpoint["optimizers"][0]["param_groups"]) == 3  # weights, gates + lambda1, lambda2
     last = ddp_run["ranks"][0]["controller"]
     assert not torch.equal(last["lambda_1.total"], ddp_run["first_ranks"][0]["controller"]["lambda_1.total"])
+
+
+def test_short_utterances_neither_stop_training_nor_decoding(ddp_run):
+    from test.espnet_prune.asr.recipe_steps import decode
+
+    assert "were shorter than the encoder's receptive field of 400 samples" in ddp_run["first"]
+    work, exp = ddp_run["work"], ddp_run["exp"]
+    hypotheses = decode("asr", work, work / "valid", exp / "config.yaml", exp / "valid.acc.best.pth",
+                        work / "decode_valid")
+    log = (work / "decode_valid.log").read_text()
+    assert "were shorter than the encoder's receptive field" in log
+    # Every utterance has a hypothesis, the short ones (one encoder frame) included.
+    assert set(hypotheses) == {"utt00", "utt01", "utt02", "utt03"}, hypotheses
 
 
 def test_pruning_stats_have_the_shape_of_espnets_own_for_the_ngpu_gather_path():
