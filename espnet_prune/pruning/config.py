@@ -12,8 +12,10 @@ import numbers
 from dataclasses import MISSING, InitVar, asdict, dataclass, field, fields
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
-#: Pruning units, in the order the encoder consumes their masks (same as ``ssl.model.UNIT_TYPES``).
-UNITS = ("conv", "head", "attn_layer", "interm", "ffn_layer")
+from espnet_prune.ssl.model import UNIT_TYPES
+
+#: Pruning units, in the order the encoder consumes their masks.
+UNITS = UNIT_TYPES
 METRICS = ("macs", "params")
 
 
