@@ -7,7 +7,8 @@ them (``frontend: pruned_ssl``, ``model: pruned_espnet``, ``lm: ...``). The laun
 Besides the registries, ``register()`` wraps ``AbsTask.build_optimizers`` so that a model
 whose frontend prunes gets separate parameter groups for its gates and Lagrange
 multipliers (``reg_lr``) and a step hook that moves the pruning schedule; every other
-model is built as before.
+model is built as before. For a ``pruned_ssl`` encoder with LayerDrop under DDP it also sets
+ESPnet's ``--unused_parameters true`` (see :func:`_ddp_options_for`).
 """
 
 import importlib
@@ -61,6 +62,7 @@ def _wrap_build_optimizers() -> None:
     def build_optimizers(cls, args, model):
         from espnet_prune.pruning.espnet_glue import PruningLossMixin, build_optimizer, find_controller
 
+        _ddp_options_for(args, model)
         if find_controller(model) is None:
             return original(cls, args, model)
         if not isinstance(model, PruningLossMixin):
@@ -79,3 +81,24 @@ def _wrap_build_optimizers() -> None:
     build_optimizers.espnet_prune_wrapper = True
     build_optimizers.__doc__ = original.__doc__
     AbsTask.build_optimizers = classmethod(build_optimizers)
+
+
+def _ddp_options_for(args, model) -> None:
+    """Set ESPnet's ``--unused_parameters true`` where DDP needs it for our frontend.
+
+    A ``pruned_ssl`` encoder with LayerDrop skips random layers in every training step, and
+    each rank skips different ones; DDP then has to look for parameters without gradients
+    (``find_unused_parameters``), or ranks wait for gradients that never come (gloo:
+    "collective mismatch"; NCCL: a hang). ESPnet's ``build_optimizers`` runs after the model
+    is built and before ``config.yaml`` is written and the trainer reads its options, so the
+    option set here is the one ESPnet's trainer uses and the one ``config.yaml`` records.
+    """
+    import logging
+
+    frontend = getattr(model, "frontend", None)
+    if not getattr(frontend, "skips_layers_in_training", False):
+        return
+    if getattr(args, "distributed", False) and not getattr(args, "unused_parameters", True):
+        logging.warning("pruned_ssl: the encoder uses LayerDrop (layer_drop=%s), so different ranks skip different "
+                        "layers; setting --unused_parameters true for DDP", frontend.encoder.config.layer_drop)
+        args.unused_parameters = True

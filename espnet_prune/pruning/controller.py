@@ -13,11 +13,10 @@ import torch
 from torch import Tensor, nn
 
 from espnet_prune.layers.hard_concrete import HardConcreteGate
+from espnet_prune.pruning.config import METRICS, PruningConfig
 from espnet_prune.ssl import cost
 from espnet_prune.ssl.config import EncoderConfig
 from espnet_prune.ssl.model import UNIT_TYPES, Masks
-
-METRICS = ("macs", "params")
 
 
 class _ReverseGradient(torch.autograd.Function):
@@ -32,69 +31,29 @@ class _ReverseGradient(torch.autograd.Function):
         return -grad
 
 
-def _check_ratio(name: str, value: Optional[float]) -> None:
-    if value is not None and not 0.0 < float(value) <= 1.0:
-        raise ValueError(f"pruning {name} must be a keep ratio in (0, 1], got {value}")
-
-
 class PruningController(nn.Module):
     """Hard-concrete gates of an encoder with their cost budget(s).
 
     Args:
         config: structure of the encoder to prune.
-        units: pruning units to gate, any of ``conv``, ``head``, ``attn_layer``, ``interm``,
-            ``ffn_layer``.
-        metric: ``macs`` (HJ-Pruning by MACs) or ``params`` (HJ-Pruning by size).
-        target: keep ratio of the metric for the whole encoder (joint budget) ...
-        cnn_target: ... or a keep ratio for the CNN feature extractor and
-        transformer_target: one for the rest (feature projection, positional conv, layers):
-            separate budgets, exclusive with ``target``.
-        warmup_steps: steps over which each target ramps linearly from 1.0 to its final value.
-        reference_seconds: input duration the MACs are counted for.
-        temperature: hard-concrete temperature beta.
-        init_keep_prob: initial keep probability of every unit; close to 1 so that the
-            expected cost starts near the dense cost, where the target ramp starts.
+        pruning: the pruning settings (:class:`~espnet_prune.pruning.config.PruningConfig`:
+            units, metric, budget(s), warm-up, MAC reference duration, learning rates,
+            hard-concrete temperature and initial keep probability), validated there ...
+        **settings: ... or its keys as keyword arguments (``units=[...], target=0.5``).
     """
 
-    def __init__(
-        self,
-        config: EncoderConfig,
-        units: Sequence[str] = ("conv", "head", "interm"),
-        metric: str = "macs",
-        target: Optional[float] = None,
-        cnn_target: Optional[float] = None,
-        transformer_target: Optional[float] = None,
-        warmup_steps: int = 0,
-        reference_seconds: float = 10.0,
-        temperature: float = 2.0 / 3.0,
-        init_keep_prob: float = 0.99,
-    ):
+    def __init__(self, config: EncoderConfig, pruning: Optional[PruningConfig] = None, **settings):
         super().__init__()
-        units = list(units)
-        unknown = [u for u in units if u not in UNIT_TYPES]
-        if unknown:
-            raise ValueError(f"Unknown pruning unit(s) {unknown}; choose from {list(UNIT_TYPES)}")
-        if not units:
-            raise ValueError("pruning units must name at least one of " + ", ".join(UNIT_TYPES))
-        if metric not in METRICS:
-            raise ValueError(f"Unknown pruning metric '{metric}'; choose from {list(METRICS)}")
-        for name, value in (("target", target), ("cnn_target", cnn_target),
-                            ("transformer_target", transformer_target)):
-            _check_ratio(name, value)
-        if target is not None and (cnn_target is not None or transformer_target is not None):
-            raise ValueError("pruning 'target' (joint budget) is exclusive with 'cnn_target'/'transformer_target' "
-                             "(separate budgets); give one or the other")
-        if target is None and cnn_target is None and transformer_target is None:
-            raise ValueError("pruning needs a budget: 'target', or 'cnn_target' and/or 'transformer_target'")
-        if cnn_target is not None and cnn_target < 1.0 and "conv" not in units:
-            raise ValueError("cnn_target < 1 needs the 'conv' unit in pruning units")
-        transformer_units = set(units) - {"conv"}
-        if transformer_target is not None and transformer_target < 1.0 and not transformer_units:
-            raise ValueError("transformer_target < 1 needs a Transformer unit (head, attn_layer, interm, ffn_layer)")
-        if warmup_steps < 0:
-            raise ValueError(f"warmup_steps must be >= 0, got {warmup_steps}")
-        if reference_seconds <= 0:
-            raise ValueError(f"reference_seconds must be > 0, got {reference_seconds}")
+        if pruning is None:
+            pruning = PruningConfig.from_dict(settings)
+        elif settings:
+            raise TypeError(f"PruningController takes a PruningConfig or its keys, not both: {sorted(settings)}")
+        self.pruning = pruning
+        units = list(pruning.units)
+        metric = pruning.metric
+        target, cnn_target, transformer_target = pruning.target, pruning.cnn_target, pruning.transformer_target
+        warmup_steps, reference_seconds = pruning.warmup_steps, pruning.reference_seconds
+        temperature, init_keep_prob = pruning.temperature, pruning.init_keep_prob
 
         self.config = config
         self.units = units

@@ -11,6 +11,7 @@
 from typing import Dict, Optional
 
 import torch
+from espnet2.torch_utils.device_funcs import force_gatherable
 from torch import Tensor, nn
 
 from espnet_prune.pruning.controller import PruningController
@@ -26,16 +27,28 @@ class PruningLossMixin:
     """Mixin for ESPnet models: ``loss += Lagrangian`` in training, with reporter stats."""
 
     def add_pruning_loss(self, loss: Tensor, stats: Dict[str, Optional[Tensor]]) -> Tensor:
+        """Add the controller's Lagrangian to ``loss`` and its statistics to ``stats``.
+
+        Args:
+            loss: the task loss as ESPnet's model returns it, ``(1,)`` after
+                ``force_gatherable`` (a 0-dim loss is accepted too).
+            stats: the model's reporter statistics, modified in place.
+        Returns:
+            ``loss + Lagrangian``, of ``loss``'s shape. Every added statistic has the shape
+            ESPnet's ``force_gatherable`` gives the model's own, ``(1,)``: with ``ngpu > 1``
+            (DataParallel gathers them to ``(ngpu,)``) and under DDP, ESPnet's
+            ``recursive_average`` weights each statistic with the ``(ngpu,)`` / ``(1,)`` batch
+            weight and needs that shape.
+        """
         controller = find_controller(self)
         if controller is None or not self.training:
             return loss
         regularization, values = controller.regularization()
-        stats["loss_task"] = loss.detach()
-        stats["loss_prune"] = regularization.detach()
-        for name, value in values.items():
-            stats[f"prune_{name}"] = torch.tensor(value, device=loss.device)
+        added = {"loss_task": loss.detach(), "loss_prune": regularization.detach()}
+        added.update({f"prune_{name}": float(value) for name, value in values.items()})
         loss = loss + regularization
-        stats["loss"] = loss.detach()
+        added["loss"] = loss.detach()
+        stats.update(force_gatherable(added, loss.device))
         return loss
 
 

@@ -378,11 +378,13 @@ class Transformer(nn.Module):
         self.layer_drop = config.layer_drop
         self.pos_conv_embed = ConvolutionalPositionalEmbedding(config.embed_dim, config.pos_conv_kernel,
                                                                config.pos_conv_groups)
-        self.layer_norm = nn.LayerNorm(config.embed_dim, eps=config.layer_norm_eps)
+        # Pre-LN: the LayerNorm after the last layer, absent in an encoder cut below its last layer.
+        self.layer_norm = (nn.LayerNorm(config.embed_dim, eps=config.layer_norm_eps)
+                           if config.final_layer_norm else None)
         self.dropout = nn.Dropout(config.encoder_dropout)
         self.layers = nn.ModuleList(EncoderLayer(config, i) for i in range(config.num_layers))
         self.position_bias = None
-        if config.model_type == "wavlm":
+        if config.model_type == "wavlm" and config.num_layers > 0:
             self.position_bias = RelativePositionBias(config.total_heads, config.num_buckets, config.max_distance)
 
     def forward(self, x: Tensor, attention_bias: Optional[Tensor],
@@ -410,7 +412,7 @@ class Transformer(nn.Module):
                     layer_masks = {unit: masks[unit][index] for unit in UNIT_TYPES[1:] if unit in masks}
                 x = layer(x, attention_bias, position_bias, layer_masks)
             hidden_states.append(x)
-        if self.layer_norm_first:
+        if self.layer_norm_first and self.layer_norm is not None:
             hidden_states[-1] = self.layer_norm(x)
         return hidden_states
 

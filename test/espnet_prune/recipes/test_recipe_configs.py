@@ -12,7 +12,8 @@ import torch
 import yaml
 
 from espnet_prune import register
-from espnet_prune.asr.frontend.pruned_ssl import PRUNING_DEFAULTS, PrunedSSLFrontend
+from espnet_prune.asr.frontend.pruned_ssl import PrunedSSLFrontend
+from espnet_prune.pruning.config import PruningConfig
 from espnet_prune.pruning.controller import PruningController
 from espnet_prune.ssl.config import get_config
 
@@ -69,7 +70,7 @@ def test_frontend_and_pruning_keys_are_known(task, method):
     pruning = frontend_conf.get("pruning")
     assert (pruning is None) == (method == "base")
     if pruning is not None:
-        assert set(pruning) <= set(PRUNING_DEFAULTS)
+        assert set(pruning) <= set(PruningConfig.keys())
 
 
 @pytest.mark.parametrize("task,method", PRUNED_CONFIGS, ids=[f"{task}-{method}" for task, method in PRUNED_CONFIGS])
