@@ -55,7 +55,7 @@ def budget_summary(controller, compact_config) -> Dict[str, Any]:
         compact = cost.count_macs(compact_config, controller.reference_seconds)
     else:
         compact = cost.count_params(compact_config)
-    exported = controller._ratios({k: float(v) for k, v in compact.items()})
+    exported = controller.budget_ratios({k: float(v) for k, v in compact.items()})
     budgets, differ = {}, []
     for name, entry in report.items():
         budgets[name] = {"target": entry["target"], "expected": entry["expected"], "exported": exported[name],

@@ -221,7 +221,9 @@ class PruningController(nn.Module):
         """Expected ``{"cnn", "pos_conv", "transformer", "total"}`` cost (MACs or params)."""
         return self._cost(self.expected_counts())
 
-    def _ratios(self, costs: Dict[str, Union[float, Tensor]]) -> Dict[str, Union[float, Tensor]]:
+    def budget_ratios(self, costs: Dict[str, Union[float, Tensor]]) -> Dict[str, Union[float, Tensor]]:
+        """Keep ratio of each budget for ``costs`` (``{"cnn", "total", ...}`` of this metric):
+        ``total`` / dense total, ``cnn`` / dense CNN, ``transformer`` = everything but the CNN."""
         dense = self.dense_cost
         ratios = {}
         for name in self.budgets:
@@ -235,7 +237,7 @@ class PruningController(nn.Module):
 
     def expected_ratios(self) -> Dict[str, Tensor]:
         """Expected keep ratio of each budget: ``total``, or ``cnn`` and ``transformer``."""
-        return self._ratios(self.expected_cost())
+        return self.budget_ratios(self.expected_cost())
 
     def deterministic_counts(self) -> cost.UnitCounts:
         """Exact unit counts of the deterministic (eval / export) mask, as Python numbers."""
@@ -256,7 +258,7 @@ class PruningController(nn.Module):
     def deterministic_ratios(self) -> Dict[str, float]:
         """Keep ratio of each budget for the structure the deterministic mask keeps (what
         export produces), ``{budget: float}``."""
-        return {name: float(value) for name, value in self._ratios(self._cost(self.deterministic_counts())).items()}
+        return {name: float(value) for name, value in self.budget_ratios(self._cost(self.deterministic_counts())).items()}
 
     def current_targets(self) -> Dict[str, float]:
         """Each budget's target at the current step: linear from its start (1.0, see

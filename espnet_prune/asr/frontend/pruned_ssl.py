@@ -70,7 +70,8 @@ class PrunedSSLFrontend(AbsFrontend):
             attn_layer, interm, ffn_layer), ``metric`` (macs | params), ``target`` (joint keep
             ratio) or ``cnn_target``/``transformer_target`` (separate budgets),
             ``warmup_steps``, ``reference_seconds``, ``reg_lr`` (constant learning rate of the
-            gates and lambda1), ``lambda2_lr_scale`` (lambda2 learns this many times faster),
+            gates and full-rate step of lambda1), ``lambda2_lr_scale`` (lambda2 moves this many
+            times faster; see ``PruningController.advance``),
             ``temperature``, ``init_keep_prob``.
     """
 
