@@ -42,6 +42,9 @@ CLOSING_STEPS = 50
 BUDGET_TOLERANCE = 0.02
 #: Recommended run length: at least this many times ``warmup_steps`` optimizer steps.
 RUN_LENGTH_PER_WARMUP = 2.0
+#: Recommended minimum of ``warmup_steps * reg_lr``: the gates need about ``5 / reg_lr`` steps
+#: to start moving, which should be a small part of the ramp.
+MIN_WARMUP_TIMES_LR = 10.0
 #: A unit is "undecided" when its keep probability lies strictly between these bounds.
 UNDECIDED = (0.1, 0.9)
 
@@ -158,6 +161,7 @@ class PruningController(nn.Module):
         self._last_gaps: Dict[str, float] = {}
         self._last_expected_gaps: Dict[str, float] = {}
         self._previous_expected_gaps: Dict[str, float] = {}
+        self.multiplier_lr: Optional[float] = None  # reg_lr, as last given to advance()
 
     # ------------------------------------------------------------------ masks
     def _layer_masks(self, unit: str, values: Optional[Tensor]) -> List[Tensor]:
@@ -324,6 +328,7 @@ class PruningController(nn.Module):
                 restoring force that damps the oscillation around the target).
         """
         if multiplier_lr > 0:
+            self.multiplier_lr = float(multiplier_lr)
             for name, gap in self._last_gaps.items():
                 scaled = gap / GAP_SCALE
                 now, before = self._last_expected_gaps[name], self._previous_expected_gaps.get(name)
@@ -388,6 +393,10 @@ class PruningController(nn.Module):
                     advice = (f"only {step - warmup} steps followed the ramp: train at least {recommended} optimizer "
                               f"steps ({RUN_LENGTH_PER_WARMUP:g} x warmup_steps), or lower warmup_steps to at most "
                               f"{int(step / RUN_LENGTH_PER_WARMUP)}")
+                elif self.multiplier_lr is not None and warmup * self.multiplier_lr < MIN_WARMUP_TIMES_LR:
+                    advice = (f"warmup_steps x reg_lr = {warmup * self.multiplier_lr:g} is below "
+                              f"{MIN_WARMUP_TIMES_LR:g}, so the gates lag far behind the ramp: raise reg_lr or "
+                              "warmup_steps (and train at least twice warmup_steps)")
                 else:
                     advice = ("the gates did not settle: train longer after the ramp, or raise reg_lr "
                               "(gates and multipliers move faster)")
