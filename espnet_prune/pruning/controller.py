@@ -262,7 +262,8 @@ class PruningController(nn.Module):
     def deterministic_ratios(self) -> Dict[str, float]:
         """Keep ratio of each budget for the structure the deterministic mask keeps (what
         export produces), ``{budget: float}``."""
-        return {name: float(value) for name, value in self.budget_ratios(self._cost(self.deterministic_counts())).items()}
+        ratios = self.budget_ratios(self._cost(self.deterministic_counts()))
+        return {name: float(value) for name, value in ratios.items()}
 
     def current_targets(self) -> Dict[str, float]:
         """Each budget's target at the current step: linear from its start (1.0, see
