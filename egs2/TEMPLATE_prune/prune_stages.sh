@@ -151,6 +151,8 @@ if [ "${export_model}" = true ]; then
             tail -n 20 "${exp}/export.log" >&2
             error "export failed; see ${exp}/export.log"
         fi
+        # A budget that training did not reach (the export report's warnings) is repeated here.
+        grep "missed its target" "${exp}/export.log" >&2 || true
     fi
 fi
 log "Stages $((stage > 12 ? stage : 12)) to ${stop_stage} of ${task_script} use ${exp}/${decode_model}"

@@ -39,6 +39,43 @@ def encoder_cost(config, seconds: float) -> Dict[str, Dict[str, float]]:
             "macs": {k: float(v) for k, v in cost.count_macs(config, seconds).items()}}
 
 
+def budget_summary(controller, compact_config) -> Dict[str, Any]:
+    """Where the controller's budgets stand for the model being exported.
+
+    ``budgets[name]`` holds the final ``target``, the ``expected`` ratio under the gates, the
+    ratio of the ``exported`` structure, ``reached`` (exported within
+    ``BUDGET_TOLERANCE`` of the target) and ``advice``; ``explanation`` says why exported and
+    expected ratios differ by more than 0.01 (``None`` otherwise); ``warnings`` repeats the
+    end-of-training warning of each missed budget.
+    """
+    from espnet_prune.pruning.controller import UNDECIDED
+
+    report = controller.budget_report()
+    if controller.metric == "macs":
+        compact = cost.count_macs(compact_config, controller.reference_seconds)
+    else:
+        compact = cost.count_params(compact_config)
+    exported = controller.budget_ratios({k: float(v) for k, v in compact.items()})
+    budgets, differ = {}, []
+    for name, entry in report.items():
+        budgets[name] = {"target": entry["target"], "expected": entry["expected"], "exported": exported[name],
+                         "reached": entry["reached"], "advice": entry["advice"]}
+        if abs(exported[name] - entry["expected"]) > 0.01:
+            differ.append(f"{name}: exported {exported[name]:.3f}, expected {entry['expected']:.3f}")
+    undecided = controller.undecided_units()
+    explanation = None
+    if differ:
+        where = ", ".join(f"{gate} {count}" for gate, count in undecided.items()) or "none"
+        explanation = (f"exported and expected {controller.metric} ratios differ ({'; '.join(differ)}): the "
+                       "deterministic mask keeps, per gate, the rounded expected number of units, and units with "
+                       f"keep probabilities between {UNDECIDED[0]} and {UNDECIDED[1]} (undecided: {where}) count "
+                       "fractionally in the expectation but wholly or not at all in the structure; the training "
+                       "steers the exported structure, not the expectation, to the target")
+    return {"metric": controller.metric, "steps": int(controller.step), "warmup_steps": controller.warmup_steps,
+            "budgets": budgets, "undecided_units": undecided, "explanation": explanation,
+            "warnings": controller.budget_warnings()}
+
+
 def export(train_config: Path, model_file: Path, output: Path, task: Optional[str] = None,
            check_seconds: float = 1.0) -> Dict[str, Any]:
     """Export the compact model; returns the report that is also written beside ``output``."""
@@ -64,6 +101,7 @@ def export(train_config: Path, model_file: Path, output: Path, task: Optional[st
     samples = max(int(check_seconds * frontend.encoder.config.sample_rate), frontend.encoder.receptive_field)
     probe = torch.randn(1, samples, generator=generator)
     probe_lengths = torch.tensor([samples])
+    controller = frontend.controller
     with torch.no_grad():
         gated_features, _ = frontend(probe, probe_lengths)
         structures = frontend.make_compact()
@@ -86,6 +124,7 @@ def export(train_config: Path, model_file: Path, output: Path, task: Optional[st
         "model_params": {"before": model_params_before, "after": sum(p.numel() for p in model.parameters())},
         "structure": structures,
         "max_abs_diff_gated_vs_compact": max_diff,
+        "pruning": budget_summary(controller, frontend.encoder.config),
     }
     output.parent.mkdir(parents=True, exist_ok=True)
     torch.save(model.state_dict(), output)
@@ -116,6 +155,14 @@ def main(cmd: Optional[List[str]] = None) -> None:
                  100 * enc["ratio"]["params"]["total"], report["reference_seconds"],
                  cost_str(enc["before"]["macs"]["total"]), cost_str(enc["after"]["macs"]["total"]),
                  100 * enc["ratio"]["macs"]["total"])
+    pruning = report["pruning"]
+    for name, budget in pruning["budgets"].items():
+        logging.info("pruning budget '%s' (%s): target %.3f, exported %.3f, expected under the gates %.3f",
+                     name, pruning["metric"], budget["target"], budget["exported"], budget["expected"])
+    if pruning["explanation"]:
+        logging.info(pruning["explanation"])
+    for warning in pruning["warnings"]:
+        logging.warning(warning)
     logging.info("wrote %s and %s", args.output, args.output.with_suffix(".json"))
 
 

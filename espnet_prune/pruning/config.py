@@ -41,8 +41,9 @@ class PruningConfig:
         warmup_steps: optimizer steps (a whole number >= 0) over which each target ramps
             linearly from 1.0 to its final value.
         reference_seconds: input duration (s, > 0) the MACs are counted for.
-        reg_lr: learning rate (> 0) of the gates and lambda1 (their own parameter group).
-        lambda2_lr_scale: lambda2 learns this many times faster than ``reg_lr`` (> 0).
+        reg_lr: learning rate (> 0) of the gates (their own parameter group) and full-rate
+            step of lambda1 (see ``PruningController.advance``).
+        lambda2_lr_scale: lambda2 moves this many times faster than lambda1 (> 0).
         temperature: hard-concrete temperature beta (> 0).
         init_keep_prob: initial keep probability of every unit, in (0, 1).
     """

@@ -142,27 +142,30 @@ def test_optimizer_gives_the_gates_their_own_learning_rate():
     register()
     from espnet2.tasks.asr import ASRTask
 
-    model = build_asr_model(training_config({"target": 0.5, "reg_lr": 0.07, "lambda2_lr_scale": 3}))
+    model = build_asr_model(training_config({"target": 0.5, "reg_lr": 0.07, "lambda2_lr_scale": 3, "warmup_steps": 0}))
     args = ASRTask.get_parser().parse_args(["--output_dir", "unused", "--optim", "adamw", "--optim_conf", "lr=0.001",
                                             "--optim_conf", "weight_decay=0.01"])
     (optimizer,) = ASRTask.build_optimizers(args, model)
-    weights, gates, lambda2 = optimizer.param_groups
+    weights, gates = optimizer.param_groups
     controller = model.frontend.controller
-    pruning_ids = {id(p) for group in (gates, lambda2) for p in group["params"]}
-    assert pruning_ids == {id(p) for p in controller.parameters()}
-    assert gates["lr"] == 0.07 and lambda2["lr"] == pytest.approx(0.21)
-    assert gates["weight_decay"] == lambda2["weight_decay"] == 0.0
+    assert {id(p) for p in gates["params"]} == {id(p) for p in controller.gate_parameters()}
+    assert gates["lr"] == 0.07 and gates["weight_decay"] == 0.0
     assert weights["lr"] == 0.001 and weights["weight_decay"] == 0.01
-    assert len(weights["params"]) + len(pruning_ids) == len(list(model.parameters()))
-    # Each real optimizer step moves the pruning schedule by one, and a scheduler that
-    # rescales learning rates leaves the pruning groups at theirs.
+    # The multipliers are in no group: the step hook moves them.
+    multipliers = controller.lagrangian_parameters()
+    assert len(weights["params"]) + len(gates["params"]) + len(multipliers) == len(list(model.parameters()))
+    # Each real optimizer step moves the multipliers (at reg_lr, lambda2 3 times faster, for a
+    # gap above GAP_SCALE) and the pruning schedule by one, and a scheduler that rescales
+    # learning rates leaves the gates at theirs.
     for group in optimizer.param_groups:
         group["lr"] *= 0.5
-    loss = sum(p.sum() for p in controller.gate_parameters())
-    loss.backward()
+    loss, _ = controller.regularization()
+    (loss + sum(p.sum() for p in controller.gate_parameters())).backward()
     optimizer.step()
     assert int(controller.step) == 1
     assert gates["lr"] == 0.07 and weights["lr"] == 0.0005
+    assert float(controller.lambda_1["total"]) == pytest.approx(0.07)
+    assert float(controller.lambda_2["total"]) == pytest.approx(0.21)
     # Models without pruning get ESPnet's optimizer unchanged.
     plain = build_asr_model(training_config(None, model="espnet"))
     (optimizer,) = ASRTask.build_optimizers(args, plain)

@@ -178,7 +178,7 @@ def test_config_trains_a_step_in_espnet(task, method, espnet_tasks, tmp_path):
     else:
         assert "loss_prune" in stats and int(controller.step) == 1
         pruning_ids = [id(p) for group in optimizer.param_groups[1:] for p in group["params"]]
-        assert sorted(pruning_ids) == sorted(id(p) for p in controller.parameters())
+        assert sorted(pruning_ids) == sorted(id(p) for p in controller.gate_parameters())
 
 
 @pytest.mark.parametrize("task", RECIPES)
