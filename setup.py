@@ -21,6 +21,8 @@ install_requires = [
     "espeakng-loader>=0.2.4",
     # Hugging Face model directories store weights as safetensors.
     "safetensors>=0.4",
+    # Speech2Text.from_pretrained(<packed zip>) unpacks through espnet_model_zoo.
+    "espnet_model_zoo>=0.1.7",
 ]
 
 extras_require = {
