@@ -27,6 +27,8 @@ install_requires = [
     # resamples with resampy, slu.sh stage 13's score_intent.py reads tables with pandas.
     "resampy>=0.4",
     "pandas>=2.0",
+    # Speech2Text.from_pretrained(<packed zip>) unpacks through espnet_model_zoo.
+    "espnet_model_zoo>=0.1.7",
 ]
 
 extras_require = {

@@ -47,7 +47,10 @@ class PrunedSSLFrontend(AbsFrontend):
             ``*_large`` ...) or a dict of :class:`EncoderConfig` values (``preset`` + overrides).
             Without ``checkpoint`` the encoder is randomly initialised from it; with one it is
             only needed for torchaudio state dicts, and its dropout-like values override the
-            checkpoint's.
+            checkpoint's. ``espnet_prune.bin.export --output_dir`` writes ``checkpoint: null``
+            and the compact encoder's complete structure (every :class:`EncoderConfig` field,
+            per-layer widths included) here, so the exported config builds the compact
+            encoder itself and its weights come from the model file alone.
         layer: hidden state to output: ``-1`` the last, ``0`` the Transformer input,
             ``k`` the output of layer k. Layers above k are not built (nor computed, nor
             counted in the pruning cost): the encoder keeps its first k layers.
@@ -82,7 +85,9 @@ class PrunedSSLFrontend(AbsFrontend):
             encoder = load_encoder(checkpoint, arch=arch)
         elif arch is not None:
             encoder = SSLEncoder(get_config(arch))
-            logging.info("pruned_ssl: no checkpoint given, random initialisation of %s", arch)
+            logging.info("pruned_ssl: no checkpoint given, random initialisation of %s (a model file "
+                         "loaded afterwards replaces the weights)",
+                         arch if isinstance(arch, str) else "the encoder structure given by arch")
         else:
             raise ValueError("frontend_conf needs 'checkpoint' (pretrained weights) or 'arch' (random init)")
         config = encoder.config
@@ -225,10 +230,10 @@ class PrunedSSLFrontend(AbsFrontend):
         key = prefix + _STRUCTURE_KEY
         if key in state_dict:
             structure = _decode_structure(state_dict[key])
-            if not hasattr(self, _STRUCTURE_KEY) or structure != self.encoder.config:
+            if structure != self.encoder.config:
                 self.encoder = SSLEncoder(structure).to(next(self.parameters()).device)
-                self.controller = None
-                self.register_buffer(_STRUCTURE_KEY, state_dict[key].clone())
+            self.controller = None
+            self.register_buffer(_STRUCTURE_KEY, state_dict[key].clone())
         own = {prefix + name for name in self.state_dict()}
         given = {name for name in state_dict if name.startswith(prefix)}
         if given and own != given:
