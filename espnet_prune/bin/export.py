@@ -40,8 +40,9 @@ def encoder_cost(config, seconds: float) -> Dict[str, Dict[str, float]]:
 
 
 def export(train_config: Path, model_file: Path, output: Path, task: Optional[str] = None,
-           check_seconds: float = 1.0) -> Dict[str, Any]:
-    """Export the compact model; returns the report that is also written beside ``output``."""
+           check_seconds: float = 1.0, onnx: Optional[Path] = None) -> Dict[str, Any]:
+    """Export the compact model (its frontend also to ONNX at ``onnx`` if given); returns the
+    report that is also written beside ``output``."""
     register()
     task = task or detect_task(train_config)
     if task == "asr":
@@ -89,6 +90,11 @@ def export(train_config: Path, model_file: Path, output: Path, task: Optional[st
     }
     output.parent.mkdir(parents=True, exist_ok=True)
     torch.save(model.state_dict(), output)
+    if onnx is not None:
+        from espnet_prune.ssl.onnx_export import export_onnx, max_feature_diff
+        export_onnx(frontend, onnx)
+        report["onnx"] = {"path": str(onnx), "max_abs_diff_torch_vs_onnxruntime": max_feature_diff(
+            frontend, onnx, [(probe, probe_lengths)])}
     with open(output.with_suffix(".json"), "w", encoding="utf-8") as f:
         json.dump(report, f, indent=2)
     return report
@@ -100,6 +106,7 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model_file", type=Path, required=True, help="trained (gated) model file")
     parser.add_argument("--output", type=Path, required=True, help="where to write the compact model file")
     parser.add_argument("--task", choices=TASKS, default=None, help="default: detected from the config")
+    parser.add_argument("--onnx", type=Path, default=None, help="also write the compact frontend to this ONNX file")
     return parser
 
 
@@ -109,7 +116,7 @@ def main(cmd: Optional[List[str]] = None) -> None:
     for path in (args.train_config, args.model_file):
         if not path.is_file():
             sys.exit(f"export: {path} does not exist")
-    report = export(args.train_config, args.model_file, args.output, args.task)
+    report = export(args.train_config, args.model_file, args.output, args.task, onnx=args.onnx)
     enc = report["encoder"]
     logging.info("encoder params %s -> %s (%.1f%%), MACs for %.0f s %s -> %s (%.1f%%)",
                  cost_str(enc["before"]["params"]["total"]), cost_str(enc["after"]["params"]["total"]),
