@@ -78,8 +78,14 @@ def parse_targets(value: str) -> List[float]:
 
 
 def parse_arch(value: str) -> Any:
-    """A preset name, or a YAML/JSON mapping of config values (e.g. ``{preset: wavlm_base, num_layers: 4}``)."""
-    return yaml.safe_load(value) if value.lstrip().startswith("{") else value
+    """A preset name, or a JSON (else YAML) mapping of config values, e.g.
+    ``{"preset": "wavlm_base", "num_layers": 4}``."""
+    if not value.lstrip().startswith("{"):
+        return value
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError:
+        return yaml.safe_load(value)
 
 
 def file_size(module: torch.nn.Module, path: Path) -> int:
@@ -167,6 +173,22 @@ def run(arch: Any = "wav2vec2_base", seconds: float = 10.0, targets: Sequence[fl
     return rows
 
 
+def machine() -> str:
+    """CPU model, cores and library versions, for the line above the table."""
+    import platform
+
+    import onnxruntime
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return (f"{cpu}, {all_cores()} cores; torch {torch.__version__}, onnxruntime {onnxruntime.__version__}, "
+            f"quantized engine {torch.backends.quantized.engine}")
+
+
 def format_table(rows: Sequence[Dict[str, Any]], seconds: float) -> str:
     """The rows as a Markdown table."""
     lines = [f"| model | backend | threads | params | MACs ({seconds:g} s) | file | latency | RTF | speed-up "
@@ -205,7 +227,7 @@ def main(cmd: Optional[List[str]] = None) -> List[Dict[str, Any]]:
         raise SystemExit(f"benchmark_deploy: {error}")
     rows = run(arch, args.seconds, targets, threads, args.rounds, args.warmup,
                [item.strip() for item in args.backends.split(",")], args.workdir)
-    print(format_table(rows, args.seconds))
+    print(f"{machine()}\n{format_table(rows, args.seconds)}")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2), encoding="utf-8")
     return rows
