@@ -18,7 +18,8 @@ Every variant computes the same thing: waveform and lengths in, last hidden stat
 frame lengths out. For each thread count all variants are timed interleaved (one call
 each per round, :func:`espnet_prune.utils.timing.time_interleaved`) and the medians are
 reported with params, MACs, file size (``torch.save`` of the state dict, or the ONNX
-file), real-time factor (latency / audio duration), speed-up over dense PyTorch fp32 at
+file), ``diff`` (relative L2 distance of the features from the same model in PyTorch
+fp32: what int8 costs in accuracy), real-time factor (latency / audio duration), speed-up over dense PyTorch fp32 at
 the same thread count, and that speed-up divided by the MAC cut (dense MACs / the
 model's MACs).
 """
@@ -127,7 +128,7 @@ def build_variants(arch: Any, seconds: float, targets: Sequence[float], backends
     return variants
 
 
-def caller(variant: Dict[str, Any], threads: int, speech: torch.Tensor, lengths: torch.Tensor) -> Callable[[], object]:
+def caller(variant: Dict[str, Any], threads: Optional[int], speech: torch.Tensor, lengths: torch.Tensor) -> Callable[[], object]:
     """A zero-argument call that runs ``variant`` once on the input."""
     if "module" in variant:
         module = variant["module"]
@@ -148,6 +149,7 @@ def run(arch: Any = "wav2vec2_base", seconds: float = 10.0, targets: Sequence[fl
     if unknown or "torch" not in backends:
         raise ValueError(f"backends must include 'torch' (the reference) and be among {list(BACKENDS)}, "
                          f"got {list(backends)}")
+    backends = [backend for backend in BACKENDS if backend in backends]  # "torch" first: the reference
     with tempfile.TemporaryDirectory() as temporary:
         workdir = Path(workdir or temporary)
         workdir.mkdir(parents=True, exist_ok=True)
@@ -156,6 +158,12 @@ def run(arch: Any = "wav2vec2_base", seconds: float = 10.0, targets: Sequence[fl
         generator = torch.Generator().manual_seed(0)
         speech = torch.randn(1, int(seconds * sample_rate), generator=generator)
         lengths = torch.tensor([speech.shape[1]])
+        outputs = {}
+        for variant in variants:  # agreement with the same model in PyTorch fp32, before timing
+            features = caller(variant, None, speech, lengths)()[0]
+            if variant["backend"] == "torch":
+                reference_features = features
+            outputs[id(variant)] = float((features - reference_features).norm() / reference_features.norm())
         rows = []
         for count in threads:
             torch.set_num_threads(count)
@@ -167,7 +175,7 @@ def run(arch: Any = "wav2vec2_base", seconds: float = 10.0, targets: Sequence[fl
                 latency = medians[str(i)]
                 speedup = reference / latency
                 rows.append({key: value for key, value in variant.items() if key not in ("module", "onnx")} | {
-                    "threads": count, "latency_ms": 1000 * latency, "rtf": latency / seconds,
+                    "threads": count, "rel_diff": outputs[id(variant)], "latency_ms": 1000 * latency, "rtf": latency / seconds,
                     "speedup": speedup, "speedup_over_mac_cut": speedup / variant["mac_cut"]})
             del calls
     return rows
@@ -191,12 +199,13 @@ def machine() -> str:
 
 def format_table(rows: Sequence[Dict[str, Any]], seconds: float) -> str:
     """The rows as a Markdown table."""
-    lines = [f"| model | backend | threads | params | MACs ({seconds:g} s) | file | latency | RTF | speed-up "
-             "| speed-up / MAC cut |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = [f"| model | backend | threads | params | MACs ({seconds:g} s) | file | diff | latency | RTF "
+             "| speed-up | speed-up / MAC cut |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for row in rows:
         lines.append(
             f"| {row['model']} | {row['backend']} | {row['threads']} | {cost_str(row['params'])} "
             f"| {cost_str(row['macs'])} ({100 * row['macs_ratio']:.1f} %) | {row['size'] / 2 ** 20:.1f} MiB "
+            f"| {100 * row['rel_diff']:.1f} % "
             f"| {row['latency_ms']:.1f} ms | {row['rtf']:.4f} | ×{row['speedup']:.2f} "
             f"| {row['speedup_over_mac_cut']:.2f} |")
     return "\n".join(lines)

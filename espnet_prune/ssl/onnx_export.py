@@ -22,7 +22,7 @@ search) runs unchanged on its features::
     speech2text.asr_model.frontend = OnnxFrontend("frontend.onnx")
 
 :func:`quantize_onnx` writes an int8 copy (onnxruntime's dynamic quantization of the
-MatMul weights, the ONNX counterpart of ``--quantize_asr_model``).
+MatMul and Conv weights, the ONNX counterpart of ``--quantize_asr_model``).
 """
 
 import logging
@@ -140,9 +140,18 @@ def _name_output_dims(path: Path, feature_dim: int) -> None:
     onnx.save(model, str(path))
 
 
+#: Operators whose weights :func:`quantize_onnx` stores in 8 bits.
+ONNX_QUANTIZE_OPS = ("MatMul", "Conv")
+
+
 def quantize_onnx(source: PathLike, target: PathLike) -> Path:
-    """Write an int8 copy of an exported frontend: onnxruntime's dynamic quantization of the
-    MatMul weights (the linear layers; the convolutions stay fp32, as with PyTorch's)."""
+    """Write an int8 copy of an exported frontend with onnxruntime's dynamic quantization.
+
+    The weights of every MatMul (the linear layers) and Conv (the CNN and the positional
+    convolution) become 8-bit; activations are quantized per call. Weights are unsigned
+    (``QUInt8``): with signed weights onnxruntime's x86 u8s8 kernels saturate, and
+    wav2vec2-base's features were 18 % off (relative L2) instead of about 3 %.
+    """
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     target = Path(target)
@@ -151,7 +160,8 @@ def quantize_onnx(source: PathLike, target: PathLike) -> Path:
     level = root.level
     root.setLevel(logging.ERROR)  # its advice to run shape inference first (the graph has shapes)
     try:
-        quantize_dynamic(str(source), str(target), op_types_to_quantize=["MatMul"], weight_type=QuantType.QInt8)
+        quantize_dynamic(str(source), str(target), op_types_to_quantize=list(ONNX_QUANTIZE_OPS),
+                         weight_type=QuantType.QUInt8)
     finally:
         root.setLevel(level)
     return target
