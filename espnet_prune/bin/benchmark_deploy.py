@@ -27,7 +27,9 @@ model's MACs).
 import argparse
 import json
 import os
+import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
@@ -55,6 +57,10 @@ def all_cores() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         return os.cpu_count() or 1
+
+
+def progress(message: str) -> None:
+    print(f"benchmark_deploy: {message}", file=sys.stderr, flush=True)
 
 
 def parse_threads(value: str) -> List[int]:
@@ -153,7 +159,9 @@ def run(arch: Any = "wav2vec2_base", seconds: float = 10.0, targets: Sequence[fl
     with tempfile.TemporaryDirectory() as temporary:
         workdir = Path(workdir or temporary)
         workdir.mkdir(parents=True, exist_ok=True)
+        start = time.perf_counter()
         variants = build_variants(arch, seconds, targets, backends, workdir)
+        progress(f"built {len(variants)} variants in {time.perf_counter() - start:.0f} s")
         sample_rate = get_config(arch).sample_rate
         generator = torch.Generator().manual_seed(0)
         speech = torch.randn(1, int(seconds * sample_rate), generator=generator)
@@ -167,6 +175,7 @@ def run(arch: Any = "wav2vec2_base", seconds: float = 10.0, targets: Sequence[fl
         rows = []
         for count in threads:
             torch.set_num_threads(count)
+            progress(f"timing at {count} thread(s): {warmup} warm-up and {rounds} timed rounds")
             calls = {f"{i}": caller(variant, count, speech, lengths) for i, variant in enumerate(variants)}
             medians = time_interleaved(calls, rounds, warmup)
             reference = medians[str(next(i for i, v in enumerate(variants)
@@ -174,9 +183,10 @@ def run(arch: Any = "wav2vec2_base", seconds: float = 10.0, targets: Sequence[fl
             for i, variant in enumerate(variants):
                 latency = medians[str(i)]
                 speedup = reference / latency
-                rows.append({key: value for key, value in variant.items() if key not in ("module", "onnx")} | {
-                    "threads": count, "rel_diff": outputs[id(variant)], "latency_ms": 1000 * latency, "rtf": latency / seconds,
-                    "speedup": speedup, "speedup_over_mac_cut": speedup / variant["mac_cut"]})
+                facts = {key: value for key, value in variant.items() if key not in ("module", "onnx")}
+                rows.append(dict(facts, threads=count, rel_diff=outputs[id(variant)], latency_ms=1000 * latency,
+                                 rtf=latency / seconds, speedup=speedup,
+                                 speedup_over_mac_cut=speedup / variant["mac_cut"]))
             del calls
     return rows
 
