@@ -106,6 +106,8 @@ def export_onnx(model: nn.Module, path: PathLike, example_seconds: float = 1.0, 
     module = as_feature_module(model)
     encoder = module.encoder
     speech, lengths = example_input(encoder.config.sample_rate, example_seconds, encoder.receptive_field)
+    device = next(module.parameters()).device
+    speech, lengths = speech.to(device), lengths.to(device)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     was_training = module.training
