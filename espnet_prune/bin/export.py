@@ -185,9 +185,19 @@ def _write_report(report: Dict[str, Any], path: Path) -> None:
         json.dump(report, f, indent=2)
 
 
+def _write_onnx(frontend, onnx: Path, check_seconds: float) -> Dict[str, Any]:
+    """Write ``frontend`` (compact) to the ONNX file ``onnx``; its entry of the report."""
+    from espnet_prune.ssl.onnx_export import export_onnx, max_feature_diff
+
+    export_onnx(frontend, onnx)
+    probe = _probe(frontend, check_seconds)
+    return {"path": str(onnx), "max_abs_diff_torch_vs_onnxruntime": max_feature_diff(frontend, onnx, [probe])}
+
+
 def export(train_config: Path, model_file: Path, output: Path, task: Optional[str] = None,
-           check_seconds: float = 1.0) -> Dict[str, Any]:
-    """Write the compact model file ``output`` and its report ``output.with_suffix(".json")``.
+           check_seconds: float = 1.0, onnx: Optional[Path] = None) -> Dict[str, Any]:
+    """Write the compact model file ``output`` and its report ``output.with_suffix(".json")``
+    (and the compact frontend to the ONNX file ``onnx`` if given).
 
     The model file loads with the unchanged ``train_config``. Returns the report.
     """
@@ -195,6 +205,8 @@ def export(train_config: Path, model_file: Path, output: Path, task: Optional[st
     report["output"] = str(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     torch.save(model.state_dict(), output)
+    if onnx is not None:
+        report["onnx"] = _write_onnx(model.frontend, onnx, check_seconds)
     _write_report(report, output.with_suffix(".json"))
     return report
 
@@ -241,8 +253,9 @@ def standalone_config(config: Dict[str, Any], structure: Dict[str, Any], output_
 
 
 def export_experiment(train_config: Path, model_file: Path, output_dir: Path, task: Optional[str] = None,
-                      check_seconds: float = 1.0) -> Dict[str, Any]:
-    """Write the standalone experiment directory ``output_dir`` (see the module docstring).
+                      check_seconds: float = 1.0, onnx: Optional[Path] = None) -> Dict[str, Any]:
+    """Write the standalone experiment directory ``output_dir`` (see the module docstring),
+    and the compact frontend to the ONNX file ``onnx`` if given.
 
     The directory is rebuilt from its own files (with ESPnet's ``build_model_from_file``)
     and checked against the gated model before this returns. Returns the report.
@@ -283,6 +296,8 @@ def export_experiment(train_config: Path, model_file: Path, output_dir: Path, ta
                             key, path)
     report.update(output_dir=str(output_dir), config=str(output_dir / "config.yaml"),
                   output=str(output_dir / model_name), files=files, max_abs_diff_gated_vs_exported=max_diff)
+    if onnx is not None:
+        report["onnx"] = _write_onnx(model.frontend, onnx, check_seconds)
     _write_report(report, (output_dir / model_name).with_suffix(".json"))
     return report
 
@@ -317,6 +332,8 @@ def get_parser() -> argparse.ArgumentParser:
     targets.add_argument("--output", type=Path, default=None,
                          help="write only the compact model file (and its .json report beside it); it "
                               "loads with the unchanged training config")
+    parser.add_argument("--onnx", type=Path, default=None,
+                        help="also write the compact frontend to this ONNX file (see espnet_prune.ssl.onnx_export)")
     return parser
 
 
@@ -327,9 +344,10 @@ def main(cmd: Optional[List[str]] = None) -> None:
         if not path.is_file():
             sys.exit(f"export: {path} does not exist")
     if args.output_dir is not None:
-        report = export_experiment(args.train_config, args.model_file, args.output_dir, args.task)
+        report = export_experiment(args.train_config, args.model_file, args.output_dir, args.task,
+                                   onnx=args.onnx)
     else:
-        report = export(args.train_config, args.model_file, args.output, args.task)
+        report = export(args.train_config, args.model_file, args.output, args.task, onnx=args.onnx)
     enc = report["encoder"]
     logging.info("encoder params %s -> %s (%.1f%%), MACs for %.0f s %s -> %s (%.1f%%)",
                  cost_str(enc["before"]["params"]["total"]), cost_str(enc["after"]["params"]["total"]),
