@@ -1,6 +1,31 @@
 """espnet_prune: structured pruning of SSL speech encoders and LMs inside ESPnet."""
 
+import shutil
+from pathlib import Path
+
 from setuptools import find_packages, setup
+from setuptools.command.build_py import build_py
+
+#: The shared presets' one home (conf/ssl, conf/pruning); a built package carries a copy at
+#: espnet_prune/conf/, where espnet_prune.presets looks first.
+CONF = Path(__file__).resolve().parent / "conf"
+CONF_KINDS = ("ssl", "pruning")
+
+
+class BuildPyWithConf(build_py):
+    """build_py that also copies conf/<kind>/*.yaml into the built package (wheels, sdists
+    built from a checkout, non-editable installs)."""
+
+    def run(self):
+        super().run()
+        if self.editable_mode:
+            return  # an editable install reads conf/ of the checkout
+        for kind in CONF_KINDS:
+            target = Path(self.build_lib) / "espnet_prune" / "conf" / kind
+            target.mkdir(parents=True, exist_ok=True)
+            for source in sorted((CONF / kind).glob("*.yaml")):
+                shutil.copyfile(source, target / source.name)
+
 
 install_requires = [
     # ESPnet 202511 is the last release that supports Python 3.11.
@@ -60,4 +85,5 @@ setup(
     install_requires=install_requires,
     extras_require=extras_require,
     license="Apache-2.0",
+    cmdclass={"build_py": BuildPyWithConf},
 )

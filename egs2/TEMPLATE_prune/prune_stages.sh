@@ -12,13 +12,18 @@ valid.acc.ave.pth) is exported by 'python -m espnet_prune.bin.export --output_di
 to a standalone experiment directory EXP_pruned: config.yaml of the physically pruned model
 (no reference to the pretrained SSL weights), the compact model under the same file name, and
 a .json report of parameters and MACs before and after. Stages 12 and later (decoding,
-scoring, and asr.sh's packing with --skip_packing false) run on EXP_pruned.
+scoring, and asr.sh's packing with --skip_packing false) run on EXP_pruned. After stage 13, local/results.sh runs
+on the decoded experiment if the recipe has it (the SLU recipes add the intent accuracy to
+its RESULTS.md).
   --export auto   export when the trained config (EXP/config.yaml) prunes (default)
   --export true   always export (an error for a config without pruning)
   --export false  decode the checkpoint as trained (unpruned baseline, or the gated model)
 The experiment directory EXP is --asr_exp / --slu_exp if given, else EXPDIR/asr_TAG or
-EXPDIR/slu_TAG with TAG from --asr_tag / --slu_tag or else the config's file name without
-.yaml; it is passed on so that every stage uses the same directory. Every other option goes
+EXPDIR/slu_TAG with TAG from --asr_tag / --slu_tag or else named as asr.sh / slu.sh name it:
+the config's file name without .yaml, _FEATS_TYPE, _LANG (unless noinfo), _TOKEN_TYPE (and
+NBPE for bpe), the --asr_args / --slu_args with '--', spaces, '|', '=' and '/' removed, and
+_sp with speed perturbation; so runs that differ only in their args get their own directory.
+EXP is passed on so that every stage uses the same directory. Every other option goes
 to asr.sh / slu.sh unchanged; when an option is repeated, the last value counts."
 
 log() {
@@ -57,6 +62,14 @@ config=
 tag=
 exp=
 inference_model=valid.acc.ave.pth
+# What asr.sh / slu.sh name the experiment after (their defaults).
+feats_type=raw
+lang=noinfo
+token_type=bpe
+nbpe=30
+hugging_face_model_name_or_path=
+speed_perturb_factors=
+train_args=
 passed=()  # options for the task script, except those set per phase below
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -85,6 +98,13 @@ while [ $# -gt 0 ]; do
         expdir) expdir=${value} ;;
         "${task}_config") config=${value} ;;
         "${task}_tag") tag=${value} ;;
+        "${task}_args") train_args=${value} ;;
+        feats_type) feats_type=${value} ;;
+        lang) lang=${value} ;;
+        token_type) token_type=${value} ;;
+        nbpe) nbpe=${value} ;;
+        hugging_face_model_name_or_path) hugging_face_model_name_or_path=${value} ;;
+        speed_perturb_factors) speed_perturb_factors=${value} ;;
     esac
     passed+=("--${name}" "${value}")
 done
@@ -98,7 +118,14 @@ esac
 if [ -z "${exp}" ]; then
     if [ -z "${tag}" ]; then
         [ -n "${config}" ] || error "--${task}_config (or --${task}_tag or --${task}_exp) is required"
-        tag=$(basename "${config}" .yaml)
+        # The same tag as asr.sh / slu.sh would make (their "Set tag for naming of model directory").
+        tag=$(basename "${config}" .yaml)_${feats_type}
+        [ "${lang}" = noinfo ] || tag+=_${lang}
+        tag+=_${token_type}
+        [ "${token_type}" != bpe ] || tag+="${nbpe}"
+        [ "${token_type}" != hugging_face ] || tag+=_${hugging_face_model_name_or_path/\//-}
+        [ -z "${train_args}" ] || tag+=$(echo "${train_args}" | sed -e "s/--/\_/g" -e "s/[ |=/]//g")
+        [ -z "${speed_perturb_factors}" ] || tag+=_sp
     fi
     exp=${expdir}/${task}_${tag}
 fi
@@ -159,3 +186,10 @@ if [ "${export_model}" = true ]; then
 fi
 log "Stages $((stage > 12 ? stage : 12)) to ${stop_stage} of ${task_script} use ${decode_exp}/${inference_model}"
 run_task "$((stage > 12 ? stage : 12))" "${stop_stage}" "${inference_model}" "${decode_exp}"
+
+# Stage 13 rewrites RESULTS.md from sclite's scores; a recipe with scores of its own (SLU:
+# intent accuracy) adds them there with local/results.sh.
+if [ "${stage}" -le 13 ] && [ "${stop_stage}" -ge 13 ] && [ -x local/results.sh ]; then
+    log "local/results.sh ${decode_exp}"
+    local/results.sh "${decode_exp}"
+fi

@@ -103,7 +103,8 @@ class System:
             return overrides + ["pruning.metric=macs", f"pruning.target={self.target}"]
         if self.method == "hj_params":
             return overrides + ["pruning.metric=params", f"pruning.target={self.target}"]
-        return overrides + ["pruning.metric=macs", f"pruning.cnn_target={self.target}",
+        # target=null: the config's budget preset has a joint target, exclusive with these.
+        return overrides + ["pruning.metric=macs", "pruning.target=null", f"pruning.cnn_target={self.target}",
                             f"pruning.transformer_target={self.target}"]
 
 
@@ -561,21 +562,15 @@ class DemoRecipe:
         return self.paths.conf(f"train_{self.task}_ssl_standin.yaml")
 
     def extract_standin_encoder(self) -> str:
-        """Save the stand-in's SSL encoder (``frontend.encoder.*`` of its best model) for fine-tuning."""
-        experiment = self.paths.exp(SSL_STANDIN)
-        model_file = experiment / "valid.cer_ctc.best.pth"
-        if not model_file.exists():
-            raise DemoError(f"{model_file} does not exist: the stand-in's training did not finish")
-        state = torch.load(model_file, map_location="cpu", weights_only=True)
-        prefix = "frontend.encoder."
-        encoder = {key[len(prefix):]: value for key, value in state.items() if key.startswith(prefix)}
-        if not encoder:
-            raise DemoError(f"{model_file} has no {prefix}* parameters: not a pruned_ssl model")
-        torch.save(encoder, self.paths.ssl_checkpoint)
-        with open(experiment / "config.yaml", encoding="utf-8") as f:
-            arch = yaml.safe_load(f)["frontend_conf"]["arch"]
-        (experiment / "ssl_encoder.json").write_text(json.dumps(arch, indent=2) + "\n", encoding="utf-8")
-        return f"{len(encoder)} tensors -> {self.paths.ssl_checkpoint}"
+        """Save the stand-in's SSL encoder (``frontend.encoder.*`` of its best model) for fine-tuning
+        (what run.sh does with ``python -m espnet_prune.bin.extract_ssl``)."""
+        from espnet_prune.bin.extract_ssl import extract_ssl
+
+        try:
+            count = extract_ssl(self.paths.exp(SSL_STANDIN), self.paths.ssl_checkpoint)
+        except (OSError, ValueError) as error:
+            raise DemoError(f"the stand-in's encoder cannot be extracted: {error}") from None
+        return f"{count} tensors -> {self.paths.ssl_checkpoint}"
 
     def score(self, system: str, inference_tag: str) -> Dict:
         """Stage 13 for one decoding: writes ``score.json`` beside its ``text``."""

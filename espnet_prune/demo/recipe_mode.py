@@ -1,14 +1,17 @@
 """Recipe mode of the demo: ESPnet's own asr.sh / slu.sh run the stages (``ESPNET_ROOT`` set).
 
-The working directory ``<output_dir>/<task>1`` becomes an ESPnet recipe: ``conf/`` and
-``local/`` link to ``egs2/espeak_demo/<task>1``, ``path.sh`` and ``cmd.sh`` to
+The working directory ``<output_dir>/<task>1`` becomes an ESPnet recipe: ``run.sh``,
+``conf/`` and ``local/`` link to ``egs2/espeak_demo/<task>1``, ``path.sh`` and ``cmd.sh`` to
 ``egs2/TEMPLATE_prune``, and ``egs2/TEMPLATE_prune/setup.sh`` links asr.sh / slu.sh, utils,
-steps, scripts and pyscripts from the checkout. Every ESPnet stage then runs through
-``egs2/TEMPLATE_prune/prune_stages.sh`` (asr.sh / slu.sh, with the compact model exported
-between stages 11 and 12):
+steps, scripts and pyscripts from the checkout. Every ESPnet stage then runs through the
+recipe's own ``./run.sh`` (``egs2/espeak_demo/run_recipe.sh``: asr.sh / slu.sh through
+``egs2/TEMPLATE_prune/prune_stages.sh``, with the compact model exported between stages 11
+and 12), with the demo's sizes as options:
 
 - stages 1-5 (``local/data.sh`` synthesises the corpus) and, for ASR, stages 6-8 (LM);
-- stages 10-11 for the SSL stand-in, then stage 11 and 12 for every system;
+- stage 10: run.sh trains the SSL stand-in (stages 10-11 of ``train_<task>_ssl_standin.yaml``)
+  and extracts its encoder, then collects the shapes for the fine-tuning config;
+- stages 11 and 12 for every system;
 - stage 12 with ``--use_lm true`` for the shallow-fusion decodings.
 
 Stage 13 is the demo's Python scoring (the same numbers as sclite, with no SCTK install
@@ -19,14 +22,14 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Dict, List, Sequence
 
-from espnet_prune.demo.pipeline import (INFERENCE_TAG, SSL_STANDIN, TEMPLATE_PRUNE, DemoError, Step,
+from espnet_prune.demo.pipeline import (INFERENCE_TAG, LM_TAG, SSL_STANDIN, TEMPLATE_PRUNE, DemoError, Step,
                                         System, fusion_lms, lm_pruning_steps)
 
 if TYPE_CHECKING:
     from espnet_prune.demo.pipeline import DemoRecipe
 
 #: Links of the working directory: name -> path relative to the repository's egs2/.
-RECIPE_LINKS = ("conf", "local")
+RECIPE_LINKS = ("run.sh", "conf", "local")
 TEMPLATE_LINKS = ("path.sh", "cmd.sh")
 
 
@@ -74,7 +77,9 @@ def common_options(recipe: "DemoRecipe") -> List[str]:
     if task == "slu":
         options += ["--nlsyms_txt", "data/nlsyms.txt", "--use_lm", "false"]
     else:
-        options += ["--lm_config", "conf/train_lm.yaml", "--lm_args", _join(recipe.train_args(settings.lm_steps))]
+        # asr.sh appends --lm_args to the LM's directory name unless --lm_tag names it.
+        options += ["--lm_config", "conf/train_lm.yaml", "--lm_tag", LM_TAG,
+                    "--lm_args", _join(recipe.train_args(settings.lm_steps))]
     return [str(option) for option in options]
 
 
@@ -83,9 +88,8 @@ def _join(args: Sequence) -> str:
 
 
 def prune_stages(recipe: "DemoRecipe", first: int, last: int, options: Sequence, log: Path) -> None:
-    """``egs2/TEMPLATE_prune/prune_stages.sh <task> --stage first --stop_stage last ...``."""
-    command = ["bash", TEMPLATE_PRUNE / "prune_stages.sh", recipe.task, "--stage", first, "--stop_stage", last,
-               *common_options(recipe), *options]
+    """The recipe's ``./run.sh --stage first --stop_stage last ...`` (egs2/espeak_demo/<task>1)."""
+    command = ["bash", "./run.sh", "--stage", first, "--stop_stage", last, *common_options(recipe), *options]
     recipe.run(command, log, cwd=recipe.paths.root)
 
 
@@ -103,7 +107,7 @@ def recipe_steps(recipe: "DemoRecipe") -> List[Step]:
     steps.append(Step("data", "1-5", data, after=("setup",), marker=recipe.marker(paths.data, "data")))
     if settings.uses_lm:
         def lm() -> str:
-            prune_stages(recipe, 6, 8, standin_options, logs / "stage6-8.log")
+            prune_stages(recipe, 6, 8, [*standin_options, "--use_lm", "true"], logs / "stage6-8.log")
             return f"LM {paths.lm_exp}"
 
         steps.append(Step("lm_train", "6-8", lm, after=("data",), marker=recipe.marker(paths.lm_exp, "train")))
@@ -111,8 +115,12 @@ def recipe_steps(recipe: "DemoRecipe") -> List[Step]:
 
     def standin() -> str:
         train_args = _join(recipe.train_args(settings.pretrain_steps, settings.batch_size))
-        prune_stages(recipe, 10, 11, [*standin_options, f"--{task}_args", train_args], logs / "stage10-11_standin.log")
-        return recipe.extract_standin_encoder()
+        # run.sh trains the stand-in while its encoder checkpoint is missing, and extracts it.
+        recipe.paths.ssl_checkpoint.unlink(missing_ok=True)
+        prune_stages(recipe, 10, 10, ["--standin_args", train_args], logs / "stage10-11_standin.log")
+        if not recipe.paths.ssl_checkpoint.is_file():
+            raise DemoError(f"run.sh did not write {recipe.paths.ssl_checkpoint}; see {logs / 'stage10-11_standin.log'}")
+        return f"{recipe.paths.ssl_checkpoint}"
 
     steps.append(Step(SSL_STANDIN, "10-11", standin, after=("data",),
                       marker=recipe.marker(paths.exp(SSL_STANDIN), "train")))

@@ -12,6 +12,7 @@ import numbers
 from dataclasses import MISSING, InitVar, asdict, dataclass, field, fields
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
+from espnet_prune.presets import preset as read_preset
 from espnet_prune.ssl.model import UNIT_TYPES
 
 #: Pruning units, in the order the encoder consumes their masks.
@@ -29,6 +30,9 @@ class PruningConfig:
     """HJ-Pruning settings (``frontend_conf.pruning``); every field is a YAML key.
 
     Args:
+        preset: name of a budget in the top-level ``conf/pruning/`` (e.g. ``hj_macs0.5``):
+            :meth:`from_dict` starts from its ``units``, ``metric`` and target(s), and the
+            keys given beside it override them (``target: null`` drops its joint target).
         units: pruning units to gate, any of ``conv`` (CNN output channels), ``head``
             (attention heads), ``attn_layer`` (whole attention sublayers), ``interm`` (FFN
             intermediate units), ``ffn_layer`` (whole FFN sublayers); each at most once. A
@@ -48,6 +52,7 @@ class PruningConfig:
         init_keep_prob: initial keep probability of every unit, in (0, 1).
     """
 
+    preset: Optional[str] = None
     units: List[str] = field(default_factory=lambda: ["conv", "head", "interm"])
     metric: str = "macs"
     target: Optional[float] = None
@@ -82,7 +87,14 @@ class PruningConfig:
         unknown = sorted(set(values) - set(cls.keys()))
         if unknown:
             raise ValueError(f"Unknown key(s) {unknown} in {where}; known keys: {sorted(cls.keys())}")
-        return cls(**dict(values), where=where)
+        values = dict(values)
+        name = values.get("preset")
+        if name is not None:
+            if not isinstance(name, str):
+                raise ValueError(f"{where}.preset must be the name of a file in conf/pruning/, got "
+                                 f"{type(name).__name__} {name!r}")
+            values = {**read_preset("pruning", name), **values}
+        return cls(**values, where=where)
 
     def to_dict(self) -> Dict[str, Any]:
         """The YAML keys and their values (plain types)."""

@@ -9,7 +9,10 @@ holds only YAML/JSON types and is rebuilt with ``from_dict``.
 
 import copy
 from dataclasses import asdict, dataclass, field, fields
+from collections.abc import Mapping
 from typing import Any, Dict, List, Optional, Sequence, Union
+
+from espnet_prune.presets import presets
 
 MODEL_TYPES = ("wav2vec2", "hubert", "wavlm")
 EXTRACTOR_MODES = ("group_norm", "layer_norm")
@@ -158,33 +161,22 @@ class EncoderConfig:
         return EncoderConfig.from_dict(values)
 
 
-def _large(**overrides) -> Dict[str, Any]:
-    values = dict(
-        extractor_mode="layer_norm",
-        conv_bias=True,
-        embed_dim=1024,
-        num_layers=24,
-        num_heads=16,
-        ffn_dims=4096,
-        layer_norm_first=True,
-        normalize_waveform=True,
-    )
-    values.update(overrides)
-    return values
+class _Presets(Mapping):
+    """Read-only ``{name: values}`` view of ``conf/ssl/*.yaml`` (:mod:`espnet_prune.presets`)."""
+
+    def __getitem__(self, name: str) -> Dict[str, Any]:
+        return presets("ssl")[name]
+
+    def __iter__(self):
+        return iter(presets("ssl"))
+
+    def __len__(self) -> int:
+        return len(presets("ssl"))
 
 
-#: Architectures of the released checkpoints, by name (the YAML ``arch`` key).
-PRESETS: Dict[str, Dict[str, Any]] = {
-    "wav2vec2_base": dict(model_type="wav2vec2"),
-    "wav2vec2_large": _large(model_type="wav2vec2", extractor_mode="group_norm", conv_bias=False,
-                             layer_norm_first=False, normalize_waveform=False),
-    "wav2vec2_large_lv60k": _large(model_type="wav2vec2"),
-    "hubert_base": dict(model_type="hubert"),
-    "hubert_large": _large(model_type="hubert", conv_bias=False),
-    "wavlm_base": dict(model_type="wavlm", normalize_waveform=False),
-    "wavlm_base_plus": dict(model_type="wavlm", normalize_waveform=False),
-    "wavlm_large": _large(model_type="wavlm", conv_bias=False),
-}
+#: Architectures of the released checkpoints, by name (the YAML ``arch`` key); their one home
+#: is ``conf/ssl/<name>.yaml``.
+PRESETS: Mapping[str, Dict[str, Any]] = _Presets()
 
 
 def get_config(arch: Union[str, Dict[str, Any], EncoderConfig], **overrides) -> EncoderConfig:

@@ -1,19 +1,34 @@
 #!/usr/bin/env bash
-# The espnet_prune demo with ESPnet's own asr.sh: synthetic corpus, SSL stand-in, HJ-Pruning
-# systems, LM pruning with shallow fusion, export, decoding, scoring and the report.
-# It runs python -m espnet_prune.bin.demo in recipe mode, which makes OUTPUT_DIR/asr1 a recipe
-# directory linked to this one and to the ESPnet checkout, and runs the stages there:
-#
-#     ESPNET_ROOT=/path/to/espnet ./run.sh [OUTPUT_DIR [demo options...]]
-#
-# Without an ESPnet checkout, `make demo` runs the same stages with ESPnet's binaries directly.
+# HJ-Pruning on the offline eSpeak NG demo corpus, with ESPnet's asr.sh (README.md):
+#     ../../TEMPLATE_prune/setup.sh /path/to/espnet     # once
+#     ./run.sh                                          # stages 1-13
+#     ./run.sh --stage 10 --asr_args "--max_epoch 2"    # any asr.sh option passes through
+# Stage 1 synthesises the corpus (local/data.sh), stages 10-11 first train the SSL stand-in
+# (conf/train_asr_ssl_standin.yaml), then the pruned system (conf/train_asr_pruned_ssl.yaml)
+# is trained, exported to its compact model, decoded and scored (../run_recipe.sh).
 set -euo pipefail
 
-if [ -z "${ESPNET_ROOT:-}" ]; then
-    echo "$0: set ESPNET_ROOT to an ESPnet checkout (git clone https://github.com/espnet/espnet)" >&2
-    exit 1
-fi
-output_dir=${1:-demo_asr}
-[ $# -gt 0 ] && shift
+asr_config=conf/train_asr_pruned_ssl.yaml
+inference_config=conf/decode_asr.yaml
 
-python3 -m espnet_prune.bin.demo --task asr --espnet_root "${ESPNET_ROOT}" --output_dir "${output_dir}" "$@"
+"$(dirname "$(readlink -f "$0")")/../run_recipe.sh" asr \
+    --python "python3 -m espnet_prune" \
+    --ngpu 0 \
+    --nj 2 \
+    --inference_nj 2 \
+    --gpu_inference false \
+    --feats_type raw \
+    --audio_format wav \
+    --fs 16k \
+    --feats_normalize none \
+    --token_type char \
+    --cleaner none \
+    --lm_train_text data/lm_train.txt \
+    --use_lm false \
+    --lm_config conf/train_lm.yaml \
+    --asr_config "${asr_config}" \
+    --inference_config "${inference_config}" \
+    --inference_asr_model valid.cer_ctc.ave.pth \
+    --train_set train \
+    --valid_set dev \
+    --test_sets test "$@"

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # HJ-Pruning of wav2vec2-base fine-tuned for ASR on LibriSpeech 100 h, with ESPnet's asr.sh.
 # See README.md. After data preparation, `./run.sh --stage 10` trains, exports the compact
-# model and decodes it; `--asr_config conf/tuning/<config>.yaml` picks the experiment.
+# model and decodes it. The budget is a preset of conf/pruning/ (the repository's, linked):
+# --asr_args "--frontend_conf pruning.preset=hj_macs0.5"; "--frontend_conf pruning=null" is the
+# unpruned baseline.
 set -euo pipefail
 
 if [ ! -e asr.sh ]; then
@@ -14,7 +16,7 @@ train_set=train_clean_100
 valid_set=dev
 test_sets="test_clean test_other dev_clean dev_other"
 
-asr_config=conf/tuning/train_asr_wav2vec2_hj_macs0.6.yaml
+asr_config=conf/train_asr_wav2vec2.yaml
 inference_config=conf/decode_asr_ctc.yaml
 
 ../../TEMPLATE_prune/prune_stages.sh asr \

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # HJ-Pruning of wav2vec2-base fine-tuned for intent classification on SLURP, with ESPnet's
 # slu.sh. See README.md. After data preparation, `./run.sh --stage 10` trains, exports the
-# compact model and decodes it; `--slu_config conf/tuning/<config>.yaml` picks the experiment.
+# compact model and decodes it. The budget is a preset of conf/pruning/ (the repository's,
+# linked): --slu_args "--frontend_conf pruning.preset=hj_macs0.5"; "--frontend_conf pruning=null"
+# is the unpruned baseline. After stage 13, local/results.sh adds the intent accuracy to RESULTS.md.
 set -euo pipefail
 
 if [ ! -e slu.sh ]; then
@@ -14,7 +16,7 @@ train_set=train
 valid_set=devel
 test_sets="test devel"
 
-slu_config=conf/tuning/train_slu_wav2vec2_hj_macs0.6.yaml
+slu_config=conf/train_slu_wav2vec2.yaml
 inference_config=conf/decode_slu.yaml
 
 ../../TEMPLATE_prune/prune_stages.sh slu \

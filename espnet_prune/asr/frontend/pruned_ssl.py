@@ -57,7 +57,8 @@ class PrunedSSLFrontend(AbsFrontend):
         multilayer_feature: output a learned softmax-weighted sum of all hidden states
             (like ESPnet's ``s3prl`` frontend); exclusive with ``layer != -1``.
         pruning: ``None`` for no pruning, or a dict of
-            :class:`~espnet_prune.pruning.config.PruningConfig` keys (``units``, ``metric``,
+            :class:`~espnet_prune.pruning.config.PruningConfig` keys (``preset``: a budget
+            in ``conf/pruning/``, ``units``, ``metric``,
             ``target`` or ``cnn_target``/``transformer_target``, ``warmup_steps``,
             ``reference_seconds``, ``reg_lr``, ``lambda2_lr_scale``, ``temperature``,
             ``init_keep_prob``); checked (keys, types, ranges) before the encoder is built.

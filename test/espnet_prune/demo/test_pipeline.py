@@ -12,6 +12,7 @@ import yaml
 from espnet_prune.bin import demo as demo_cli
 from espnet_prune.demo import pipeline
 from espnet_prune.demo.pipeline import DemoError, DemoSettings, LMPruning, Step, System, run_steps
+from espnet_prune.pruning.config import PruningConfig
 from espnet_prune.utils.kaldi_data import Utterance, read_text, validate_data_dir, write_data_dir
 
 
@@ -219,9 +220,21 @@ def test_fine_tuning_uses_the_stand_ins_architecture_and_sets_targets_per_system
     assert standin["frontend"] == finetune["frontend"] == "pruned_ssl"
     assert standin["frontend_conf"]["arch"] == finetune["frontend_conf"]["arch"]
     assert "pruning" not in standin["frontend_conf"] and "checkpoint" not in standin["frontend_conf"]
+    # run.sh writes the stand-in's encoder where the fine-tuning config loads it from.
+    assert finetune["frontend_conf"]["checkpoint"] == f"exp/{task}_ssl_standin/ssl_encoder.pth"
     pruning = finetune["frontend_conf"]["pruning"]
-    assert not {"target", "cnn_target", "transformer_target"} & set(pruning)
-    assert set(pruning["units"]) == {"conv", "head", "attn_layer", "interm", "ffn_layer"}
+    # The budget is a preset of the repository's conf/pruning; the config sets only the schedule.
+    assert pruning["preset"] == "hj_macs0.6"
+    assert not {"units", "metric", "target", "cnn_target", "transformer_target"} & set(pruning)
+    resolved = PruningConfig.from_dict(pruning).to_dict()
+    assert set(resolved["units"]) == {"conv", "head", "attn_layer", "interm", "ffn_layer"}
+    assert (resolved["metric"], resolved["target"]) == ("macs", 0.6)
+    # Every system's overrides give a valid budget on top of the preset.
+    for system in (pipeline.System("hj_params", 0.5), pipeline.System("separate", 0.4)):
+        overrides = dict(item.split("=", 1) for item in system.frontend_overrides(10))
+        values = {key.split(".", 1)[1]: yaml.safe_load(value) for key, value in overrides.items()}
+        resolved = PruningConfig.from_dict({**pruning, **values}).to_dict()
+        assert (resolved["target"] is None) == (system.method == "separate")
     for config in (standin, finetune):
         assert config["model"] == "pruned_espnet" and config["model_conf"]["ctc_weight"] == 1.0
         assert config["scheduler"] == "onecyclelr"
@@ -231,6 +244,8 @@ def test_fine_tuning_uses_the_stand_ins_architecture_and_sets_targets_per_system
     for script in ("run.sh", "local/data.sh"):
         assert (conf.parent / script).stat().st_mode & 0o111
     assert (conf.parent / "path.sh").resolve() == pipeline.TEMPLATE_PRUNE / "path.sh"
+    run_sh = (conf.parent / "run.sh").read_text()
+    assert f"{task}_config=conf/train_{task}_pruned_ssl.yaml" in run_sh and "../run_recipe.sh" in run_sh
 
 
 # ------------------------------------------------------------------------------ the CLI

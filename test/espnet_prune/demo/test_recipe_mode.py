@@ -1,6 +1,7 @@
 """Recipe mode (ESPNET_ROOT set): the working directory becomes an ESPnet recipe linked to the
-checkout, and the stages go through egs2/TEMPLATE_prune/prune_stages.sh to asr.sh with the
-demo's options. A fake checkout's asr.sh records what it is given."""
+checkout, and the stages go through the recipe's own run.sh (egs2/espeak_demo/asr1/run.sh ->
+run_recipe.sh -> TEMPLATE_prune/prune_stages.sh) to asr.sh with the demo's options. A fake
+checkout's asr.sh records what it is given."""
 
 import sys
 from pathlib import Path
@@ -43,7 +44,8 @@ def recorded_calls(root: Path):
 
 
 def option(call, name):
-    return call[call.index(name) + 1]
+    """The value asr.sh takes: the last one given (run.sh's defaults come before the demo's)."""
+    return call[len(call) - 1 - call[::-1].index(name) + 1]
 
 
 @pytest.fixture
@@ -59,6 +61,7 @@ def test_the_working_directory_becomes_a_recipe_linked_to_the_checkout(recipe, f
     recipe_mode.setup_recipe_dir(recipe)
     root = recipe.paths.root
     assert (root / "conf").resolve() == pipeline.RECIPES / "asr1" / "conf"
+    assert (root / "run.sh").resolve() == pipeline.RECIPES / "asr1" / "run.sh"
     assert (root / "local" / "data.sh").is_file()
     assert (root / "path.sh").resolve() == pipeline.TEMPLATE_PRUNE / "path.sh"
     assert (root / "asr.sh").resolve() == (fake_espnet / "egs2" / "TEMPLATE" / "asr1" / "asr.sh").resolve()
@@ -78,12 +81,18 @@ def test_the_data_stages_run_asr_sh_with_the_demos_corpus_options(recipe):
     assert option(call, "--token_type") == "char" and option(call, "--feats_normalize") == "none"
     assert option(call, "--lm_config") == "conf/train_lm.yaml"
     assert option(call, "--lm_train_text") == "data/lm_train.txt"
+    # asr.sh would append --lm_args to the LM's directory name without --lm_tag.
+    assert option(call, "--lm_tag") == pipeline.LM_TAG
+    assert recipe.paths.lm_exp.name == f"lm_{pipeline.LM_TAG}"
+    assert "--ngpu" in call and "--gpu_inference" in call  # run.sh's own options came first
 
 
 def test_shallow_fusion_decodes_the_exported_model_with_each_lm(recipe):
     recipe_mode.setup_recipe_dir(recipe)
     steps = {step.name: step for step in recipe.steps()}
     step = steps["decode_hj_macs_0.50_lm_data_lowrank_incremental_target0.50"]
+    recipe.paths.ssl_checkpoint.parent.mkdir(parents=True)
+    recipe.paths.ssl_checkpoint.write_bytes(b"")  # run.sh refuses to decode without the stand-in
     assert set(step.after) == {"train_decode_hj_macs_0.50", "lm_prune_data_lowrank_incremental"}
     step.action()
     (call,) = recorded_calls(recipe.paths.root)

@@ -1,11 +1,12 @@
-"""The recipes' YAML configs: known keys only, reachable pruning budgets, one setting changed
-per experiment; every training config builds and trains a step in ESPnet, and the exported
+"""The recipes' YAML configs: known keys only, the budgets of the repository's conf/pruning
+(the paper's comparisons, one file each, linked by every recipe), reachable on wav2vec2-base;
+the training config builds and trains a step in ESPnet with every budget, and the exported
 model decodes with the recipe's decode config."""
 
 import inspect
 import re
 from pathlib import Path
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import pytest
 import torch
@@ -13,22 +14,32 @@ import yaml
 
 from espnet_prune import register
 from espnet_prune.asr.frontend.pruned_ssl import PrunedSSLFrontend
+from espnet_prune.presets import conf_dir, presets
 from espnet_prune.pruning.config import PruningConfig
 from espnet_prune.pruning.controller import PruningController
 from espnet_prune.ssl.config import get_config
 
-EGS2 = Path(__file__).resolve().parents[3] / "egs2"
+
+def _resolve(pruning: Dict[str, Any]) -> Dict[str, Any]:
+    """The pruning keys a frontend would use for ``pruning`` (preset applied, values checked)."""
+    return PruningConfig.from_dict(pruning, where="frontend_conf.pruning").to_dict()
+
+REPO = Path(__file__).resolve().parents[3]
+EGS2 = REPO / "egs2"
 RECIPES = {"asr": EGS2 / "librispeech_100" / "asr1", "slu": EGS2 / "slurp" / "slu1"}
 CHECKPOINT = "downloads/wav2vec_small.pt"
 MACS_SWEEP = ("0.9", "0.8", "0.7", "0.6", "0.5", "0.4")
 TRANSFORMER_UNITS = {"head", "attn_layer", "interm", "ffn_layer"}
-#: Training configs of every recipe by method name, e.g. "hj_macs0.5".
-METHODS = ("base", "transformer_only_macs0.6", "separate_macs0.6", "hj_params0.6",
-           *(f"hj_macs{target}" for target in MACS_SWEEP))
+#: The budgets the paper compares, by preset name (conf/pruning/<name>.yaml).
+BUDGETS = ("transformer_only_macs0.6", "separate_macs0.6", "hj_params0.6", *(f"hj_macs{t}" for t in MACS_SWEEP))
+#: Every experiment of a recipe: the unpruned baseline and one per budget.
+METHODS = ("base", *BUDGETS)
+DEFAULT_BUDGET = "hj_macs0.6"
 
 
-def config_path(task: str, method: str) -> Path:
-    return RECIPES[task] / "conf" / "tuning" / f"train_{task}_wav2vec2_{method}.yaml"
+def config_path(task: str) -> Path:
+    """The recipe's one training config."""
+    return RECIPES[task] / "conf" / f"train_{task}_wav2vec2.yaml"
 
 
 def load(path: Path) -> Dict[str, Any]:
@@ -36,28 +47,56 @@ def load(path: Path) -> Dict[str, Any]:
         return yaml.safe_load(f)
 
 
+def experiment_config(task: str, method: str) -> Dict[str, Any]:
+    """The training config as ESPnet resolves it for ``method``: what
+    ``--frontend_conf pruning.preset=<budget>`` (or ``pruning=null`` for the baseline) gives."""
+    config = load(config_path(task))
+    if method == "base":
+        config["frontend_conf"]["pruning"] = None
+    else:
+        config["frontend_conf"]["pruning"]["preset"] = method
+    return config
+
+
 TRAIN_CONFIGS: List[Tuple[str, str]] = [(task, method) for task in RECIPES for method in METHODS]
 CONFIG_IDS = [f"{task}-{method}" for task, method in TRAIN_CONFIGS]
-PRUNED_CONFIGS = [(task, method) for task, method in TRAIN_CONFIGS if method != "base"]
 
 
-def test_tuning_directories_hold_exactly_the_documented_experiments():
-    for task, recipe in RECIPES.items():
-        found = sorted(path.name for path in (recipe / "conf" / "tuning").iterdir())
-        assert found == sorted(config_path(task, method).name for method in METHODS)
+def test_conf_pruning_holds_exactly_the_budgets_the_paper_compares():
+    assert conf_dir() == REPO / "conf"  # from a checkout, the top-level conf/ itself
+    assert sorted(path.stem for path in (REPO / "conf" / "pruning").glob("*.yaml")) == sorted(BUDGETS)
+    budgets = presets("pruning")
+    for name, budget in budgets.items():
+        units = set(budget["units"])
+        if name.startswith("transformer_only"):
+            assert units == TRANSFORMER_UNITS
+            assert budget == {"units": budget["units"], "metric": "macs", "target": 0.6}
+        elif name.startswith("separate"):
+            assert units == TRANSFORMER_UNITS | {"conv"}
+            assert budget == {"units": budget["units"], "metric": "macs", "cnn_target": 0.6, "transformer_target": 0.6}
+        elif name.startswith("hj_params"):
+            assert units == TRANSFORMER_UNITS | {"conv"}
+            assert budget == {"units": budget["units"], "metric": "params", "target": 0.6}
+        else:
+            assert units == TRANSFORMER_UNITS | {"conv"}
+            assert budget == {"units": budget["units"], "metric": "macs", "target": float(name[len("hj_macs"):])}
 
 
-def test_every_yaml_is_a_mapping():
-    paths = [path for recipe in RECIPES.values() for path in (recipe / "conf").rglob("*.yaml")]
-    assert len(paths) == 2 * len(METHODS) + 2
-    for path in paths:
+@pytest.mark.parametrize("task", RECIPES)
+def test_recipes_link_the_shared_budgets_instead_of_copying_them(task):
+    link = RECIPES[task] / "conf" / "pruning"
+    assert link.is_symlink() and link.resolve() == (REPO / "conf" / "pruning").resolve()
+    assert not (RECIPES[task] / "conf" / "tuning").exists()
+    configs = sorted(path.name for path in (RECIPES[task] / "conf").glob("*.yaml"))
+    assert configs == sorted([config_path(task).name, Path(DECODE_CONFIGS[task]).name])
+    for path in (RECIPES[task] / "conf").glob("*.yaml"):
         config = load(path)
         assert isinstance(config, dict) and config, path
 
 
-@pytest.mark.parametrize("task,method", TRAIN_CONFIGS, ids=CONFIG_IDS)
-def test_frontend_and_pruning_keys_are_known(task, method):
-    config = load(config_path(task, method))
+@pytest.mark.parametrize("task", RECIPES)
+def test_frontend_and_pruning_keys_are_known(task):
+    config = load(config_path(task))
     assert config["frontend"] == "pruned_ssl"
     assert config["model"] == "pruned_espnet"
     frontend_conf = config["frontend_conf"]
@@ -67,20 +106,23 @@ def test_frontend_and_pruning_keys_are_known(task, method):
     # With a checkpoint, an arch dict without a preset overrides only the fields it names.
     assert "preset" not in frontend_conf["arch"]
     get_config("wav2vec2_base", **frontend_conf["arch"])
-    pruning = frontend_conf.get("pruning")
-    assert (pruning is None) == (method == "base")
-    if pruning is not None:
-        assert set(pruning) <= set(PruningConfig.keys())
+    pruning = frontend_conf["pruning"]
+    assert pruning["preset"] == DEFAULT_BUDGET
+    # The config sets the schedule; the budget (units, metric, targets) is the preset's alone.
+    assert set(pruning) - {"preset"} <= set(PruningConfig.keys()) - set(presets("pruning")[DEFAULT_BUDGET])
+    assert set(pruning) - {"preset"} == {"warmup_steps", "reference_seconds", "reg_lr"}
 
 
-@pytest.mark.parametrize("task,method", PRUNED_CONFIGS, ids=[f"{task}-{method}" for task, method in PRUNED_CONFIGS])
+@pytest.mark.parametrize("task,method", [(t, m) for t, m in TRAIN_CONFIGS if m != "base"],
+                         ids=[i for i in CONFIG_IDS if not i.endswith("-base")])
 def test_pruning_budgets_are_reachable_on_wav2vec2_base(task, method):
-    """The controller accepts the block for the real wav2vec2-base shape, and removing every
-    gated unit would go below each budget's target."""
-    pruning = dict(load(config_path(task, method))["frontend_conf"]["pruning"])
-    pruning.pop("reg_lr")
-    controller = PruningController(get_config("wav2vec2_base"), **pruning)
-    assert set(controller.budgets) == ({"cnn", "transformer"} if "cnn_target" in pruning else {"total"})
+    """The controller accepts each budget with the recipe's schedule for the real wav2vec2-base
+    shape, and removing every gated unit would go below each budget's target."""
+    conf = _resolve(experiment_config(task, method)["frontend_conf"]["pruning"])
+    for key in ("reg_lr", "lambda2_lr_scale"):
+        conf.pop(key)
+    controller = PruningController(get_config("wav2vec2_base"), **conf)
+    assert set(controller.budgets) == ({"cnn", "transformer"} if conf["cnn_target"] is not None else {"total"})
     with torch.no_grad():
         for parameter in controller.gate_parameters():
             parameter.fill_(-20.0)
@@ -89,26 +131,15 @@ def test_pruning_budgets_are_reachable_on_wav2vec2_base(task, method):
         assert smallest[name] < target, (name, smallest[name], target)
 
 
-@pytest.mark.parametrize("task", RECIPES)
-def test_experiments_differ_from_the_baseline_only_in_pruning(task):
-    baseline = load(config_path(task, "base"))
-    for method in METHODS[1:]:
-        config = load(config_path(task, method))
-        pruning = config["frontend_conf"].pop("pruning")
-        assert config == baseline, method
-        units = set(pruning["units"])
-        if method.startswith("transformer_only"):
-            assert units == TRANSFORMER_UNITS
-            assert (pruning["metric"], pruning["target"]) == ("macs", 0.6)
-        elif method.startswith("separate"):
-            assert units == TRANSFORMER_UNITS | {"conv"} and "target" not in pruning
-            assert (pruning["metric"], pruning["cnn_target"], pruning["transformer_target"]) == ("macs", 0.6, 0.6)
-        elif method.startswith("hj_params"):
-            assert units == TRANSFORMER_UNITS | {"conv"}
-            assert (pruning["metric"], pruning["target"]) == ("params", 0.6)
-        else:
-            assert units == TRANSFORMER_UNITS | {"conv"}
-            assert (pruning["metric"], pruning["target"]) == ("macs", float(method[len("hj_macs"):]))
+def test_a_budget_preset_is_resolved_and_explicit_keys_win():
+    conf = _resolve({"preset": "separate_macs0.6", "transformer_target": 0.5})
+    assert (conf["cnn_target"], conf["transformer_target"], conf["target"]) == (0.6, 0.5, None)
+    conf = _resolve({"preset": "hj_macs0.5", "metric": "params", "warmup_steps": 7})
+    assert (conf["metric"], conf["target"], conf["warmup_steps"]) == ("params", 0.5, 7)
+    with pytest.raises(ValueError, match=r"Unknown pruning preset 'hj_macs0.55'; known presets: \['hj_macs0.4'"):
+        _resolve({"preset": "hj_macs0.55"})
+    with pytest.raises(ValueError, match="Unknown key"):
+        _resolve({"preset": "hj_macs0.5", "budget": 1})
 
 
 def small_arch(overrides: Dict[str, Any]) -> Dict[str, Any]:
@@ -142,16 +173,19 @@ DECODE_CONFIGS = {"asr": "conf/decode_asr_ctc.yaml", "slu": "conf/decode_slu.yam
 
 
 def build(task_class, task: str, method: str, tmp_path: Path):
-    """``(args, model)`` as ESPnet's trainer makes them from the recipe config, with the
-    pretrained checkpoint replaced by a small random encoder."""
-    config = load(config_path(task, method))
+    """``(args, model)`` as ESPnet's trainer makes them from the recipe config and run.sh's
+    ``--frontend_conf`` option for ``method``, with the pretrained checkpoint replaced by a
+    small random encoder."""
+    config = load(config_path(task))
     frontend_conf = config["frontend_conf"]
     frontend_conf["arch"] = small_arch(frontend_conf["arch"])
     del frontend_conf["checkpoint"]
     (tmp_path / "train.yaml").write_text(yaml.safe_dump(config))
     (tmp_path / "tokens.txt").write_text("".join(token + "\n" for token in TOKENS))
+    option = "pruning=null" if method == "base" else f"pruning.preset={method}"
     args = task_class.get_parser().parse_args(["--config", str(tmp_path / "train.yaml"), "--token_list",
-                                               str(tmp_path / "tokens.txt"), "--output_dir", str(tmp_path)])
+                                               str(tmp_path / "tokens.txt"), "--output_dir", str(tmp_path),
+                                               "--frontend_conf", option])
     torch.manual_seed(0)
     return args, task_class.build_model(args)
 
@@ -176,6 +210,10 @@ def test_config_trains_a_step_in_espnet(task, method, espnet_tasks, tmp_path):
     if method == "base":
         assert controller is None and "loss_prune" not in stats
     else:
+        budget = presets("pruning")[method]
+        expected = ({"cnn": budget["cnn_target"], "transformer": budget["transformer_target"]}
+                    if "cnn_target" in budget else {"total": budget["target"]})
+        assert controller.budgets == pytest.approx(expected)
         assert "loss_prune" in stats and int(controller.step) == 1
         pruning_ids = [id(p) for group in optimizer.param_groups[1:] for p in group["params"]]
         assert sorted(pruning_ids) == sorted(id(p) for p in controller.gate_parameters())
@@ -189,7 +227,7 @@ def test_exported_model_decodes_with_the_recipe_decode_config(task, espnet_tasks
     from espnet_prune.bin.export import export
 
     tasks, _ = espnet_tasks
-    args, model = build(tasks[task], task, "hj_macs0.6", tmp_path)
+    args, model = build(tasks[task], task, DEFAULT_BUDGET, tmp_path)
     with torch.no_grad():  # as if training had closed half of the first layer's FFN units
         model.frontend.controller.gates["interm"]["0"].log_alpha[:32] = -20.0
     exp = tmp_path / "exp"
@@ -233,9 +271,10 @@ def test_run_sh_and_readme_name_existing_configs(task):
     run_sh = (recipe / "run.sh").read_text()
     readme = (recipe / "README.md").read_text()
     named = set(re.findall(r"conf/[\w./-]+\.yaml", run_sh + readme))
-    assert {str(config_path(task, "hj_macs0.6").relative_to(recipe)), DECODE_CONFIGS[task]} <= named
+    assert {str(config_path(task).relative_to(recipe)), DECODE_CONFIGS[task]} <= named
     missing = sorted(path for path in named if not (recipe / path).is_file())
     assert not missing
-    for method in METHODS:
-        assert config_path(task, method).name in readme
+    for budget in BUDGETS:
+        assert f"pruning.preset={budget}" in readme
+    assert "pruning=null" in readme
     assert CHECKPOINT in readme

@@ -15,14 +15,15 @@ from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 import pytest
+import yaml
 
 REPO = Path(__file__).resolve().parents[3]
 EGS2 = REPO / "egs2"
 TEMPLATE = EGS2 / "TEMPLATE_prune"
 RECIPES = {"asr": Path("librispeech_100/asr1"), "slu": Path("slurp/slu1")}
 #: Default training config and inference model of each recipe's run.sh.
-DEFAULT_EXP = {"asr": ("exp/asr_train_asr_wav2vec2_hj_macs0.6", "valid.cer_ctc.ave.pth"),
-               "slu": ("exp/slu_train_slu_wav2vec2_hj_macs0.6", "valid.acc.ave.pth")}
+DEFAULT_EXP = {"asr": ("exp/asr_train_asr_wav2vec2_raw_en_bpe5000", "valid.cer_ctc.ave.pth"),
+               "slu": ("exp/slu_train_slu_wav2vec2_raw_en_word", "valid.acc.ave.pth")}
 #: Recipe entries that setup.sh links, and files a recipe run creates.
 LINKED = ("asr.sh", "slu.sh", "pyscripts", "scripts", "utils", "steps")
 RUN_OUTPUTS = ("data", "dump", "exp", "downloads")
@@ -30,7 +31,7 @@ RUN_OUTPUTS = ("data", "dump", "exp", "downloads")
 
 def shell_scripts() -> List[Path]:
     """Every shell script of the recipes and TEMPLATE_prune, each file once (links resolved)."""
-    roots = [TEMPLATE] + [EGS2 / recipe for recipe in RECIPES.values()]
+    roots = [TEMPLATE, EGS2 / "espeak_demo"] + [EGS2 / recipe for recipe in RECIPES.values()]
     found = {path.resolve() for root in roots for path in root.rglob("*.sh")
              if not set(path.relative_to(root).parts) & set(LINKED + RUN_OUTPUTS)}
     return sorted(found)
@@ -157,7 +158,7 @@ def test_entry_points_are_executable():
     for recipe in RECIPES.values():
         local = EGS2 / recipe / "local"
         entry_points += [EGS2 / recipe / "run.sh", *local.glob("*.sh"), *local.glob("*.py")]
-    assert len(entry_points) == 10
+    assert len(entry_points) == 11
     not_executable = [str(path) for path in entry_points if not os.access(path, os.X_OK)]
     assert not not_executable
 
@@ -218,6 +219,37 @@ def test_setup_links_espnet_scripts(tmp_path, fake_espnet, task):
     assert (recipe / task_script).resolve() == expected[task_script].resolve()
 
 
+def test_setup_warns_about_what_it_cannot_find(tmp_path, fake_espnet):
+    """The links are made, and each warning names the problem and the fix."""
+    recipe = copy_recipe(tmp_path, "asr")
+    result = run(["../../TEMPLATE_prune/setup.sh", fake_espnet], recipe, {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin"})
+    assert result.returncode == 0, result.stderr
+    assert (recipe / "asr.sh").is_symlink()
+    # The fake asr.sh is not 202511's, and there is no espnet/version.txt to tell.
+    assert "cannot tell the checkout's ESPnet version" in result.stderr
+    assert "commit fe03920c3b3b245d814c50d016aa3531e65a8951" in result.stderr
+    assert "sclite (stage 13 scoring) is not on the PATH" in result.stderr
+
+    (fake_espnet / "espnet").mkdir()
+    (fake_espnet / "espnet" / "version.txt").write_text("202601\n")
+    result = run(["../../TEMPLATE_prune/setup.sh", fake_espnet], recipe)
+    assert result.returncode == 0, result.stderr
+    assert "the checkout is ESPnet 202601 (espnet/version.txt); the recipes are tested with ESPnet\n202511" in result.stderr
+    assert "but " in result.stderr and "has espnet 202511 installed: use the same release for both" in result.stderr
+
+    # The checkout's tools/activate_python.sh picks the Python that is checked.
+    (fake_espnet / "espnet" / "version.txt").write_text("202511\n")
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    (bare / "python3").symlink_to(shutil.which("python3", path="/usr/bin:/bin") or "/usr/bin/python3")
+    (fake_espnet / "tools").mkdir()
+    (fake_espnet / "tools" / "activate_python.sh").write_text(f"export PATH={bare}:$PATH\n")
+    result = run(["../../TEMPLATE_prune/setup.sh", fake_espnet], recipe, {"PYTHONPATH": ""})
+    assert result.returncode == 0, result.stderr
+    assert f"{bare}/python3 (the Python that path.sh activates) cannot import espnet" in result.stderr
+    assert f"{bare}/python3 cannot import espnet_prune" in result.stderr
+
+
 def test_setup_keeps_real_files(tmp_path, fake_espnet):
     recipe = copy_recipe(tmp_path, "asr")
     (recipe / "utils").write_text("my own utils\n")
@@ -264,12 +296,20 @@ def linked(tmp_path, fake_espnet, task):
     return recipe, run_recipe
 
 
-def trained(recipe: Path, exp: str, model: str, config: str) -> Path:
+def trained(recipe: Path, exp: str, model: str, config: str, pruning: bool = True) -> Path:
     """What stage 11 leaves behind: EXP/config.yaml (the training config) and the model file."""
     exp_dir = recipe / exp
     exp_dir.mkdir(parents=True)
     shutil.copy(recipe / config, exp_dir / "config.yaml")
+    if not pruning:  # what --frontend_conf pruning=null gives
+        values = yaml.safe_load((exp_dir / "config.yaml").read_text())
+        values["frontend_conf"]["pruning"] = None
+        (exp_dir / "config.yaml").write_text(yaml.safe_dump(values))
     (exp_dir / model).write_bytes(b"")
+    if exp.startswith("exp/slu"):  # what slu.sh's stage 13 leaves for local/results.sh, where it decodes
+        scores = (recipe / f"{exp}_pruned" if pruning else exp_dir) / "decode_slu" / "test" / "score_intent"
+        scores.mkdir(parents=True)
+        (scores / "result.txt").write_text("intent accuracy: 50.00 % (1 / 2)\n")
     return exp_dir
 
 
@@ -283,7 +323,7 @@ def option(call: List[str], name: str) -> str:
 def test_stage_10_trains_exports_and_decodes_the_compact_model(linked, task):
     recipe, run_recipe = linked
     exp, model = DEFAULT_EXP[task]
-    config = f"conf/tuning/train_{task}_wav2vec2_hj_macs0.6.yaml"
+    config = f"conf/train_{task}_wav2vec2.yaml"
     trained(recipe, exp, model, config)
     result, calls = run_recipe("--stage", "10")
     assert result.returncode == 0, result.stderr
@@ -301,15 +341,20 @@ def test_stage_10_trains_exports_and_decodes_the_compact_model(linked, task):
     assert (option(export, "train_config"), option(export, "model_file"), option(export, "output_dir")) == (
         f"{exp}/config.yaml", f"{exp}/{model}", f"{exp}_pruned")
     assert "--output" not in export
+    if task == "slu":  # after stage 13, local/results.sh adds the intent accuracy to RESULTS.md
+        assert "|decode_slu/test|2|1|50.00|" in (recipe / f"{exp}_pruned" / "RESULTS.md").read_text()
+    else:
+        assert not (recipe / f"{exp}_pruned" / "RESULTS.md").exists()
 
 
 def test_unpruned_config_decodes_the_trained_model(linked, task):
     recipe, run_recipe = linked
     _, model = DEFAULT_EXP[task]
-    config = f"conf/tuning/train_{task}_wav2vec2_base.yaml"
-    exp = f"exp/{task}_train_{task}_wav2vec2_base"
-    trained(recipe, exp, model, config)
-    result, calls = run_recipe("--stage", "12", f"--{task}_config", config)
+    config = f"conf/train_{task}_wav2vec2.yaml"
+    # asr.sh / slu.sh add the args to the experiment's name, and so does prune_stages.sh.
+    exp = f"{DEFAULT_EXP[task][0]}_frontend_confpruningnull"
+    trained(recipe, exp, model, config, pruning=False)
+    result, calls = run_recipe("--stage", "12", f"--{task}_args", "--frontend_conf pruning=null")
     assert result.returncode == 0, result.stderr
     (decode,) = calls
     assert option(decode, "stage") == "12"
@@ -317,10 +362,32 @@ def test_unpruned_config_decodes_the_trained_model(linked, task):
     assert option(decode, f"inference_{task}_model") == model
 
 
+def test_experiment_directories_are_named_as_asr_sh_names_them(linked, task):
+    """Runs that differ only in --asr_args / --slu_args (or token type, features, language,
+    speed perturbation) get their own directory, named as asr.sh / slu.sh would name it."""
+    _, run_recipe = linked
+    base = DEFAULT_EXP[task][0]
+    cases = [
+        ([], base),
+        ([f"--{task}_args", "--max_epoch 2 --frontend_conf pruning.preset=hj_macs0.5"],
+         f"{base}_max_epoch2_frontend_confpruning.presethj_macs0.5"),
+        (["--lang", "noinfo"], base.replace("_en_", "_")),
+        (["--token_type", "bpe", "--nbpe", "300"], base.rsplit("_", 1)[0] + "_bpe300"),
+        (["--speed_perturb_factors", "0.9 1.0 1.1"], f"{base}_sp"),
+        ([f"--{task}_tag", "mine"], f"exp/{task}_mine"),
+        (["--expdir", "elsewhere"], base.replace("exp/", "elsewhere/", 1)),
+    ]
+    for options, expected in cases:
+        result, calls = run_recipe("--stop_stage", "11", *options)
+        assert result.returncode == 0, result.stderr
+        (train,) = calls
+        assert option(train, f"{task}_exp") == expected, options
+
+
 def test_stage_ranges_and_export_option(linked, task):
     recipe, run_recipe = linked
     exp, model = DEFAULT_EXP[task]
-    trained(recipe, exp, model, f"conf/tuning/train_{task}_wav2vec2_hj_macs0.6.yaml")
+    trained(recipe, exp, model, f"conf/train_{task}_wav2vec2.yaml")
 
     result, calls = run_recipe("--stage", "10", "--stop_stage", "11")
     assert result.returncode == 0, result.stderr
@@ -491,21 +558,49 @@ def test_slurp_data_sh_writes_intent_and_words(tmp_path, fake_espnet):
 
 
 def test_intent_accuracy_from_slu_scoring(tmp_path):
-    """slu.sh stage 13 runs local/score.sh EXP DECODE_SUBDIR...; a missing or empty
-    hypothesis is an error."""
+    """slu.sh stage 13 runs local/score.sh EXP DECODE_SUBDIR... (the reference is
+    dump/raw/<set>/text); a missing hypothesis is an error, a hypothesis of an utterance the
+    reference lacks too."""
     recipe = EGS2 / RECIPES["slu"]
-    decode = tmp_path / "exp" / "inference" / "test"
-    (decode / "score_wer").mkdir(parents=True)
-    (decode / "score_wer" / "ref.trn").write_text(
-        "alarm_set wake me up (a-a)\nplay_music play jazz (b-b)\niot_cleaning start (c-c)\nweather_query hi (d-d)\n")
-    (decode / "score_wer" / "hyp.trn").write_text(
-        "alarm_set wake me up (a-a)\nplay_radio play jazz (b-b)\n(c-c)\n")
-    result = run([recipe / "local" / "score.sh", tmp_path / "exp", "inference/test/"], recipe)
+    decode = tmp_path / "exp" / "decode_slu" / "test"
+    decode.mkdir(parents=True)
+    ref = tmp_path / "dump" / "raw" / "test" / "text"
+    ref.parent.mkdir(parents=True)
+    ref.write_text("a alarm_set wake me up\nb play_music play jazz\nc iot_cleaning start\nd weather_query hi\n")
+    (decode / "text").write_text("a alarm_set wake me up\nb play_radio play jazz\nc\n")
+    result = run([recipe / "local" / "score.sh", "exp", "decode_slu/test/"], tmp_path)
     assert result.returncode == 0, result.stderr
     expected = "intent accuracy: 25.00 % (1 / 4)"
     assert expected in result.stdout
     assert (decode / "score_intent" / "result.txt").read_text() == expected + "\n"
 
-    (decode / "score_wer" / "hyp.trn").write_text("alarm_set wake me up\n")
-    result = run([recipe / "local" / "score.sh", tmp_path / "exp", "inference/test"], recipe)
-    assert result.returncode != 0 and "not a trn line" in result.stderr
+    (decode / "text").write_text("a alarm_set wake me up\nz alarm_set\n")
+    result = run([recipe / "local" / "score.sh", "exp", "decode_slu/test"], tmp_path)
+    assert result.returncode != 0 and "has utterances that" in result.stderr and "['z']" in result.stderr
+    result = run([recipe / "local" / "score.sh", "--data_dir", "nowhere", "exp", "decode_slu/test"], tmp_path)
+    assert result.returncode != 0 and "nowhere/test/text does not exist" in result.stderr
+    # slu.sh also names --valid_set, decoded only when --test_sets has it: skipped, with a message.
+    (decode / "text").write_text("a alarm_set wake me up\n")
+    result = run([recipe / "local" / "score.sh", "exp", "decode_slu/dev/", "decode_slu/test/"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "exp/decode_slu/dev was not decoded (its set is not in --test_sets)" in result.stderr
+    assert "intent accuracy: 25.00 % (1 / 4)" in result.stdout
+
+
+def test_intent_accuracy_is_added_to_results_md(tmp_path):
+    """After slu.sh's stage 13 (RESULTS.md from sclite only), local/results.sh appends the
+    intent table once, however often it runs."""
+    recipe = EGS2 / RECIPES["slu"]
+    exp = tmp_path / "exp"
+    for subset, result in (("devel", "intent accuracy: 50.00 % (3 / 6)"), ("test", "intent accuracy: 100.00 % (6 / 6)")):
+        (exp / "decode_slu" / subset / "score_intent").mkdir(parents=True)
+        (exp / "decode_slu" / subset / "score_intent" / "result.txt").write_text(result + "\n")
+    (exp / "RESULTS.md").write_text("# RESULTS\n## WER\n|dataset|Snt|\n")
+    for _ in range(2):
+        result = run([recipe / "local" / "results.sh", exp], tmp_path)
+        assert result.returncode == 0, result.stderr
+    assert (exp / "RESULTS.md").read_text() == (
+        "# RESULTS\n## WER\n|dataset|Snt|\n\n## Intent accuracy\n\n|dataset|Snt|Correct|Acc (%)|\n|---|---|---|---|\n"
+        "|decode_slu/devel|6|3|50.00|\n|decode_slu/test|6|6|100.00|\n")
+    result = run([recipe / "local" / "results.sh", tmp_path / "empty"], tmp_path)
+    assert result.returncode != 0 and "run stage 13 first" in result.stderr

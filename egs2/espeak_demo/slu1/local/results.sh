@@ -1,0 +1,1 @@
+../../../slurp/slu1/local/results.sh
