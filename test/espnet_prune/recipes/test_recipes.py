@@ -306,10 +306,12 @@ def trained(recipe: Path, exp: str, model: str, config: str, pruning: bool = Tru
         values["frontend_conf"]["pruning"] = None
         (exp_dir / "config.yaml").write_text(yaml.safe_dump(values))
     (exp_dir / model).write_bytes(b"")
-    if exp.startswith("exp/slu"):  # what slu.sh's stage 13 leaves for local/results.sh, where it decodes
-        scores = (recipe / f"{exp}_pruned" if pruning else exp_dir) / "decode_slu" / "test" / "score_intent"
-        scores.mkdir(parents=True)
-        (scores / "result.txt").write_text("intent accuracy: 50.00 % (1 / 2)\n")
+    if exp.startswith("exp/slu"):  # what slu.sh's stage 13 leaves for local/results.sh where it decodes:
+        # the exported EXP_pruned, or EXP itself (unpruned, or --export false)
+        for decoded in (exp_dir, recipe / f"{exp}_pruned") if pruning else (exp_dir,):
+            scores = decoded / "decode_slu" / "test" / "score_intent"
+            scores.mkdir(parents=True)
+            (scores / "result.txt").write_text("intent accuracy: 50.00 % (1 / 2)\n")
     return exp_dir
 
 
