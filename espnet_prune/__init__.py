@@ -5,9 +5,12 @@ to the ``ClassChoices`` registries of ESPnet's tasks, so that YAML configs can n
 them (``frontend: pruned_ssl``, ``model: pruned_espnet``, ``lm: ...``). The launcher
 ``python -m espnet_prune ...`` calls it before running ESPnet's own entry points.
 Besides the registries, ``register()`` wraps ``AbsTask.build_optimizers`` so that a model
-whose frontend prunes gets separate parameter groups for its gates and Lagrange
-multipliers (``reg_lr``) and a step hook that moves the pruning schedule; every other
-model is built as before.
+whose frontend prunes gets a separate parameter group for its gates (``reg_lr``) and a
+step hook that moves the Lagrange multipliers and the pruning schedule; every other model
+is built as before. For a ``pruned_ssl`` encoder with LayerDrop under DDP it also sets
+ESPnet's ``--unused_parameters true`` (see :func:`_ddp_options_for`). It also wraps
+``Trainer.run`` so that, when training ends, a pruning model logs where its budgets ended
+(a WARNING in ``train.log`` for a missed one).
 """
 
 import importlib
@@ -48,7 +51,27 @@ def register() -> Dict[str, List[str]]:
         registry.classes[choice] = cls
         added.setdefault(f"{task_module}.{registry_name}", []).append(choice)
     _wrap_build_optimizers()
+    _wrap_trainer_run()
     return added
+
+
+def _wrap_trainer_run() -> None:
+    from espnet2.train.trainer import Trainer
+
+    original = Trainer.run.__func__
+    if getattr(original, "espnet_prune_wrapper", False):
+        return
+
+    def run(cls, *args, **kwargs):
+        from espnet_prune.pruning.espnet_glue import report_budgets
+
+        result = original(cls, *args, **kwargs)
+        report_budgets(kwargs["model"] if "model" in kwargs else args[0])
+        return result
+
+    run.espnet_prune_wrapper = True
+    run.__doc__ = original.__doc__
+    Trainer.run = classmethod(run)
 
 
 def _wrap_build_optimizers() -> None:
@@ -61,6 +84,7 @@ def _wrap_build_optimizers() -> None:
     def build_optimizers(cls, args, model):
         from espnet_prune.pruning.espnet_glue import PruningLossMixin, build_optimizer, find_controller
 
+        _ddp_options_for(args, model)
         if find_controller(model) is None:
             return original(cls, args, model)
         if not isinstance(model, PruningLossMixin):
@@ -79,3 +103,24 @@ def _wrap_build_optimizers() -> None:
     build_optimizers.espnet_prune_wrapper = True
     build_optimizers.__doc__ = original.__doc__
     AbsTask.build_optimizers = classmethod(build_optimizers)
+
+
+def _ddp_options_for(args, model) -> None:
+    """Set ESPnet's ``--unused_parameters true`` where DDP needs it for our frontend.
+
+    A ``pruned_ssl`` encoder with LayerDrop skips random layers in every training step, and
+    each rank skips different ones; DDP then has to look for parameters without gradients
+    (``find_unused_parameters``), or ranks wait for gradients that never come (gloo:
+    "collective mismatch"; NCCL: a hang). ESPnet's ``build_optimizers`` runs after the model
+    is built and before ``config.yaml`` is written and the trainer reads its options, so the
+    option set here is the one ESPnet's trainer uses and the one ``config.yaml`` records.
+    """
+    import logging
+
+    frontend = getattr(model, "frontend", None)
+    if not getattr(frontend, "skips_layers_in_training", False):
+        return
+    if getattr(args, "distributed", False) and not getattr(args, "unused_parameters", True):
+        logging.warning("pruned_ssl: the encoder uses LayerDrop (layer_drop=%s), so different ranks skip different "
+                        "layers; setting --unused_parameters true for DDP", frontend.encoder.config.layer_drop)
+        args.unused_parameters = True

@@ -14,8 +14,6 @@ script prints the ratios and, with ``--json``, writes them to a file.
 
 import argparse
 import json
-import statistics
-import time
 from typing import Callable, Dict, List, Optional
 
 import torch
@@ -24,21 +22,13 @@ from espnet_prune.ssl import cost
 from espnet_prune.ssl.config import get_config
 from espnet_prune.ssl.model import SSLEncoder
 from espnet_prune.ssl.prune import prune_encoder
+from espnet_prune.utils.timing import time_interleaved
 
 
 def time_pair(first: Callable[[], object], second: Callable[[], object], rounds: int,
               warmup: int = 2) -> Dict[str, float]:
     """Median seconds of ``first`` and ``second`` over interleaved rounds."""
-    for _ in range(warmup):
-        first()
-        second()
-    times: Dict[str, List[float]] = {"first": [], "second": []}
-    for _ in range(rounds):
-        for name, call in (("first", first), ("second", second)):
-            start = time.perf_counter()
-            call()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(values) for name, values in times.items()}
+    return time_interleaved({"first": first, "second": second}, rounds, warmup)
 
 
 def torchaudio_twin(encoder: SSLEncoder) -> torch.nn.Module:

@@ -1,20 +1,43 @@
 """Turn a model trained with a pruning ``pruned_ssl`` frontend into its compact form.
 
+As a standalone ESPnet experiment directory (what to ship and decode)::
+
+    python -m espnet_prune.bin.export --train_config exp/X/config.yaml \\
+        --model_file exp/X/valid.acc.ave.pth --output_dir exp/X_pruned
+
+writes ``exp/X_pruned/config.yaml``, which describes the compact encoder itself
+(``frontend_conf: {checkpoint: null, arch: <compact structure>}``, no ``pruning``) and so
+names no pretrained weights, the compact model under the model file's name
+(``exp/X_pruned/valid.acc.ave.pth``), the report beside it (``valid.acc.ave.json``) and a
+copy of the training curves (``images/``, which asr.sh's packing stage includes).
+``asr_inference`` / ``slu_inference`` (through ``python -m espnet_prune``), ``Speech2Text``
+and ``espnet2.bin.pack asr`` take that directory as they take any ESPnet experiment; the
+original SSL checkpoint is no longer needed. The other files decoding reads (BPE model,
+normalisation statistics, non-linguistic symbols) keep the paths the training config gives
+them, as in every ESPnet experiment, so that asr.sh's packing stage (``--option`` with those
+same paths) bundles them and unpacking rewrites them; the report lists them (``files``).
+
+As a single model file beside the gated one::
+
     python -m espnet_prune.bin.export --train_config exp/X/config.yaml \\
         --model_file exp/X/valid.acc.ave.pth --output exp/X/valid.acc.ave.pruned.pth
 
-writes the compact checkpoint and, beside it (``.json``), a report of parameters and
-MACs per component before and after. ``espnet2.bin.asr_inference`` / ``slu_inference``
-load the compact checkpoint with the unchanged ``config.yaml`` (through
-``python -m espnet_prune``).
+writes the compact checkpoint and its ``.json`` report; it loads with the unchanged training
+``config.yaml`` (which still needs the original SSL checkpoint to build the model).
+
+The report gives parameters and MACs per component before and after, their ratios, the
+compact structure, and the largest difference between the gated and the compact frontend's
+features on a probe input (and, for ``--output_dir``, of the model rebuilt from the written
+directory alone).
 """
 
 import argparse
 import json
 import logging
+import shutil
 import sys
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 import yaml
@@ -23,15 +46,39 @@ from espnet_prune import register
 from espnet_prune.ssl import cost
 
 TASKS = ("asr", "slu")
+#: Largest allowed difference between the gated and the compact frontend's features.
+TOLERANCE = 1e-3
+#: Config keys (``a.b`` for nested ones) whose value is a file that decoding reads.
+DECODING_FILES = ("token_list", "transcript_token_list", "bpemodel", "non_linguistic_symbols",
+                  "normalize_conf.stats_file")
+#: ``frontend_conf`` keys the standalone config drops: the pretrained weights and the pruning.
+_TRAINING_ONLY_FRONTEND_KEYS = ("checkpoint", "pruning")
 
 
 def detect_task(train_config: Path) -> str:
     """``slu`` for configs written by slu_train (they have SLU-only keys), else ``asr``."""
+    config = read_config(train_config)
+    return "slu" if "deliberationencoder" in config or "postdecoder" in config else "asr"
+
+
+def read_config(train_config: Path) -> Dict[str, Any]:
     with open(train_config, encoding="utf-8") as f:
         config = yaml.safe_load(f)
     if not isinstance(config, dict):
         raise ValueError(f"{train_config} is not an ESPnet training config (not a YAML mapping)")
-    return "slu" if "deliberationencoder" in config or "postdecoder" in config else "asr"
+    return config
+
+
+def task_class(task: str):
+    if task == "asr":
+        from espnet2.tasks.asr import ASRTask
+
+        return ASRTask
+    if task == "slu":
+        from espnet2.tasks.slu import SLUTask
+
+        return SLUTask
+    raise ValueError(f"task must be one of {TASKS}, got {task!r}")
 
 
 def encoder_cost(config, seconds: float) -> Dict[str, Dict[str, float]]:
@@ -39,18 +86,63 @@ def encoder_cost(config, seconds: float) -> Dict[str, Dict[str, float]]:
             "macs": {k: float(v) for k, v in cost.count_macs(config, seconds).items()}}
 
 
-def export(train_config: Path, model_file: Path, output: Path, task: Optional[str] = None,
-           check_seconds: float = 1.0) -> Dict[str, Any]:
-    """Export the compact model; returns the report that is also written beside ``output``."""
+def budget_summary(controller, compact_config) -> Dict[str, Any]:
+    """Where the controller's budgets stand for the model being exported.
+
+    ``budgets[name]`` holds the final ``target``, the ``expected`` ratio under the gates, the
+    ratio of the ``exported`` structure, ``reached`` (exported within
+    ``BUDGET_TOLERANCE`` of the target) and ``advice``; ``explanation`` says why exported and
+    expected ratios differ by more than 0.01 (``None`` otherwise); ``warnings`` repeats the
+    end-of-training warning of each missed budget.
+    """
+    from espnet_prune.pruning.controller import UNDECIDED
+
+    report = controller.budget_report()
+    if controller.metric == "macs":
+        compact = cost.count_macs(compact_config, controller.reference_seconds)
+    else:
+        compact = cost.count_params(compact_config)
+    exported = controller.budget_ratios({k: float(v) for k, v in compact.items()})
+    budgets, differ = {}, []
+    for name, entry in report.items():
+        budgets[name] = {"target": entry["target"], "expected": entry["expected"], "exported": exported[name],
+                         "reached": entry["reached"], "advice": entry["advice"]}
+        if abs(exported[name] - entry["expected"]) > 0.01:
+            differ.append(f"{name}: exported {exported[name]:.3f}, expected {entry['expected']:.3f}")
+    undecided = controller.undecided_units()
+    explanation = None
+    if differ:
+        where = ", ".join(f"{gate} {count}" for gate, count in undecided.items()) or "none"
+        explanation = (f"exported and expected {controller.metric} ratios differ ({'; '.join(differ)}): the "
+                       "deterministic mask keeps, per gate, the rounded expected number of units, and units with "
+                       f"keep probabilities between {UNDECIDED[0]} and {UNDECIDED[1]} (undecided: {where}) count "
+                       "fractionally in the expectation but wholly or not at all in the structure; the training "
+                       "steers the exported structure, not the expectation, to the target")
+    return {"metric": controller.metric, "steps": int(controller.step), "warmup_steps": controller.warmup_steps,
+            "budgets": budgets, "undecided_units": undecided, "explanation": explanation,
+            "warnings": controller.budget_warnings()}
+
+
+def _probe(frontend, check_seconds: float) -> Tuple[torch.Tensor, torch.Tensor]:
+    """A fixed random waveform ``(1, S)`` and its length ``(1,)``, at least one CNN frame long."""
+    generator = torch.Generator().manual_seed(0)
+    samples = max(int(check_seconds * frontend.encoder.config.sample_rate), frontend.encoder.receptive_field)
+    return torch.randn(1, samples, generator=generator), torch.tensor([samples])
+
+
+def compact_model(train_config: Path, model_file: Path, task: Optional[str] = None,
+                  check_seconds: float = 1.0) -> Tuple[torch.nn.Module, Dict[str, Any], torch.Tensor]:
+    """Load the gated model, prune its frontend physically and check it against the gated one.
+
+    Returns:
+        the compact model (eval mode), the report (without output paths) and the gated
+        frontend's features ``(1, T, D)`` on the probe input.
+    """
     register()
     task = task or detect_task(train_config)
-    if task == "asr":
-        from espnet2.tasks.asr import ASRTask as Task
-    else:
-        from espnet2.tasks.slu import SLUTask as Task
     from espnet_prune.asr.frontend.pruned_ssl import PrunedSSLFrontend
 
-    model, args = Task.build_model_from_file(str(train_config), str(model_file), "cpu")
+    model, _ = task_class(task).build_model_from_file(str(train_config), str(model_file), "cpu")
     model.eval()
     frontend = model.frontend
     if not isinstance(frontend, PrunedSSLFrontend) or frontend.controller is None:
@@ -60,23 +152,20 @@ def export(train_config: Path, model_file: Path, output: Path, task: Optional[st
     model_params_before = sum(p.numel() for p in model.parameters())
     dense = encoder_cost(frontend.encoder.config, seconds)
 
-    generator = torch.Generator().manual_seed(0)
-    samples = max(int(check_seconds * frontend.encoder.config.sample_rate), frontend.encoder.receptive_field)
-    probe = torch.randn(1, samples, generator=generator)
-    probe_lengths = torch.tensor([samples])
+    probe, probe_lengths = _probe(frontend, check_seconds)
+    controller = frontend.controller
     with torch.no_grad():
         gated_features, _ = frontend(probe, probe_lengths)
         structures = frontend.make_compact()
         compact_features, _ = frontend(probe, probe_lengths)
     max_diff = float((gated_features - compact_features).abs().max())
-    if max_diff > 1e-3:
-        raise RuntimeError(f"compact frontend differs from the gated one by {max_diff:.3g}; not writing {output}")
+    if max_diff > TOLERANCE:
+        raise RuntimeError(f"compact frontend differs from the gated one by {max_diff:.3g}; nothing written")
 
     compact = encoder_cost(frontend.encoder.config, seconds)
     report = {
         "train_config": str(train_config),
         "model_file": str(model_file),
-        "output": str(output),
         "task": task,
         "reference_seconds": seconds,
         "encoder": {"before": dense, "after": compact,
@@ -86,20 +175,165 @@ def export(train_config: Path, model_file: Path, output: Path, task: Optional[st
         "model_params": {"before": model_params_before, "after": sum(p.numel() for p in model.parameters())},
         "structure": structures,
         "max_abs_diff_gated_vs_compact": max_diff,
+        "pruning": budget_summary(controller, frontend.encoder.config),
     }
+    return model, report, gated_features
+
+
+def _write_report(report: Dict[str, Any], path: Path) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(report, f, indent=2)
+
+
+def _write_onnx(frontend, onnx: Path, check_seconds: float) -> Dict[str, Any]:
+    """Write ``frontend`` (compact) to the ONNX file ``onnx``; its entry of the report."""
+    from espnet_prune.ssl.onnx_export import export_onnx, max_feature_diff
+
+    export_onnx(frontend, onnx)
+    probe = _probe(frontend, check_seconds)
+    return {"path": str(onnx), "max_abs_diff_torch_vs_onnxruntime": max_feature_diff(frontend, onnx, [probe])}
+
+
+def export(train_config: Path, model_file: Path, output: Path, task: Optional[str] = None,
+           check_seconds: float = 1.0, onnx: Optional[Path] = None) -> Dict[str, Any]:
+    """Write the compact model file ``output`` and its report ``output.with_suffix(".json")``
+    (and the compact frontend to the ONNX file ``onnx`` if given).
+
+    The model file loads with the unchanged ``train_config``. Returns the report.
+    """
+    model, report, _ = compact_model(train_config, model_file, task, check_seconds)
+    report["output"] = str(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     torch.save(model.state_dict(), output)
-    with open(output.with_suffix(".json"), "w", encoding="utf-8") as f:
-        json.dump(report, f, indent=2)
+    if onnx is not None:
+        report["onnx"] = _write_onnx(model.frontend, onnx, check_seconds)
+    _write_report(report, output.with_suffix(".json"))
     return report
+
+
+def _get(config: Dict[str, Any], dotted: str) -> Any:
+    value: Any = config
+    for part in dotted.split("."):
+        if not isinstance(value, dict):
+            return None
+        value = value.get(part)
+    return value
+
+
+def decoding_files(config: Dict[str, Any]) -> Dict[str, str]:
+    """The files among :data:`DECODING_FILES` that ``config`` names (``none`` and inline token
+    lists are no files), as ``{"normalize_conf.stats_file": "exp/asr_stats/train/feats_stats.npz"}``."""
+    files = {}
+    for key in DECODING_FILES:
+        value = _get(config, key)
+        if isinstance(value, str) and value.lower() not in ("none", "null", ""):
+            files[key] = value
+    return files
+
+
+def standalone_config(config: Dict[str, Any], structure: Dict[str, Any], output_dir: Path) -> Dict[str, Any]:
+    """The training ``config`` (a dict as read from config.yaml) for the compact model.
+
+    ``frontend_conf`` loses ``checkpoint`` (set to ``null``) and ``pruning``, and gets the
+    compact ``structure`` (an ``EncoderConfig`` dict) as ``arch``; ``init_param`` (weights
+    for the start of training, of the dense shapes) is emptied and ``output_dir`` points at
+    the new directory. Everything else is kept as trained.
+    """
+    if config.get("frontend") != "pruned_ssl":
+        raise ValueError(f"frontend is {config.get('frontend')!r}, not pruned_ssl; nothing to export")
+    new = dict(config)
+    frontend_conf = {k: v for k, v in (config.get("frontend_conf") or {}).items()
+                     if k not in _TRAINING_ONLY_FRONTEND_KEYS}
+    frontend_conf["checkpoint"] = None
+    frontend_conf["arch"] = structure
+    new["frontend_conf"] = frontend_conf
+    new["init_param"] = []
+    new["output_dir"] = str(output_dir)
+    return new
+
+
+def export_experiment(train_config: Path, model_file: Path, output_dir: Path, task: Optional[str] = None,
+                      check_seconds: float = 1.0, onnx: Optional[Path] = None) -> Dict[str, Any]:
+    """Write the standalone experiment directory ``output_dir`` (see the module docstring),
+    and the compact frontend to the ONNX file ``onnx`` if given.
+
+    The directory is rebuilt from its own files (with ESPnet's ``build_model_from_file``)
+    and checked against the gated model before this returns. Returns the report.
+    """
+    model_name = model_file.name
+    targets = {output_dir / "config.yaml": train_config, output_dir / model_name: model_file}
+    for target, source in targets.items():
+        if target.resolve() == source.resolve():
+            raise ValueError(f"--output_dir {output_dir} would overwrite {source}; choose another directory")
+    config = read_config(train_config)
+    model, report, gated_features = compact_model(train_config, model_file, task, check_seconds)
+    new_config = standalone_config(config, report["structure"]["after"], output_dir)
+
+    from espnet2.utils.yaml_no_alias_safe_dump import yaml_no_alias_safe_dump
+
+    output_dir.mkdir(parents=True, exist_ok=True)
+    with open(output_dir / "config.yaml", "w", encoding="utf-8") as f:
+        yaml_no_alias_safe_dump(new_config, f, indent=4, sort_keys=False)
+    torch.save(model.state_dict(), output_dir / model_name)
+    images = train_config.parent / "images"
+    if images.is_dir() and images.resolve() != (output_dir / "images").resolve():
+        shutil.copytree(images, output_dir / "images", dirs_exist_ok=True)
+
+    rebuilt, _ = task_class(report["task"]).build_model_from_file(
+        str(output_dir / "config.yaml"), str(output_dir / model_name), "cpu")
+    rebuilt.eval()
+    probe, probe_lengths = _probe(rebuilt.frontend, check_seconds)
+    with torch.no_grad():
+        rebuilt_features, _ = rebuilt.frontend(probe, probe_lengths)
+    max_diff = float((gated_features - rebuilt_features).abs().max())
+    if max_diff > TOLERANCE:
+        raise RuntimeError(f"the model rebuilt from {output_dir} differs from the gated one by {max_diff:.3g}")
+
+    files = decoding_files(new_config)
+    for key, path in files.items():
+        if not Path(path).exists():
+            logging.warning("%s names %s = %s, which does not exist here; decoding needs it", train_config,
+                            key, path)
+    report.update(output_dir=str(output_dir), config=str(output_dir / "config.yaml"),
+                  output=str(output_dir / model_name), files=files, max_abs_diff_gated_vs_exported=max_diff)
+    if onnx is not None:
+        report["onnx"] = _write_onnx(model.frontend, onnx, check_seconds)
+    _write_report(report, (output_dir / model_name).with_suffix(".json"))
+    return report
+
+
+def pack_command(report: Dict[str, Any]) -> List[str]:
+    """``python -m espnet2.bin.pack asr ...``: the command that bundles an exported directory
+    (its report from :func:`export_experiment`) with the files it names, as asr.sh's packing
+    stage would; paths as the report gives them, so run it from the same directory as export."""
+    output_dir, model = Path(report["output_dir"]), Path(report["output"])
+    command = ["python", "-m", "espnet2.bin.pack", "asr",
+               "--asr_train_config", report["config"], "--asr_model_file", report["output"]]
+    for path in report["files"].values():
+        if Path(path).is_file():
+            command += ["--option", path]
+    for extra in ("RESULTS.md", "images"):  # as asr.sh's packing stage adds them, once they exist
+        if (output_dir / extra).exists():
+            command += ["--option", str(output_dir / extra)]
+    # asr.sh's name for the archive: EXP/EXPNAME_MODELSTEM.zip
+    return command + ["--outpath", str(output_dir / f"{output_dir.name}_{model.stem}.zip")]
 
 
 def get_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--train_config", type=Path, required=True, help="config.yaml of the training run")
     parser.add_argument("--model_file", type=Path, required=True, help="trained (gated) model file")
-    parser.add_argument("--output", type=Path, required=True, help="where to write the compact model file")
     parser.add_argument("--task", choices=TASKS, default=None, help="default: detected from the config")
+    output = parser.add_argument_group("output (exactly one)")
+    targets = output.add_mutually_exclusive_group(required=True)
+    targets.add_argument("--output_dir", type=Path, default=None,
+                         help="write a standalone experiment directory: config.yaml without the pretrained "
+                              "weights, the compact model under the model file's name, the .json report")
+    targets.add_argument("--output", type=Path, default=None,
+                         help="write only the compact model file (and its .json report beside it); it "
+                              "loads with the unchanged training config")
+    parser.add_argument("--onnx", type=Path, default=None,
+                        help="also write the compact frontend to this ONNX file (see espnet_prune.ssl.onnx_export)")
     return parser
 
 
@@ -109,14 +343,32 @@ def main(cmd: Optional[List[str]] = None) -> None:
     for path in (args.train_config, args.model_file):
         if not path.is_file():
             sys.exit(f"export: {path} does not exist")
-    report = export(args.train_config, args.model_file, args.output, args.task)
+    if args.output_dir is not None:
+        report = export_experiment(args.train_config, args.model_file, args.output_dir, args.task,
+                                   onnx=args.onnx)
+    else:
+        report = export(args.train_config, args.model_file, args.output, args.task, onnx=args.onnx)
     enc = report["encoder"]
     logging.info("encoder params %s -> %s (%.1f%%), MACs for %.0f s %s -> %s (%.1f%%)",
                  cost_str(enc["before"]["params"]["total"]), cost_str(enc["after"]["params"]["total"]),
                  100 * enc["ratio"]["params"]["total"], report["reference_seconds"],
                  cost_str(enc["before"]["macs"]["total"]), cost_str(enc["after"]["macs"]["total"]),
                  100 * enc["ratio"]["macs"]["total"])
-    logging.info("wrote %s and %s", args.output, args.output.with_suffix(".json"))
+    pruning = report["pruning"]
+    for name, budget in pruning["budgets"].items():
+        logging.info("pruning budget '%s' (%s): target %.3f, exported %.3f, expected under the gates %.3f",
+                     name, pruning["metric"], budget["target"], budget["exported"], budget["expected"])
+    if pruning["explanation"]:
+        logging.info(pruning["explanation"])
+    for warning in pruning["warnings"]:
+        logging.warning(warning)
+    written = Path(report["output"])
+    if args.output_dir is not None:
+        logging.info("wrote %s, %s and %s", report["config"], written, written.with_suffix(".json"))
+        if report["task"] == "asr":
+            logging.info("pack it with: %s", " ".join(pack_command(report)))
+    else:
+        logging.info("wrote %s and %s", written, written.with_suffix(".json"))
 
 
 def cost_str(value: float) -> str:

@@ -37,7 +37,7 @@ import torch
 
 from espnet_prune import register
 from espnet_prune.lm.criteria import CRITERIA
-from espnet_prune.lm.data import check_text_file, text_batches
+from espnet_prune.lm.data import UNK_CHECK_SENTENCES, check_text_file, text_batches, unknown_token_rate
 from espnet_prune.lm.experiment import load_lm_experiment, read_lm_config, save_lm_experiment
 from espnet_prune.lm.finetune import EspnetFinetuner
 from espnet_prune.lm.latency import time_lms
@@ -91,6 +91,13 @@ def positive_float(value: str) -> float:
     return number
 
 
+def ratio(value: str) -> float:
+    number = float(value)
+    if not 0.0 <= number <= 1.0:
+        raise argparse.ArgumentTypeError(f"{value} is not in [0, 1]")
+    return number
+
+
 def get_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="Prune an ESPnet Transformer LM (criterion x method x scheduler).",
@@ -122,6 +129,12 @@ def get_parser() -> argparse.ArgumentParser:
         help="training-text batches for data-driven statistics (from the start of the file)",
     )
     group.add_argument("--stat_batch_size", type=positive_int, default=32)
+    group.add_argument(
+        "--max_unk_rate", type=ratio, default=0.05,
+        help="refuse text of which a larger share of tokens is <unk> under the LM's token list "
+             f"(checked on the first {UNK_CHECK_SENTENCES} sentences of --train_text and --valid_text; "
+             "1 disables the check)",
+    )
 
     group = parser.add_argument_group("fine-tuning (ESPnet's LM trainer, after every step)")
     group.add_argument(
@@ -177,6 +190,28 @@ def load_dense_lm(args: argparse.Namespace):
             f"{minimum / dense_params:.3f} of the {dense_params} parameters"
         )
     return dense, train_args, config
+
+
+def check_unknown_tokens(args: argparse.Namespace, train_args) -> Dict[str, float]:
+    """Log each text's ``<unk>`` rate under the LM's tokenisation; raise ``ValueError`` above
+    ``--max_unk_rate``.
+
+    Returns:
+        ``{"train_text": rate, "valid_text": rate}``.
+    """
+    rates = {}
+    for option in ("train_text", "valid_text"):
+        path = getattr(args, option)
+        unknown, total = unknown_token_rate(train_args, path)
+        rate = unknown / total if total else 0.0
+        rates[option] = rate
+        logging.info(f"{option}: {unknown} of {total} tokens ({100 * rate:.2f} %) are <unk> for the LM's token list")
+        if rate > args.max_unk_rate:
+            raise ValueError(
+                f"{option}: {100 * rate:.1f} % of the tokens of {path} ({unknown} of {total}, first "
+                f"{UNK_CHECK_SENTENCES} sentences) are not in the LM's token list and become <unk>, above "
+                f"--max_unk_rate {args.max_unk_rate}; is it the text (and token type) the LM was trained on?")
+    return rates
 
 
 def prune_lm(args: argparse.Namespace, dense, train_args, config) -> Dict:
@@ -254,7 +289,7 @@ def prune_lm(args: argparse.Namespace, dense, train_args, config) -> Dict:
         for key in (
             "lm_train_config", "lm_file", "train_text", "valid_text", "criterion", "method",
             "scheduler", "targets", "num_increments", "stat_batches", "stat_batch_size",
-            "finetune_steps", "finetune_lr", "finetune_batch_size", "seed",
+            "finetune_steps", "finetune_lr", "finetune_batch_size", "seed", "max_unk_rate",
         )
     }
     report = dict(
@@ -269,6 +304,8 @@ def prune_lm(args: argparse.Namespace, dense, train_args, config) -> Dict:
         ),
         systems=rows,
     )
+    if getattr(args, "unknown_token_rates", None) is not None:
+        report["unknown_token_rate"] = args.unknown_token_rates
     json_path, md_path = write_report(output_dir, report)
     logging.info(f"report: {json_path}, {md_path}\n{md_path.read_text(encoding='utf-8')}")
     return report
@@ -284,6 +321,7 @@ def main(cmd: Optional[Sequence[str]] = None) -> None:
     try:
         check_inputs(args)
         dense, train_args, config = load_dense_lm(args)
+        args.unknown_token_rates = check_unknown_tokens(args, train_args)
     except ValueError as e:
         parser.error(str(e))
     prune_lm(args, dense, train_args, config)

@@ -55,6 +55,9 @@ METHODS = ("dense", "hj_macs", "hj_params", "separate")
 SSL_STANDIN = "ssl_standin"  # tag of the stand-in's experiment: exp/asr_ssl_standin
 LM_TAG = "train_lm_char"  # asr.sh's lm_tag for conf/train_lm.yaml and char tokens
 INFERENCE_TAG = "decode"  # decodings without LM: exp/<task>_<system>/decode/test
+DENSE = "dense"  # name of the unpruned system
+#: A pruned system's compact model is exported (as prune_stages.sh does) to exp/<task>_<system>_pruned
+PRUNED_SUFFIX = "_pruned"
 MIN_WAV_SECONDS, MAX_WAV_SECONDS = 0.1, 20.0  # asr.sh's min_wav_duration / max_wav_duration
 #: Choices of ``espnet_prune.bin.lm_prune`` (its --criterion, --method, --scheduler), repeated
 #: here so that the demo's own process checks its options without importing ESPnet.
@@ -300,8 +303,14 @@ class DemoPaths:
         """The stand-in's encoder: a state dict with torchaudio's names (``arch`` in the config)."""
         return self.exp(SSL_STANDIN) / "ssl_encoder.pth"
 
+    def decode_exp(self, system: str) -> Path:
+        """The experiment that stage 12 decodes for ``system`` (a :attr:`System.name`): the
+        trained one for ``dense``, else the compact model's standalone directory that
+        ``espnet_prune.bin.export --output_dir`` writes (as ``prune_stages.sh`` does)."""
+        return self.exp(system) if system == DENSE else self.exp(f"{system}{PRUNED_SUFFIX}")
+
     def decode_dir(self, system: str, inference_tag: str = INFERENCE_TAG) -> Path:
-        return self.exp(system) / inference_tag / "test"
+        return self.decode_exp(system) / inference_tag / "test"
 
     @property
     def results(self) -> Path:
@@ -345,9 +354,11 @@ def final_model_file(experiment: Path) -> Path:
     return latest
 
 
-def compact_model_file(model_file: Path) -> Path:
-    """Where ``espnet_prune.bin.export`` puts the compact form of ``model_file``."""
-    return model_file.with_name(model_file.stem + ".pruned.pth")
+def decode_files(paths: DemoPaths, system: System) -> Tuple[Path, Path]:
+    """What stage 12 decodes for ``system``: ``(config.yaml, model file)`` of
+    :meth:`DemoPaths.decode_exp`, the final model (the compact one for a pruned system)."""
+    experiment = paths.decode_exp(system.name)
+    return experiment / "config.yaml", experiment / final_model_file(paths.exp(system.name)).name
 
 
 # ---------------------------------------------------------------------------------------------
@@ -875,11 +886,12 @@ def asr_steps(recipe: DemoRecipe, text_files: Sequence[str]) -> List[Step]:
                           marker=recipe.marker(experiment, "train")))
         previous = f"train_{system.name}"
         if system.method != "dense":
-            def export(experiment: Path = experiment) -> str:
+            def export(experiment: Path = experiment, system: System = system) -> str:
                 model_file = final_model_file(experiment)
                 recipe.ours("bin.export", ["--train_config", experiment / "config.yaml", "--model_file", model_file,
-                                           "--output", compact_model_file(model_file)], experiment / "export.log")
-                report = json.loads(compact_model_file(model_file).with_suffix(".json").read_text(encoding="utf-8"))
+                                           "--output_dir", paths.decode_exp(system.name)], experiment / "export.log")
+                _, compact = decode_files(paths, system)
+                report = json.loads(compact.with_suffix(".json").read_text(encoding="utf-8"))
                 ratio = report["encoder"]["ratio"]
                 return f"compact encoder: params x{ratio['params']['total']:.3f}, MACs x{ratio['macs']['total']:.3f}"
 
@@ -902,25 +914,19 @@ def asr_steps(recipe: DemoRecipe, text_files: Sequence[str]) -> List[Step]:
     return steps
 
 
-def decode_model_file(system: System, experiment: Path) -> Path:
-    """What stage 12 decodes: the compact model of a pruned system, the final model of ``dense``."""
-    model_file = final_model_file(experiment)
-    return model_file if system.method == "dense" else compact_model_file(model_file)
-
-
 def decode_step(recipe: DemoRecipe, system: System, inference_tag: str, lm: Optional[Dict],
                 after: Tuple[str, ...]) -> Step:
     """Stage 12 (one job, batch 1) for ``system``, optionally with shallow fusion of ``lm``."""
     paths, task = recipe.paths, recipe.task
-    experiment = paths.exp(system.name)
     decode_dir = paths.decode_dir(system.name, inference_tag)
 
     def decode() -> str:
         output = decode_dir / "logdir" / "output.1"
         test = paths.dump("test")
+        train_config, model_file = decode_files(paths, system)
         args = ["--batch_size", 1, "--ngpu", 0, "--data_path_and_name_and_type", f"{test}/wav.scp,speech,sound",
-                "--key_file", test / "wav.scp", f"--{task}_train_config", experiment / "config.yaml",
-                f"--{task}_model_file", decode_model_file(system, experiment), "--output_dir", output,
+                "--key_file", test / "wav.scp", f"--{task}_train_config", train_config,
+                f"--{task}_model_file", model_file, "--output_dir", output,
                 "--config", paths.conf(f"decode_{task}.yaml"), "--beam_size", recipe.settings.beam_size]
         if lm is not None:
             args += ["--lm_train_config", lm["config"], "--lm_file", lm["model_file"],

@@ -142,11 +142,10 @@ def recipe_steps(recipe: "DemoRecipe") -> List[Step]:
 
     if settings.uses_lm:
         fusion = next(system for system in settings.systems if system.name == settings.fusion_system)
-        model = "latest.pth" if fusion.method == "dense" else "latest.pruned.pth"
         for lm in fusion_lms(settings, paths):
             def fusion_decode(lm: Dict = lm) -> str:
-                options = [f"--{task}_exp", paths.exp(fusion.name).relative_to(paths.root), "--export", "false",
-                           f"--inference_{task}_model", model, "--use_lm", "true",
+                options = [f"--{task}_exp", paths.decode_exp(fusion.name).relative_to(paths.root), "--export", "false",
+                           f"--inference_{task}_model", "latest.pth", "--use_lm", "true",
                            "--lm_exp", lm["config"].parent.relative_to(paths.root),
                            "--inference_lm", lm["model_file"].name, "--inference_tag", lm["inference_tag"],
                            "--inference_args", f"--lm_weight {settings.lm_weight}"]

@@ -26,7 +26,7 @@ import soundfile
 import torch
 
 from espnet_prune.demo.pipeline import (INFERENCE_TAG, SSL_STANDIN, DemoPaths, DemoSettings, Progress,
-                                        decode_model_file, final_model_file, fusion_lms, lm_target_name)
+                                        decode_files, final_model_file, fusion_lms, lm_target_name)
 from espnet_prune.ssl import cost
 from espnet_prune.ssl.config import get_config
 
@@ -125,15 +125,14 @@ def collect_systems(settings: DemoSettings, paths: DemoPaths, threads: int) -> L
     entries, models = [], {}
     for system in settings.systems:
         experiment = paths.exp(system.name)
-        train_config = experiment / "config.yaml"
-        model_file = decode_model_file(system, experiment)
+        train_config, model_file = decode_files(paths, system)
         model = load_model(settings.task, train_config, model_file)
         encoder_config = model.frontend.encoder.config
         params = cost.count_params(encoder_config)["total"]
         macs = cost.count_macs(encoder_config, seconds)["total"]
         expected = None
         if system.method != "dense":
-            gated = load_model(settings.task, train_config, final_model_file(experiment))
+            gated = load_model(settings.task, experiment / "config.yaml", final_model_file(experiment))
             with torch.no_grad():
                 ratios = gated.frontend.controller.expected_ratios()
             expected = {name: round(float(ratio), 4) for name, ratio in ratios.items()}

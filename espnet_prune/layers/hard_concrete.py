@@ -93,18 +93,23 @@ class HardConcreteGate(nn.Module):
         z = torch.sigmoid((_logit(u) + self.log_alpha[:, None]) / self.temperature) * span + self.stretch_low
         return (1.0 - u1) + (u1 - u0) * z.clamp(0.0, 1.0).mean(1)
 
+    def kept(self) -> Tensor:
+        """Which units the deterministic mask keeps, a bool tensor of shape ``(n,)``: the
+        ``num_kept()`` units with the largest ``log_alpha``."""
+        with torch.no_grad():
+            kept = torch.zeros(self.num_units, dtype=torch.bool, device=self.log_alpha.device)
+            kept[torch.topk(self.log_alpha, self.num_kept()).indices] = True
+            return kept
+
     def deterministic(self) -> Tensor:
         """Eval mask, shape ``(n,)``.
 
-        The ``num_kept()`` units with the largest ``log_alpha`` keep their expected value
-        E[z] (so the next layer sees, on average, what it saw in training); all others are
-        exactly zero. Physical pruning removes the zero units and folds the rest into weights.
+        The units of ``kept()`` keep their expected value E[z] (so the next layer sees, on
+        average, what it saw in training); all others are exactly zero. Physical pruning
+        removes the zero units and folds the rest into weights.
         """
         with torch.no_grad():
-            mask = torch.zeros_like(self.log_alpha)
-            kept = torch.topk(self.log_alpha, self.num_kept()).indices
-            mask[kept] = self.expected_value()[kept]
-            return mask
+            return torch.where(self.kept(), self.expected_value(), torch.zeros_like(self.log_alpha))
 
     def forward(self) -> Tensor:
         """``sample()`` in training mode, ``deterministic()`` in eval mode; shape ``(n,)``."""

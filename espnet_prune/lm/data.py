@@ -57,3 +57,37 @@ def text_batches(
     )
     for _, batch in itertools.islice(loader, max_batches):
         yield batch["text"], batch["text_lengths"]
+
+
+#: Sentences of each text file that :func:`unknown_token_rate` reads (from the start).
+UNK_CHECK_SENTENCES = 10000
+
+
+def unknown_token_rate(train_args: argparse.Namespace, path: str,
+                       max_sentences: int = UNK_CHECK_SENTENCES) -> Tuple[int, int]:
+    """How many tokens of ``path`` the LM's tokenisation maps to ``<unk>``.
+
+    Text whose characters (or words, or pieces) are missing from the LM's token list is
+    silently turned into ``<unk>`` by ESPnet's preprocessor; statistics and fine-tuning on
+    it would learn ``<unk>``.
+
+    Args:
+        train_args: the LM experiment's config.
+        path: ESPnet text file.
+        max_sentences: read at most this many sentences from the start of the file.
+    Returns:
+        ``(unknown, total)`` token counts over the sentences read (``<sos/eos>`` excluded).
+    """
+    token_list = train_args.token_list
+    if isinstance(token_list, (str, Path)):
+        token_list = [line.rstrip("\n").split(" ")[0] for line in open(token_list, encoding="utf-8")]
+    if "<unk>" not in token_list:
+        return 0, 0
+    unk = token_list.index("<unk>")
+    batch_size = 64
+    unknown = total = 0
+    for text, lengths in text_batches(train_args, path, batch_size, -(-max_sentences // batch_size)):
+        valid = torch.arange(text.shape[1])[None, :] < lengths[:, None]
+        unknown += int(((text == unk) & valid).sum())
+        total += int(lengths.sum())
+    return unknown, total

@@ -5,36 +5,48 @@ module owns everything else of HJ-Pruning: one hard-concrete gate per pruning un
 the differentiable expected cost (parameters or MACs, via :mod:`espnet_prune.ssl.cost`),
 the budget(s) whose target ramps from 1.0 down during warm-up, and the Lagrange
 multipliers that are maximised while everything else is minimised.
+
+Why the multipliers are not trained by the YAML's optimizer: Adam (and every optimizer
+that divides by a running gradient scale) moves a multiplier by about its learning rate
+per step whatever the size of the gap, and remembers the large gaps of the ramp for
+~1000 steps (``beta2 = 0.999``). After the ramp the gap is small compared with that
+memory, so the multipliers nearly stop: a multiplier wound up while the gates lagged
+behind the ramp unwinds only slowly (the cost ends *below* the target), and one still
+short of the task's price rises only slowly (the cost ends *above* it). The controller
+therefore updates them itself, once per optimizer step, by clipped gradient ascent whose
+speed depends on the current gap only (:meth:`PruningController.advance`).
+
+The constraint value is the cost of the deterministic mask, the structure that export
+keeps, with the expected cost's gradient (a straight-through estimate): rounding gates
+that are still undecided (keep probabilities between 0 and 1) can make the two differ by
+several points on small models, and it is the exported size that has to meet the target.
 """
 
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor, nn
 
 from espnet_prune.layers.hard_concrete import HardConcreteGate
+from espnet_prune.pruning.config import METRICS, PruningConfig
 from espnet_prune.ssl import cost
 from espnet_prune.ssl.config import EncoderConfig
 from espnet_prune.ssl.model import UNIT_TYPES, Masks
 
-METRICS = ("macs", "params")
-
-
-class _ReverseGradient(torch.autograd.Function):
-    """Identity forward, negated gradient backward: turns descent into ascent."""
-
-    @staticmethod
-    def forward(ctx, x: Tensor) -> Tensor:
-        return x.view_as(x)
-
-    @staticmethod
-    def backward(ctx, grad: Tensor) -> Tensor:
-        return -grad
-
-
-def _check_ratio(name: str, value: Optional[float]) -> None:
-    if value is not None and not 0.0 < float(value) <= 1.0:
-        raise ValueError(f"pruning {name} must be a keep ratio in (0, 1], got {value}")
+#: Gap (ratio points) at and above which a multiplier moves at its full rate per step;
+#: below it the step is proportional to the gap (lambda1) or to its square (lambda2).
+GAP_SCALE = 0.01
+#: lambda1 is held while the expected gap closes fast enough to vanish within this many steps.
+CLOSING_STEPS = 50
+#: A budget counts as reached when its deterministic (exported) ratio is this close to its target.
+BUDGET_TOLERANCE = 0.02
+#: Recommended run length: at least this many times ``warmup_steps`` optimizer steps.
+RUN_LENGTH_PER_WARMUP = 2.0
+#: Recommended minimum of ``warmup_steps * reg_lr``: the gates need about ``5 / reg_lr`` steps
+#: to start moving, which should be a small part of the ramp.
+MIN_WARMUP_TIMES_LR = 10.0
+#: A unit is "undecided" when its keep probability lies strictly between these bounds.
+UNDECIDED = (0.1, 0.9)
 
 
 class PruningController(nn.Module):
@@ -42,59 +54,24 @@ class PruningController(nn.Module):
 
     Args:
         config: structure of the encoder to prune.
-        units: pruning units to gate, any of ``conv``, ``head``, ``attn_layer``, ``interm``,
-            ``ffn_layer``.
-        metric: ``macs`` (HJ-Pruning by MACs) or ``params`` (HJ-Pruning by size).
-        target: keep ratio of the metric for the whole encoder (joint budget) ...
-        cnn_target: ... or a keep ratio for the CNN feature extractor and
-        transformer_target: one for the rest (feature projection, positional conv, layers):
-            separate budgets, exclusive with ``target``.
-        warmup_steps: steps over which each target ramps linearly from 1.0 to its final value.
-        reference_seconds: input duration the MACs are counted for.
-        temperature: hard-concrete temperature beta.
-        init_keep_prob: initial keep probability of every unit; close to 1 so that the
-            expected cost starts near the dense cost, where the target ramp starts.
+        pruning: the pruning settings (:class:`~espnet_prune.pruning.config.PruningConfig`:
+            units, metric, budget(s), warm-up, MAC reference duration, learning rates,
+            hard-concrete temperature and initial keep probability), validated there ...
+        **settings: ... or its keys as keyword arguments (``units=[...], target=0.5``).
     """
 
-    def __init__(
-        self,
-        config: EncoderConfig,
-        units: Sequence[str] = ("conv", "head", "interm"),
-        metric: str = "macs",
-        target: Optional[float] = None,
-        cnn_target: Optional[float] = None,
-        transformer_target: Optional[float] = None,
-        warmup_steps: int = 0,
-        reference_seconds: float = 10.0,
-        temperature: float = 2.0 / 3.0,
-        init_keep_prob: float = 0.99,
-    ):
+    def __init__(self, config: EncoderConfig, pruning: Optional[PruningConfig] = None, **settings):
         super().__init__()
-        units = list(units)
-        unknown = [u for u in units if u not in UNIT_TYPES]
-        if unknown:
-            raise ValueError(f"Unknown pruning unit(s) {unknown}; choose from {list(UNIT_TYPES)}")
-        if not units:
-            raise ValueError("pruning units must name at least one of " + ", ".join(UNIT_TYPES))
-        if metric not in METRICS:
-            raise ValueError(f"Unknown pruning metric '{metric}'; choose from {list(METRICS)}")
-        for name, value in (("target", target), ("cnn_target", cnn_target),
-                            ("transformer_target", transformer_target)):
-            _check_ratio(name, value)
-        if target is not None and (cnn_target is not None or transformer_target is not None):
-            raise ValueError("pruning 'target' (joint budget) is exclusive with 'cnn_target'/'transformer_target' "
-                             "(separate budgets); give one or the other")
-        if target is None and cnn_target is None and transformer_target is None:
-            raise ValueError("pruning needs a budget: 'target', or 'cnn_target' and/or 'transformer_target'")
-        if cnn_target is not None and cnn_target < 1.0 and "conv" not in units:
-            raise ValueError("cnn_target < 1 needs the 'conv' unit in pruning units")
-        transformer_units = set(units) - {"conv"}
-        if transformer_target is not None and transformer_target < 1.0 and not transformer_units:
-            raise ValueError("transformer_target < 1 needs a Transformer unit (head, attn_layer, interm, ffn_layer)")
-        if warmup_steps < 0:
-            raise ValueError(f"warmup_steps must be >= 0, got {warmup_steps}")
-        if reference_seconds <= 0:
-            raise ValueError(f"reference_seconds must be > 0, got {reference_seconds}")
+        if pruning is None:
+            pruning = PruningConfig.from_dict(settings)
+        elif settings:
+            raise TypeError(f"PruningController takes a PruningConfig or its keys, not both: {sorted(settings)}")
+        self.pruning = pruning
+        units = list(pruning.units)
+        metric = pruning.metric
+        target, cnn_target, transformer_target = pruning.target, pruning.cnn_target, pruning.transformer_target
+        warmup_steps, reference_seconds = pruning.warmup_steps, pruning.reference_seconds
+        temperature, init_keep_prob = pruning.temperature, pruning.init_keep_prob
 
         self.config = config
         self.units = units
@@ -128,11 +105,23 @@ class PruningController(nn.Module):
                     self.gates[unit] = gate(len(layers))
                     self.register_buffer(f"_{unit}_layers", torch.tensor(layers), persistent=False)
 
-        self.lambda_1 = nn.ParameterDict({name: nn.Parameter(torch.zeros(())) for name in self.budgets})
-        self.lambda_2 = nn.ParameterDict({name: nn.Parameter(torch.zeros(())) for name in self.budgets})
+        # The multipliers are state updated by advance(), not trained by the optimizer
+        # (module docstring); parameters without gradient so that checkpoints keep them.
+        self.lambda_1 = nn.ParameterDict({name: nn.Parameter(torch.zeros(()), requires_grad=False)
+                                          for name in self.budgets})
+        self.lambda_2 = nn.ParameterDict({name: nn.Parameter(torch.zeros(()), requires_grad=False)
+                                          for name in self.budgets})
         self.register_buffer("step", torch.zeros((), dtype=torch.long))
         dense = self._cost(cost.structure_counts(config))
         self.dense_cost = {k: float(v) for k, v in dense.items()}
+        # The ramp starts where the deterministic structure starts (1.0 unless init_keep_prob
+        # is so low that rounding drops units), so that the first gaps are not negative.
+        self.ramp_start = {name: max(float(value), self.budgets[name])
+                           for name, value in self.deterministic_ratios().items()}
+        self._last_gaps: Dict[str, float] = {}
+        self._last_expected_gaps: Dict[str, float] = {}
+        self._previous_expected_gaps: Dict[str, float] = {}
+        self.multiplier_lr: Optional[float] = None  # reg_lr, as last given to advance()
 
     # ------------------------------------------------------------------ masks
     def _layer_masks(self, unit: str, values: Optional[Tensor]) -> List[Tensor]:
@@ -196,52 +185,121 @@ class PruningController(nn.Module):
         """Expected ``{"cnn", "pos_conv", "transformer", "total"}`` cost (MACs or params)."""
         return self._cost(self.expected_counts())
 
-    def expected_ratios(self) -> Dict[str, Tensor]:
-        """Expected keep ratio of each budget: ``total``, or ``cnn`` and ``transformer``."""
-        expected = self.expected_cost()
+    def budget_ratios(self, costs: Dict[str, Union[float, Tensor]]) -> Dict[str, Union[float, Tensor]]:
+        """Keep ratio of each budget for ``costs`` (``{"cnn", "total", ...}`` of this metric):
+        ``total`` / dense total, ``cnn`` / dense CNN, ``transformer`` = everything but the CNN."""
         dense = self.dense_cost
         ratios = {}
         for name in self.budgets:
             if name == "total":
-                ratios[name] = expected["total"] / dense["total"]
+                ratios[name] = costs["total"] / dense["total"]
             elif name == "cnn":
-                ratios[name] = expected["cnn"] / dense["cnn"]
+                ratios[name] = costs["cnn"] / dense["cnn"]
             else:
-                ratios[name] = (expected["total"] - expected["cnn"]) / (dense["total"] - dense["cnn"])
+                ratios[name] = (costs["total"] - costs["cnn"]) / (dense["total"] - dense["cnn"])
         return ratios
 
+    def expected_ratios(self) -> Dict[str, Tensor]:
+        """Expected keep ratio of each budget: ``total``, or ``cnn`` and ``transformer``."""
+        return self.budget_ratios(self.expected_cost())
+
+    def deterministic_counts(self) -> cost.UnitCounts:
+        """Exact unit counts of the deterministic (eval / export) mask, as Python numbers."""
+        counts = cost.structure_counts(self.config)
+        with torch.no_grad():
+            if "conv" in self.gates:
+                counts["conv"] = [int(g.kept().sum()) for g in self.gates["conv"]]
+            for unit, key in (("head", "heads"), ("interm", "interm")):
+                if unit in self.gates:
+                    for name, g in self.gates[unit].items():
+                        counts[key][int(name)] = int(g.kept().sum())
+            for unit in ("attn_layer", "ffn_layer"):
+                if unit in self.gates:
+                    for kept, layer in zip(self.gates[unit].kept().tolist(), getattr(self, f"_{unit}_layers").tolist()):
+                        counts[unit][layer] = int(kept)
+        return counts
+
+    def deterministic_ratios(self) -> Dict[str, float]:
+        """Keep ratio of each budget for the structure the deterministic mask keeps (what
+        export produces), ``{budget: float}``."""
+        ratios = self.budget_ratios(self._cost(self.deterministic_counts()))
+        return {name: float(value) for name, value in ratios.items()}
+
     def current_targets(self) -> Dict[str, float]:
-        """Each budget's target at the current step: linear from 1.0 to its final value."""
+        """Each budget's target at the current step: linear from its start (1.0, see
+        ``ramp_start``) to its final value over ``warmup_steps``, then constant."""
         progress = 1.0 if self.warmup_steps == 0 else min(1.0, int(self.step) / self.warmup_steps)
-        return {name: 1.0 - (1.0 - final) * progress for name, final in self.budgets.items()}
+        return {name: self.ramp_start[name] - (self.ramp_start[name] - final) * progress
+                for name, final in self.budgets.items()}
 
     # ------------------------------------------------------------------ Lagrangian
     def regularization(self) -> Tuple[Tensor, Dict[str, float]]:
-        """Lagrangian term ``sum_b lambda1_b (c_b - t_b) + lambda2_b (c_b - t_b)^2`` and stats.
+        """Lagrangian term ``sum_b lambda1_b g_b + lambda2_b g_b^2`` and stats.
 
-        Minimising the returned loss trains the gates toward the budget and, through a
-        reversed gradient, maximises the multipliers, whatever optimizer is used.
+        ``g_b`` is the gap of budget b between the deterministic structure's ratio and the
+        current target, with the gradient of the expected ratio (straight-through): its value
+        is what export will keep, its gradient reaches the gates. Minimising the loss trains
+        the gates toward the budget; the multipliers are constants here and are moved by
+        :meth:`advance` from the gaps of the latest call.
 
         Returns:
-            ``(loss, stats)``; stats hold ``expected_<budget>``, ``target_<budget>``,
-            ``lambda1_<budget>``, ``lambda2_<budget>`` as floats.
+            ``(loss, stats)``; stats hold ``expected_<budget>`` (ratio under the gate
+            distributions), ``deterministic_<budget>`` (ratio of the deterministic mask),
+            ``target_<budget>``, ``lambda1_<budget>``, ``lambda2_<budget>`` as floats.
         """
         ratios = self.expected_ratios()
+        kept = self.deterministic_ratios()
         targets = self.current_targets()
         loss = torch.zeros((), device=self.step.device)
         stats: Dict[str, float] = {}
+        self._last_gaps, self._last_expected_gaps = {}, {}
         for name, ratio in ratios.items():
-            gap = ratio - targets[name]
-            lambda_1 = _ReverseGradient.apply(self.lambda_1[name])
-            lambda_2 = _ReverseGradient.apply(self.lambda_2[name])
+            gap = ratio + (kept[name] - ratio.detach()) - targets[name]
+            lambda_1, lambda_2 = self.lambda_1[name].detach(), self.lambda_2[name].detach()
             loss = loss + lambda_1 * gap + lambda_2 * gap * gap
-            stats.update({f"expected_{name}": float(ratio.detach()), f"target_{name}": targets[name],
-                          f"lambda1_{name}": float(self.lambda_1[name].detach()),
-                          f"lambda2_{name}": float(self.lambda_2[name].detach())})
+            self._last_gaps[name] = float(gap.detach())
+            self._last_expected_gaps[name] = float(ratio.detach()) - targets[name]
+            stats.update({f"expected_{name}": float(ratio.detach()), f"deterministic_{name}": kept[name],
+                          f"target_{name}": targets[name], f"lambda1_{name}": float(lambda_1),
+                          f"lambda2_{name}": float(lambda_2)})
         return loss, stats
 
-    def advance(self) -> None:
-        """Count one optimisation step (moves the target schedule)."""
+    @torch.no_grad()
+    def advance(self, multiplier_lr: float = 0.0, lambda2_lr_scale: float = 10.0) -> None:
+        """One optimisation step: move the multipliers, then the target schedule.
+
+        Gradient ascent of the Lagrangian in the multipliers from the gaps ``g`` of the latest
+        :meth:`regularization`, normalised by :data:`GAP_SCALE` and clipped, so that a step
+        depends only on the current gap (no memory of the ramp's large gaps)::
+
+            lambda1 += multiplier_lr * clip(g / GAP_SCALE, -1, 1)   # unless the gap is closing
+            lambda2 += multiplier_lr * lambda2_lr_scale * min((g / GAP_SCALE)^2, 1)
+
+        lambda1 is held while the expected ratio's gap closes (shrinks without changing
+        sign since the previous step, fast enough to vanish within :data:`CLOSING_STEPS`
+        steps): the gates are already moving toward the target, and integrating further
+        would only wind lambda1 up. Saturated gates (keep probability
+        near 1 at the start) respond only to a large multiplier; without this hold that
+        multiplier, far above what the gates need once they move, overshoots the target
+        after the ramp and takes ``lambda1 / multiplier_lr`` steps to unwind.
+
+        Args:
+            multiplier_lr: full-rate step of lambda1 (``reg_lr``); 0 only counts the step.
+            lambda2_lr_scale: lambda2 moves this many times faster (the quadratic term is the
+                restoring force that damps the oscillation around the target).
+        """
+        if multiplier_lr > 0:
+            self.multiplier_lr = float(multiplier_lr)
+            for name, gap in self._last_gaps.items():
+                scaled = gap / GAP_SCALE
+                now, before = self._last_expected_gaps[name], self._previous_expected_gaps.get(name)
+                closing = (before is not None and now * before > 0
+                           and (abs(before) - abs(now)) * CLOSING_STEPS > abs(now))
+                if not closing:
+                    self.lambda_1[name].add_(multiplier_lr * max(-1.0, min(1.0, scaled)))
+                self.lambda_2[name].add_(multiplier_lr * lambda2_lr_scale * min(scaled * scaled, 1.0))
+        self._previous_expected_gaps = self._last_expected_gaps
+        self._last_gaps, self._last_expected_gaps = {}, {}
         self.step += 1
 
     def gate_parameters(self) -> List[nn.Parameter]:
@@ -249,20 +307,74 @@ class PruningController(nn.Module):
         return [p for name, p in self.named_parameters() if name.endswith("log_alpha")]
 
     def lagrangian_parameters(self) -> List[nn.Parameter]:
-        """The multipliers lambda1 and lambda2 of every budget."""
+        """The multipliers lambda1 and lambda2 of every budget (no gradient; see :meth:`advance`)."""
         return list(self.lambda_1.values()) + list(self.lambda_2.values())
 
-    def parameter_groups(self, reg_lr: float, lambda2_lr_scale: float = 10.0) -> List[Dict]:
-        """Optimizer parameter groups: gates and lambda1 at ``reg_lr``, lambda2 faster.
+    def parameter_groups(self, reg_lr: float) -> List[Dict]:
+        """Optimizer parameter group of the gates: ``reg_lr``, no weight decay.
 
-        The quadratic term ``lambda2 (c - t)^2`` reacts to the gap at once, the linear one
-        only as lambda1 accumulates; letting lambda2 grow faster damps the oscillation of
-        the expected cost around the target. No weight decay on any of them.
+        The multipliers are in no group: :meth:`advance` moves them.
         """
-        return [
-            {"params": self.gate_parameters() + list(self.lambda_1.values()), "lr": reg_lr, "weight_decay": 0.0},
-            {"params": list(self.lambda_2.values()), "lr": reg_lr * lambda2_lr_scale, "weight_decay": 0.0},
-        ]
+        return [{"params": self.gate_parameters(), "lr": reg_lr, "weight_decay": 0.0}]
+
+    # ------------------------------------------------------------------ budget check
+    def undecided_units(self) -> Dict[str, int]:
+        """``{gate name: units whose keep probability lies inside UNDECIDED}``, non-zero only;
+        the deterministic mask rounds these, so they make expected and exported cost differ."""
+        low, high = UNDECIDED
+        undecided = {}
+        with torch.no_grad():
+            for name, module in self.named_modules():
+                if isinstance(module, HardConcreteGate):
+                    p = module.keep_prob()
+                    count = int(((p > low) & (p < high)).sum())
+                    if count:
+                        undecided[name.replace("gates.", "", 1)] = count
+        return undecided
+
+    def budget_report(self, tolerance: float = BUDGET_TOLERANCE) -> Dict[str, Dict]:
+        """Where every budget stands: ``{budget: {target, expected, deterministic, reached,
+        advice}}``; ``reached`` when the deterministic ratio is within ``tolerance`` of the
+        final target, ``advice`` (a sentence, or ``None``) says what to change otherwise."""
+        with torch.no_grad():
+            expected = {name: float(value) for name, value in self.expected_ratios().items()}
+        kept = self.deterministic_ratios()
+        step, warmup = int(self.step), self.warmup_steps
+        recommended = int(round(RUN_LENGTH_PER_WARMUP * warmup))
+        report = {}
+        for name, target in self.budgets.items():
+            reached = abs(kept[name] - target) <= tolerance
+            advice = None
+            if not reached:
+                if step < warmup:
+                    advice = (f"training stopped during the target ramp (step {step} of warmup_steps {warmup}): "
+                              f"train at least {recommended} optimizer steps, or lower warmup_steps to at most "
+                              f"{int(step / RUN_LENGTH_PER_WARMUP)}")
+                elif step < recommended:
+                    advice = (f"only {step - warmup} steps followed the ramp: train at least {recommended} optimizer "
+                              f"steps ({RUN_LENGTH_PER_WARMUP:g} x warmup_steps), or lower warmup_steps to at most "
+                              f"{int(step / RUN_LENGTH_PER_WARMUP)}")
+                elif self.multiplier_lr is not None and warmup * self.multiplier_lr < MIN_WARMUP_TIMES_LR:
+                    advice = (f"warmup_steps x reg_lr = {warmup * self.multiplier_lr:g} is below "
+                              f"{MIN_WARMUP_TIMES_LR:g}, so the gates lag far behind the ramp: raise reg_lr or "
+                              "warmup_steps (and train at least twice warmup_steps)")
+                else:
+                    advice = ("the gates did not settle: train longer after the ramp, or raise reg_lr "
+                              "(gates and multipliers move faster)")
+            report[name] = {"target": target, "expected": expected[name], "deterministic": kept[name],
+                            "reached": reached, "advice": advice}
+        return report
+
+    def budget_warnings(self, tolerance: float = BUDGET_TOLERANCE) -> List[str]:
+        """One sentence per budget that ends more than ``tolerance`` from its target."""
+        warnings = []
+        for name, entry in self.budget_report(tolerance).items():
+            if not entry["reached"]:
+                warnings.append(
+                    f"pruning budget '{name}' ({self.metric}) missed its target: the pruned structure keeps "
+                    f"{entry['deterministic']:.3f} (expected under the gates {entry['expected']:.3f}) against a "
+                    f"target of {entry['target']:.3f} after {int(self.step)} optimizer steps; {entry['advice']}")
+        return warnings
 
     def describe(self) -> str:
         """One line per unit type: kept / total units of the deterministic mask."""

@@ -2,15 +2,19 @@
 
 * :class:`PruningLossMixin` adds the controller's Lagrangian to a model's loss and its
   statistics to ESPnet's reporter (``train.log``, tensorboard).
-* :func:`build_optimizer` gives gates and Lagrange multipliers their own parameter
-  groups (constant ``reg_lr``, no weight decay) in whatever optimizer the YAML names, and
-  moves the target schedule on each real optimizer step (so ``accum_grad`` and AMP's
-  skipped steps are counted right).
+* :func:`build_optimizer` gives the gates their own parameter group (constant ``reg_lr``,
+  no weight decay) in whatever optimizer the YAML names, and moves the Lagrange
+  multipliers and the target schedule on each real optimizer step (so ``accum_grad`` and
+  AMP's skipped steps are counted right).
+* :func:`report_budgets` logs, at the end of ESPnet's ``Trainer.run``, where every budget
+  ended, with a WARNING for each that missed its target (so ``train.log`` says so).
 """
 
-from typing import Dict, Optional
+import logging
+from typing import Dict, List, Optional
 
 import torch
+from espnet2.torch_utils.device_funcs import force_gatherable
 from torch import Tensor, nn
 
 from espnet_prune.pruning.controller import PruningController
@@ -26,30 +30,44 @@ class PruningLossMixin:
     """Mixin for ESPnet models: ``loss += Lagrangian`` in training, with reporter stats."""
 
     def add_pruning_loss(self, loss: Tensor, stats: Dict[str, Optional[Tensor]]) -> Tensor:
+        """Add the controller's Lagrangian to ``loss`` and its statistics to ``stats``.
+
+        Args:
+            loss: the task loss as ESPnet's model returns it, ``(1,)`` after
+                ``force_gatherable`` (a 0-dim loss is accepted too).
+            stats: the model's reporter statistics, modified in place.
+        Returns:
+            ``loss + Lagrangian``, of ``loss``'s shape. Every added statistic has the shape
+            ESPnet's ``force_gatherable`` gives the model's own, ``(1,)``: with ``ngpu > 1``
+            (DataParallel gathers them to ``(ngpu,)``) and under DDP, ESPnet's
+            ``recursive_average`` weights each statistic with the ``(ngpu,)`` / ``(1,)`` batch
+            weight and needs that shape.
+        """
         controller = find_controller(self)
         if controller is None or not self.training:
             return loss
         regularization, values = controller.regularization()
-        stats["loss_task"] = loss.detach()
-        stats["loss_prune"] = regularization.detach()
-        for name, value in values.items():
-            stats[f"prune_{name}"] = torch.tensor(value, device=loss.device)
+        added = {"loss_task": loss.detach(), "loss_prune": regularization.detach()}
+        added.update({f"prune_{name}": float(value) for name, value in values.items()})
         loss = loss + regularization
-        stats["loss"] = loss.detach()
+        added["loss"] = loss.detach()
+        stats.update(force_gatherable(added, loss.device))
         return loss
 
 
 def build_optimizer(optim_class, model: nn.Module, optim_conf: Dict, reg_lr: float,
                     lambda2_lr_scale: float) -> torch.optim.Optimizer:
     """An optimizer whose first group holds the model's weights (``optim_conf``) and whose
-    other groups hold the pruning parameters (see ``PruningController.parameter_groups``).
+    other group holds the gates (see ``PruningController.parameter_groups``).
 
-    The pruning groups keep their learning rates whatever the YAML's scheduler does to the
-    weights' (a step pre-hook restores them), and the controller advances after each step.
+    The gates keep their learning rate whatever the YAML's scheduler does to the weights'
+    (a step pre-hook restores it). After each step the controller moves its Lagrange
+    multipliers (at ``reg_lr``, lambda2 ``lambda2_lr_scale`` times faster; they are in no
+    optimizer group) and its target schedule.
     """
     controller = find_controller(model)
-    pruning_groups = controller.parameter_groups(reg_lr, lambda2_lr_scale)
-    pruning = {id(p) for group in pruning_groups for p in group["params"]}
+    pruning_groups = controller.parameter_groups(reg_lr)
+    pruning = {id(p) for p in controller.parameters()}
     weights = [p for p in model.parameters() if id(p) not in pruning]
     optimizer = optim_class([{"params": weights}] + pruning_groups, **optim_conf)
     pruning_lrs = [group["lr"] for group in pruning_groups]
@@ -59,5 +77,28 @@ def build_optimizer(optim_class, model: nn.Module, optim_conf: Dict, reg_lr: flo
             group["lr"] = lr
 
     optimizer.register_step_pre_hook(restore_pruning_lrs)
-    optimizer.register_step_post_hook(lambda *_: controller.advance())
+    optimizer.register_step_post_hook(lambda *_: controller.advance(reg_lr, lambda2_lr_scale))
     return optimizer
+
+
+def report_budgets(model: nn.Module) -> List[str]:
+    """Log where the model's pruning budgets ended (called when ESPnet's training ends).
+
+    One INFO line per budget that is within ``BUDGET_TOLERANCE`` of its target, one
+    WARNING (see ``PruningController.budget_warnings``) per budget that is not.
+
+    Returns:
+        The warning sentences (empty without pruning or when every budget is reached).
+    """
+    controller = find_controller(model)
+    if controller is None:
+        return []
+    for name, entry in controller.budget_report().items():
+        if entry["reached"]:
+            logging.info("pruning budget '%s' (%s) reached: the pruned structure keeps %.3f (expected under the "
+                         "gates %.3f), target %.3f", name, controller.metric, entry["deterministic"],
+                         entry["expected"], entry["target"])
+    warnings = controller.budget_warnings()
+    for warning in warnings:
+        logging.warning(warning)
+    return warnings

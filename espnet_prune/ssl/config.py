@@ -56,6 +56,10 @@ class EncoderConfig:
         activation_dropout: dropout after the FFN activation.
         layer_drop: probability of skipping a whole layer in training (LayerDrop).
         layer_norm_eps: epsilon of every LayerNorm.
+        final_layer_norm: pre-LN models only: whether the Transformer ends with its LayerNorm.
+            ``False`` for an encoder cut below its last layer (``pruned_ssl``'s ``layer: k``),
+            whose hidden state k has none; post-LN models always keep theirs (applied to the
+            Transformer's input).
     """
 
     model_type: str = "wav2vec2"
@@ -84,6 +88,7 @@ class EncoderConfig:
     activation_dropout: float = 0.0
     layer_drop: float = 0.0
     layer_norm_eps: float = 1e-5
+    final_layer_norm: bool = True
 
     def __post_init__(self):
         if self.model_type not in MODEL_TYPES:
@@ -92,6 +97,8 @@ class EncoderConfig:
             raise ValueError(
                 f"Unknown extractor_mode '{self.extractor_mode}'; expected one of {EXTRACTOR_MODES}"
             )
+        if not self.layer_norm_first and not self.final_layer_norm:
+            raise ValueError("final_layer_norm: false is only possible for pre-LN models (layer_norm_first: true)")
         self.conv_layers = [[int(v) for v in layer] for layer in self.conv_layers]
         for layer in self.conv_layers:
             if len(layer) != 3 or min(layer) < 1:

@@ -141,8 +141,10 @@ def count_params(config: EncoderConfig, counts: Optional[UnitCounts] = None) -> 
     pos_conv += config.pos_conv_kernel + dim  # weight-norm magnitude g (one per tap) and bias
 
     last_channels = counts["conv"][-1]
-    transformer: Number = 2 * last_channels + last_channels * dim + dim + layer_norm  # projection, encoder LN
-    if config.model_type == "wavlm":
+    transformer: Number = 2 * last_channels + last_channels * dim + dim  # feature projection
+    if config.final_layer_norm:  # the encoder LN (post-LN: on the input; pre-LN: after the last layer)
+        transformer = transformer + layer_norm
+    if config.model_type == "wavlm" and config.num_layers > 0:
         transformer += config.num_buckets * config.total_heads
     for heads, attn_used, interm, ffn_used in zip(counts["heads"], counts["attn_layer"], counts["interm"],
                                                   counts["ffn_layer"]):

@@ -32,11 +32,28 @@ Masks = Dict[str, Sequence[Tensor]]
 UNIT_TYPES = ("conv", "head", "attn_layer", "interm", "ffn_layer")
 
 
+class EmptyLinear(nn.Linear):
+    """A linear map with zero inputs or zero outputs (a fully pruned head set or FFN).
+
+    It computes what ``nn.Linear`` computes (the bias, or an empty tensor) without a
+    zero-size matmul. Being its own class, it is left alone by dynamic int8 quantization,
+    which matches module types exactly (``quantize_dynamic`` on a zero-size ``nn.Linear``
+    returns NaN or wrong values).
+    """
+
+    def forward(self, input: Tensor) -> Tensor:
+        """``(..., in_features)`` -> ``(..., out_features)``."""
+        output = input.new_zeros((*input.shape[:-1], self.out_features))
+        return output if self.bias is None else output + self.bias
+
+
 def linear(in_features: int, out_features: int) -> nn.Linear:
-    """``nn.Linear`` that may have zero inputs or outputs (a fully pruned head set or FFN)."""
+    """``nn.Linear``, or an :class:`EmptyLinear` when it has zero inputs or outputs."""
+    if in_features and out_features:
+        return nn.Linear(in_features, out_features)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Initializing zero-element tensors is a no-op")
-        return nn.Linear(in_features, out_features)
+        return EmptyLinear(in_features, out_features)
 
 
 def gated_layer_norm(x: Tensor, norm: nn.LayerNorm, mask: Optional[Tensor]) -> Tensor:
@@ -378,11 +395,13 @@ class Transformer(nn.Module):
         self.layer_drop = config.layer_drop
         self.pos_conv_embed = ConvolutionalPositionalEmbedding(config.embed_dim, config.pos_conv_kernel,
                                                                config.pos_conv_groups)
-        self.layer_norm = nn.LayerNorm(config.embed_dim, eps=config.layer_norm_eps)
+        # Pre-LN: the LayerNorm after the last layer, absent in an encoder cut below its last layer.
+        self.layer_norm = (nn.LayerNorm(config.embed_dim, eps=config.layer_norm_eps)
+                           if config.final_layer_norm else None)
         self.dropout = nn.Dropout(config.encoder_dropout)
         self.layers = nn.ModuleList(EncoderLayer(config, i) for i in range(config.num_layers))
         self.position_bias = None
-        if config.model_type == "wavlm":
+        if config.model_type == "wavlm" and config.num_layers > 0:
             self.position_bias = RelativePositionBias(config.total_heads, config.num_buckets, config.max_distance)
 
     def forward(self, x: Tensor, attention_bias: Optional[Tensor],
@@ -410,7 +429,7 @@ class Transformer(nn.Module):
                     layer_masks = {unit: masks[unit][index] for unit in UNIT_TYPES[1:] if unit in masks}
                 x = layer(x, attention_bias, position_bias, layer_masks)
             hidden_states.append(x)
-        if self.layer_norm_first:
+        if self.layer_norm_first and self.layer_norm is not None:
             hidden_states[-1] = self.layer_norm(x)
         return hidden_states
 
@@ -445,6 +464,8 @@ class SSLEncoder(nn.Module):
     def _check_input(self, waveforms: Tensor, lengths: Optional[Tensor]) -> None:
         if waveforms.ndim != 2:
             raise ValueError(f"Expected waveforms of shape (batch, samples), got {tuple(waveforms.shape)}")
+        if lengths is not None and torch.jit.is_tracing():
+            return  # ONNX export traces with example inputs; the lengths are data there
         shortest = waveforms.shape[1] if lengths is None else int(lengths.min())
         if shortest < self.receptive_field:
             raise ValueError(

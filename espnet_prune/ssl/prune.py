@@ -283,3 +283,45 @@ def load_compact(path_or_obj: Union[str, os.PathLike, BinaryIO, Dict[str, Any]])
 
 
 __all__ = ["prune_encoder", "save_compact", "load_compact"]
+
+
+def keep_first_layers(model: SSLEncoder, num_layers: int) -> SSLEncoder:
+    """The encoder up to and including Transformer layer ``num_layers`` (1-based), the rest removed.
+
+    ``keep_first_layers(m, k)(x)[0][-1]`` equals ``m(x)[0][k]``: the hidden states of the
+    kept layers are unchanged, and a pre-LN model loses its final LayerNorm (which only
+    the last layer's output passes through; ``config.final_layer_norm`` becomes false).
+    ``num_layers = 0`` keeps the CNN, the projection and the positional convolution.
+
+    Args:
+        model: a dense or pruned encoder.
+        num_layers: layers to keep, ``0 <= num_layers <= model.config.num_layers``.
+    Returns:
+        A new :class:`SSLEncoder` (in ``model``'s mode, on its device) sharing no tensors with ``model``.
+    """
+    config = model.config
+    if not 0 <= num_layers <= config.num_layers:
+        raise ValueError(f"keep_first_layers: num_layers={num_layers} is not in 0..{config.num_layers}")
+    if num_layers == config.num_layers:
+        return model
+    per_layer = {key: getattr(config, key)[:num_layers] for key in ("num_heads", "ffn_dims", "use_attention", "use_ffn")}
+    if config.kept_heads is not None:
+        per_layer["kept_heads"] = config.kept_heads[:num_layers]
+    new_config = config.replace(num_layers=num_layers, head_dim=config.head_dim,
+                                final_layer_norm=config.final_layer_norm and not config.layer_norm_first,
+                                **per_layer)
+    state = {key: value.detach().clone() for key, value in model.state_dict().items()}
+    for index in range(num_layers, config.num_layers):
+        _drop(state, f"encoder.transformer.layers.{index}.")
+    if not new_config.final_layer_norm:
+        _drop(state, "encoder.transformer.layer_norm.")
+    bias_key = "encoder.transformer.position_bias.rel_attn_embed.weight"
+    if bias_key in state:
+        if num_layers == 0:
+            del state[bias_key]
+        else:  # heads index the shared bias by their original index; keep the ones still referenced
+            state[bias_key] = state[bias_key][:, :new_config.total_heads].contiguous()
+    reference = next(iter(model.parameters()))
+    result = SSLEncoder(new_config).to(device=reference.device, dtype=reference.dtype)
+    result.load_state_dict(state, strict=True)
+    return result.train(model.training)

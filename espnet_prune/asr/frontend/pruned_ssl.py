@@ -18,27 +18,12 @@ from espnet2.asr.frontend.abs_frontend import AbsFrontend
 from torch import Tensor, nn
 from typeguard import typechecked
 
-from espnet_prune.presets import preset
+from espnet_prune.pruning.config import PruningConfig
 from espnet_prune.pruning.controller import PruningController
 from espnet_prune.ssl.config import EncoderConfig, get_config
 from espnet_prune.ssl.load import load_encoder
 from espnet_prune.ssl.model import SSLEncoder
-from espnet_prune.ssl.prune import prune_encoder
-
-#: Keys of ``frontend_conf.pruning`` and their defaults (``target`` or the separate targets required).
-PRUNING_DEFAULTS: Dict[str, Any] = dict(
-    units=["conv", "head", "interm"],
-    metric="macs",
-    target=None,
-    cnn_target=None,
-    transformer_target=None,
-    warmup_steps=5000,
-    reference_seconds=10.0,
-    reg_lr=0.02,
-    lambda2_lr_scale=10.0,
-    temperature=2.0 / 3.0,
-    init_keep_prob=0.99,
-)
+from espnet_prune.ssl.prune import keep_first_layers, prune_encoder
 
 _STRUCTURE_KEY = "compact_structure"
 
@@ -62,19 +47,21 @@ class PrunedSSLFrontend(AbsFrontend):
             ``*_large`` ...) or a dict of :class:`EncoderConfig` values (``preset`` + overrides).
             Without ``checkpoint`` the encoder is randomly initialised from it; with one it is
             only needed for torchaudio state dicts, and its dropout-like values override the
-            checkpoint's.
+            checkpoint's. ``espnet_prune.bin.export --output_dir`` writes ``checkpoint: null``
+            and the compact encoder's complete structure (every :class:`EncoderConfig` field,
+            per-layer widths included) here, so the exported config builds the compact
+            encoder itself and its weights come from the model file alone.
         layer: hidden state to output: ``-1`` the last, ``0`` the Transformer input,
-            ``k`` the output of layer k.
+            ``k`` the output of layer k. Layers above k are not built (nor computed, nor
+            counted in the pruning cost): the encoder keeps its first k layers.
         multilayer_feature: output a learned softmax-weighted sum of all hidden states
             (like ESPnet's ``s3prl`` frontend); exclusive with ``layer != -1``.
-        pruning: ``None`` for no pruning, or a dict with keys ``preset`` (the name of a budget
-            in ``conf/pruning/``, e.g. ``hj_macs0.5``, whose values the other keys override),
-            ``units`` (any of conv, head,
-            attn_layer, interm, ffn_layer), ``metric`` (macs | params), ``target`` (joint keep
-            ratio) or ``cnn_target``/``transformer_target`` (separate budgets),
-            ``warmup_steps``, ``reference_seconds``, ``reg_lr`` (constant learning rate of the
-            gates and lambda1), ``lambda2_lr_scale`` (lambda2 learns this many times faster),
-            ``temperature``, ``init_keep_prob``.
+        pruning: ``None`` for no pruning, or a dict of
+            :class:`~espnet_prune.pruning.config.PruningConfig` keys (``preset``: a budget
+            in ``conf/pruning/``, ``units``, ``metric``,
+            ``target`` or ``cnn_target``/``transformer_target``, ``warmup_steps``,
+            ``reference_seconds``, ``reg_lr``, ``lambda2_lr_scale``, ``temperature``,
+            ``init_keep_prob``); checked (keys, types, ranges) before the encoder is built.
     """
 
     @typechecked
@@ -90,13 +77,18 @@ class PrunedSSLFrontend(AbsFrontend):
         super().__init__()
         if isinstance(fs, str):
             fs = humanfriendly.parse_size(fs)
+        # Bad pruning settings fail before a checkpoint is read.
+        self.pruning_conf = (None if pruning is None else
+                             PruningConfig.from_dict(pruning, where="frontend_conf.pruning"))
         if multilayer_feature and layer != -1:
             raise ValueError("frontend_conf: multilayer_feature: true cannot be combined with layer != -1")
         if checkpoint is not None:
             encoder = load_encoder(checkpoint, arch=arch)
         elif arch is not None:
             encoder = SSLEncoder(get_config(arch))
-            logging.info("pruned_ssl: no checkpoint given, random initialisation of %s", arch)
+            logging.info("pruned_ssl: no checkpoint given, random initialisation of %s (a model file "
+                         "loaded afterwards replaces the weights)",
+                         arch if isinstance(arch, str) else "the encoder structure given by arch")
         else:
             raise ValueError("frontend_conf needs 'checkpoint' (pretrained weights) or 'arch' (random init)")
         config = encoder.config
@@ -107,51 +99,48 @@ class PrunedSSLFrontend(AbsFrontend):
         if not -1 <= layer < num_hidden:
             raise ValueError(f"frontend_conf layer={layer} is out of range; the encoder has hidden states "
                              f"0..{num_hidden - 1} (or -1 for the last)")
+        if 0 <= layer < config.num_layers:
+            # Layers above the chosen hidden state would be computed for nothing (and, under
+            # DDP, leave parameters without gradients): they are not built, nor counted in the cost.
+            encoder = keep_first_layers(encoder, layer)
+            config = encoder.config
+            logging.info("pruned_ssl: layer=%d, the encoder keeps its first %d Transformer layers", layer, layer)
+            if self.pruning_conf is not None and layer == 0 and set(self.pruning_conf.units) - {"conv"}:
+                raise ValueError(
+                    "frontend_conf: layer=0 outputs the Transformer's input, so no Transformer layer is built and "
+                    f"frontend_conf.pruning.units {self.pruning_conf.units} names units that do not exist; "
+                    "use units: [conv] (or a layer >= 1)")
         self.encoder = encoder
         self.layer = layer
         self.multilayer_feature = multilayer_feature
         self.layer_weights = nn.Parameter(torch.zeros(num_hidden)) if multilayer_feature else None
-        self.pruning_conf = self._check_pruning(pruning) if pruning is not None else None
         self.controller = None
         if self.pruning_conf is not None:
-            conf = dict(self.pruning_conf)
-            conf.pop("reg_lr")
-            conf.pop("lambda2_lr_scale")
-            self.controller = PruningController(config, **conf)
-            logging.info("pruned_ssl: pruning %s to %s", conf["units"], self.controller.budgets)
+            self.controller = PruningController(config, self.pruning_conf)
+            logging.info("pruned_ssl: pruning %s to %s", self.pruning_conf.units, self.controller.budgets)
+        #: Utterances shorter than the receptive field that ``forward`` zero-padded (see ``_pad_short``).
+        self.num_padded_utterances = 0
         self.hop_length = 1
         for _, _, stride in config.conv_layers:
             self.hop_length *= stride
         self._register_load_state_dict_pre_hook(self._rebuild_compact)
 
-    @staticmethod
-    def _check_pruning(pruning: Dict[str, Any]) -> Dict[str, Any]:
-        pruning = dict(pruning)
-        name = pruning.pop("preset", None)
-        if name is not None:
-            # Budget presets hold units, metric and target(s); an explicit key (even null) wins.
-            pruning = {**preset("pruning", str(name)), **pruning}
-        unknown = sorted(set(pruning) - set(PRUNING_DEFAULTS))
-        if unknown:
-            raise ValueError(f"Unknown key(s) {unknown} in frontend_conf.pruning; known keys: "
-                             f"{sorted(PRUNING_DEFAULTS) + ['preset']}")
-        conf = {**PRUNING_DEFAULTS, **pruning}
-        if isinstance(conf["units"], str):
-            conf["units"] = [conf["units"]]
-        for key in ("reg_lr", "lambda2_lr_scale"):
-            if not float(conf[key]) > 0:
-                raise ValueError(f"frontend_conf.pruning.{key} must be > 0, got {conf[key]}")
-        return conf
-
     @property
     def reg_lr(self) -> Optional[float]:
         """Learning rate of the gates and lambda1 (``None`` without pruning)."""
-        return None if self.pruning_conf is None else float(self.pruning_conf["reg_lr"])
+        return None if self.pruning_conf is None else self.pruning_conf.reg_lr
 
     @property
     def lambda2_lr_scale(self) -> Optional[float]:
         """lambda2's learning rate relative to ``reg_lr`` (``None`` without pruning)."""
-        return None if self.pruning_conf is None else float(self.pruning_conf["lambda2_lr_scale"])
+        return None if self.pruning_conf is None else self.pruning_conf.lambda2_lr_scale
+
+    @property
+    def skips_layers_in_training(self) -> bool:
+        """Whether the encoder uses LayerDrop (``layer_drop > 0``): each training step skips
+        random layers, whose parameters then get no gradient (DDP must be told, see
+        ``espnet_prune.register``)."""
+        return self.encoder.config.layer_drop > 0 and self.encoder.config.num_layers > 0
 
     def output_size(self) -> int:
         return self.encoder.config.embed_dim
@@ -164,6 +153,7 @@ class PrunedSSLFrontend(AbsFrontend):
         Returns:
             features ``(B, T, D)`` and valid frames ``(B,)``.
         """
+        input, input_lengths = self._pad_short(input, input_lengths)
         masks = self.controller() if self.controller is not None else None
         hidden_states, lengths = self.encoder(input, input_lengths, masks)
         if self.multilayer_feature:
@@ -172,6 +162,46 @@ class PrunedSSLFrontend(AbsFrontend):
         else:
             features = hidden_states[self.layer]
         return features, lengths
+
+    def _pad_short(self, input: Tensor, input_lengths: Optional[Tensor]) -> Tuple[Tensor, Optional[Tensor]]:
+        """Zero-pad utterances shorter than the CNN's receptive field to it (one output frame).
+
+        Such an utterance (e.g. 200 samples against wav2vec2's 400) has no CNN output frame;
+        rather than failing the whole batch (and with it a training job or a decoding run) it is
+        padded with silence, and a warning counts the utterances padded so far (logged at the
+        1st, 2nd, 4th, 8th ... one).
+
+        Args:
+            input: ``(B, S)`` zero-padded waveforms.
+            input_lengths: ``(B,)`` valid samples, or ``None``.
+        Returns:
+            ``(B, max(S, R))`` waveforms and ``(B,)`` lengths of at least ``R`` samples
+            (``R`` the receptive field).
+        """
+        field = self.encoder.receptive_field
+        if input_lengths is None:
+            short = int(input.shape[1] < field) * input.shape[0]
+        else:
+            short_rows = input_lengths < field
+            short = int(short_rows.sum())
+        if not short:
+            return input, input_lengths
+        if input.shape[1] < field:
+            input = torch.nn.functional.pad(input, (0, field - input.shape[1]))
+        if input_lengths is not None:
+            # Silence after each short utterance's own samples, whatever the batch padded with.
+            positions = torch.arange(input.shape[1], device=input.device)[None, :]
+            beyond = short_rows[:, None] & (positions >= input_lengths[:, None])
+            input = input.masked_fill(beyond, 0.0)
+            input_lengths = torch.where(short_rows, torch.full_like(input_lengths, field), input_lengths)
+        before = self.num_padded_utterances
+        self.num_padded_utterances += short
+        if self.num_padded_utterances.bit_length() > before.bit_length():  # passed 1, 2, 4, 8, ...
+            logging.warning(
+                "pruned_ssl: %d utterance(s) so far were shorter than the encoder's receptive field of %d samples "
+                "(%.0f ms) and were zero-padded to it (one output frame)", self.num_padded_utterances, field,
+                1000 * field / self.encoder.config.sample_rate)
+        return input, input_lengths
 
     def make_compact(self) -> Dict[str, Any]:
         """Prune physically with the controller's deterministic masks; drop the controller.
@@ -201,10 +231,10 @@ class PrunedSSLFrontend(AbsFrontend):
         key = prefix + _STRUCTURE_KEY
         if key in state_dict:
             structure = _decode_structure(state_dict[key])
-            if not hasattr(self, _STRUCTURE_KEY) or structure != self.encoder.config:
+            if structure != self.encoder.config:
                 self.encoder = SSLEncoder(structure).to(next(self.parameters()).device)
-                self.controller = None
-                self.register_buffer(_STRUCTURE_KEY, state_dict[key].clone())
+            self.controller = None
+            self.register_buffer(_STRUCTURE_KEY, state_dict[key].clone())
         own = {prefix + name for name in self.state_dict()}
         given = {name for name in state_dict if name.startswith(prefix)}
         if given and own != given:

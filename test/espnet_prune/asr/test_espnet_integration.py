@@ -66,7 +66,8 @@ def test_resume_continues_the_schedule_and_the_ratio_reaches_the_target(asr_run)
     controller = model.frontend.controller
     assert int(controller.step) == EPOCHS_TOTAL * STEPS_PER_EPOCH
     assert "resumed from" in asr_run["log"].lower() or f"{EPOCHS_FIRST + 1}epoch" in asr_run["log"]
-    ratio = float(controller.expected_ratios()["total"].detach())
+    # The Lagrangian steers the structure export keeps (the deterministic mask) to the target.
+    ratio = controller.deterministic_ratios()["total"]
     assert abs(ratio - TARGET) < 0.03, ratio
 
 

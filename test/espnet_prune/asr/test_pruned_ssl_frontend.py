@@ -142,28 +142,94 @@ def test_optimizer_gives_the_gates_their_own_learning_rate():
     register()
     from espnet2.tasks.asr import ASRTask
 
-    model = build_asr_model(training_config({"target": 0.5, "reg_lr": 0.07, "lambda2_lr_scale": 3}))
+    model = build_asr_model(training_config({"target": 0.5, "reg_lr": 0.07, "lambda2_lr_scale": 3, "warmup_steps": 0}))
     args = ASRTask.get_parser().parse_args(["--output_dir", "unused", "--optim", "adamw", "--optim_conf", "lr=0.001",
                                             "--optim_conf", "weight_decay=0.01"])
     (optimizer,) = ASRTask.build_optimizers(args, model)
-    weights, gates, lambda2 = optimizer.param_groups
+    weights, gates = optimizer.param_groups
     controller = model.frontend.controller
-    pruning_ids = {id(p) for group in (gates, lambda2) for p in group["params"]}
-    assert pruning_ids == {id(p) for p in controller.parameters()}
-    assert gates["lr"] == 0.07 and lambda2["lr"] == pytest.approx(0.21)
-    assert gates["weight_decay"] == lambda2["weight_decay"] == 0.0
+    assert {id(p) for p in gates["params"]} == {id(p) for p in controller.gate_parameters()}
+    assert gates["lr"] == 0.07 and gates["weight_decay"] == 0.0
     assert weights["lr"] == 0.001 and weights["weight_decay"] == 0.01
-    assert len(weights["params"]) + len(pruning_ids) == len(list(model.parameters()))
-    # Each real optimizer step moves the pruning schedule by one, and a scheduler that
-    # rescales learning rates leaves the pruning groups at theirs.
+    # The multipliers are in no group: the step hook moves them.
+    multipliers = controller.lagrangian_parameters()
+    assert len(weights["params"]) + len(gates["params"]) + len(multipliers) == len(list(model.parameters()))
+    # Each real optimizer step moves the multipliers (at reg_lr, lambda2 3 times faster, for a
+    # gap above GAP_SCALE) and the pruning schedule by one, and a scheduler that rescales
+    # learning rates leaves the gates at theirs.
     for group in optimizer.param_groups:
         group["lr"] *= 0.5
-    loss = sum(p.sum() for p in controller.gate_parameters())
-    loss.backward()
+    loss, _ = controller.regularization()
+    (loss + sum(p.sum() for p in controller.gate_parameters())).backward()
     optimizer.step()
     assert int(controller.step) == 1
     assert gates["lr"] == 0.07 and weights["lr"] == 0.0005
+    assert float(controller.lambda_1["total"]) == pytest.approx(0.07)
+    assert float(controller.lambda_2["total"]) == pytest.approx(0.21)
     # Models without pruning get ESPnet's optimizer unchanged.
     plain = build_asr_model(training_config(None, model="espnet"))
     (optimizer,) = ASRTask.build_optimizers(args, plain)
     assert len(optimizer.param_groups) == 1
+
+
+@pytest.mark.parametrize("layer_norm_first", [False, True])
+def test_layers_above_the_chosen_one_are_not_built_computed_or_counted(batch, layer_norm_first):
+    from espnet_prune.ssl import cost
+    from espnet_prune.ssl.model import SSLEncoder
+
+    arch = dict(TINY_ARCH, num_layers=3, layer_norm_first=layer_norm_first)
+    torch.manual_seed(0)
+    full = PrunedSSLFrontend(arch=arch).eval()
+    frontend = PrunedSSLFrontend(arch=arch, layer=1, pruning={"target": 0.5}).eval()
+    assert frontend.encoder.config.num_layers == 1
+    assert not any(".layers.1." in name or ".layers.2." in name for name in frontend.state_dict())
+    # Same weights as the full encoder's first layer: the output is the full encoder's hidden state 1.
+    frontend.encoder.load_state_dict({k: v for k, v in full.encoder.state_dict().items()
+                                      if k in frontend.encoder.state_dict()})
+    frontend.controller = None
+    with torch.no_grad():
+        hidden, _ = full.encoder(*batch)
+        features, _ = frontend(*batch)
+    assert torch.equal(features, hidden[1])
+    # The pruning cost is that of the one layer that exists.
+    controller = PrunedSSLFrontend(arch=arch, layer=1, pruning={"target": 0.5}).controller
+    assert controller.dense_cost["total"] == pytest.approx(cost.count_macs(frontend.encoder.config, 10.0)["total"])
+    assert controller.dense_cost["total"] < cost.count_macs(full.encoder.config, 10.0)["total"]
+    assert set(controller.gates["head"]) == {"0"}
+    assert isinstance(frontend.encoder, SSLEncoder)
+
+
+def test_layer_zero_with_transformer_units_is_refused_with_the_fix():
+    with pytest.raises(ValueError, match=r"layer=0.*use units: \[conv\]"):
+        PrunedSSLFrontend(arch=TINY_ARCH, layer=0, pruning={"target": 0.5})
+    frontend = PrunedSSLFrontend(arch=TINY_ARCH, layer=0, pruning={"target": 0.5, "units": ["conv"]})
+    assert frontend.encoder.config.num_layers == 0
+
+
+def test_an_utterance_shorter_than_the_receptive_field_is_padded_with_a_counted_warning(caplog):
+    torch.manual_seed(0)
+    frontend = PrunedSSLFrontend(arch=TINY_ARCH, pruning={"target": 0.5}).train()
+    field = frontend.encoder.receptive_field
+    assert field == 400
+    speech = torch.randn(3, 6000)
+    speech[1, 200:] = 0.0
+    speech[2, 300:] = 7.0  # whatever the batch was padded with, the short utterance gets silence
+    lengths = torch.tensor([6000, 200, 300])
+    with caplog.at_level("WARNING"):
+        features, frames = frontend(speech, lengths)
+    assert frames.tolist()[1:] == [1, 1] and frames[0] > 1
+    features.sum().backward()
+    assert frontend.num_padded_utterances == 2
+    assert "2 utterance(s) so far were shorter than the encoder's receptive field of 400 samples" in caplog.text
+    # The short utterances are computed as if padded with zeros to the receptive field.
+    frontend.eval()
+    with torch.no_grad():
+        alone, _ = frontend(speech[2:, :300], torch.tensor([300]))
+        padded = torch.zeros(1, 400)
+        padded[0, :300] = speech[2, :300]
+        expected, _ = frontend.encoder(padded, torch.tensor([400]), frontend.controller())
+    assert torch.equal(alone, expected[-1])
+    # A whole batch shorter than the receptive field (no lengths) works too.
+    with torch.no_grad():
+        features, frames = frontend(torch.randn(2, 250), None)
+    assert features.shape[1] == 1 and frames is None

@@ -121,6 +121,8 @@ def _write(path, text):
         (dict(train_text=""), "train_text: .* is empty"),
         (dict(valid_text="key_only\n"), "valid_text: .* is empty"),
         (dict(lm_file="missing"), "lm_file: no such file"),
+        (dict(valid_text="k1 123\nk2 ab 45\n"), r"valid_text: 62\.5 % of the tokens .*\(5 of 8.*--max_unk_rate 0\.05"),
+        (dict(max_unk_rate="1.5"), "1.5 is not in"),
         (dict(method="structured", targets="0.02"), "below what structured pruning can reach"),
     ],
 )
@@ -161,3 +163,22 @@ def test_method_that_does_not_apply_to_the_input_lm_is_refused(tiny_lm, tmp_path
     assert exit_info.value.code == 2
     assert "lowrank pruning does not apply to an LM with weight masks" in capsys.readouterr().err
     assert not output_dir.exists()
+
+
+def test_unknown_token_rate_is_measured_with_the_lms_own_tokenisation(tiny_lm, tmp_path):  # noqa: F811
+    import argparse
+
+    from espnet_prune.bin.lm_prune import check_unknown_tokens
+    from espnet_prune.lm.data import unknown_token_rate
+    from espnet_prune.lm.experiment import load_lm_experiment
+
+    _, train_args, _ = load_lm_experiment(str(tiny_lm.config), str(tiny_lm.model_file))
+    # "ab 1" -> a, b, <space>, 1 (unknown); "é" -> unknown: 2 of 5 tokens.
+    text = _write(tmp_path / "text", "k1 ab 1\nk2 é\n")
+    assert unknown_token_rate(train_args, str(text)) == (2, 5)
+    assert unknown_token_rate(train_args, str(tiny_lm.valid_text))[0] == 0
+    args = argparse.Namespace(train_text=str(tiny_lm.train_text), valid_text=str(text), max_unk_rate=0.5)
+    assert check_unknown_tokens(args, train_args) == {"train_text": 0.0, "valid_text": 0.4}
+    args.max_unk_rate = 0.3
+    with pytest.raises(ValueError, match=r"valid_text: 40\.0 % .*--max_unk_rate 0\.3"):
+        check_unknown_tokens(args, train_args)

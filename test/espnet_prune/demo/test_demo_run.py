@@ -66,7 +66,8 @@ def test_results_json_has_every_system_with_its_costs_latency_and_errors(tiny_de
     for name, method in (("hj_macs_0.60", "hj_macs"), ("hj_params_0.60", "hj_params")):
         entry = systems[name]
         assert entry["method"] == method and entry["target"] == 0.6
-        assert entry["model_file"].endswith("latest.pruned.pth")
+        assert entry["model_file"].endswith(f"_{name}_pruned/latest.pth")
+        assert entry["train_config"].endswith(f"_{name}_pruned/config.yaml")
         assert 0 < entry["expected_ratio"]["total"] <= 1.0
         assert entry["macs"] <= dense["macs"] and entry["params"] <= dense["params"]
         assert entry["macs_ratio"] == pytest.approx(entry["macs"] / dense["macs"])

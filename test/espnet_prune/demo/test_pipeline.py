@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import yaml
 
-from espnet_prune.asr.frontend.pruned_ssl import PrunedSSLFrontend
 from espnet_prune.bin import demo as demo_cli
 from espnet_prune.demo import pipeline
 from espnet_prune.demo.pipeline import DemoError, DemoSettings, LMPruning, Step, System, run_steps
+from espnet_prune.pruning.config import PruningConfig
 from espnet_prune.utils.kaldi_data import Utterance, read_text, validate_data_dir, write_data_dir
 
 
@@ -226,14 +226,14 @@ def test_fine_tuning_uses_the_stand_ins_architecture_and_sets_targets_per_system
     # The budget is a preset of the repository's conf/pruning; the config sets only the schedule.
     assert pruning["preset"] == "hj_macs0.6"
     assert not {"units", "metric", "target", "cnn_target", "transformer_target"} & set(pruning)
-    resolved = PrunedSSLFrontend._check_pruning(pruning)
+    resolved = PruningConfig.from_dict(pruning).to_dict()
     assert set(resolved["units"]) == {"conv", "head", "attn_layer", "interm", "ffn_layer"}
     assert (resolved["metric"], resolved["target"]) == ("macs", 0.6)
     # Every system's overrides give a valid budget on top of the preset.
     for system in (pipeline.System("hj_params", 0.5), pipeline.System("separate", 0.4)):
         overrides = dict(item.split("=", 1) for item in system.frontend_overrides(10))
         values = {key.split(".", 1)[1]: yaml.safe_load(value) for key, value in overrides.items()}
-        resolved = PrunedSSLFrontend._check_pruning({**pruning, **values})
+        resolved = PruningConfig.from_dict({**pruning, **values}).to_dict()
         assert (resolved["target"] is None) == (system.method == "separate")
     for config in (standin, finetune):
         assert config["model"] == "pruned_espnet" and config["model_conf"]["ctc_weight"] == 1.0

@@ -97,9 +97,9 @@ def test_shallow_fusion_decodes_the_exported_model_with_each_lm(recipe):
     step.action()
     (call,) = recorded_calls(recipe.paths.root)
     assert (option(call, "--stage"), option(call, "--stop_stage")) == ("12", "12")
-    assert option(call, "--inference_asr_model") == "latest.pruned.pth"
+    assert option(call, "--inference_asr_model") == "latest.pth"
     assert option(call, "--use_lm") == "true" and option(call, "--inference_lm") == "model.pth"
     assert option(call, "--lm_exp") == "exp/lm_pruned/data_lowrank_incremental/target0.50"
     assert option(call, "--inference_tag") == "decode_lm_data_lowrank_incremental_target0.50"
     assert option(call, "--inference_args") == "--lm_weight 0.3"
-    assert option(call, "--asr_exp") == "exp/asr_hj_macs_0.50"
+    assert option(call, "--asr_exp") == "exp/asr_hj_macs_0.50_pruned"  # the exported directory

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from espnet_prune.pruning.controller import PruningController
+from espnet_prune.pruning.controller import GAP_SCALE, RUN_LENGTH_PER_WARMUP, PruningController
 from espnet_prune.ssl import cost
 from espnet_prune.ssl.config import tiny_config
 from espnet_prune.ssl.model import SSLEncoder
@@ -84,25 +84,66 @@ def test_expected_cost_matches_exact_cost_of_the_deterministic_structure(config)
 
 def test_target_ramps_linearly_during_warmup(config):
     controller = PruningController(config, target=0.4, warmup_steps=10)
-    assert controller.current_targets()["total"] == pytest.approx(1.0)
+    start = controller.ramp_start["total"]
+    # The ramp starts at the deterministic structure: 1.0 up to the units rounding drops at init.
+    assert start == pytest.approx(controller.deterministic_ratios()["total"]) and 0.99 < start <= 1.0
+    assert controller.current_targets()["total"] == pytest.approx(start)
     for _ in range(5):
         controller.advance()
-    assert controller.current_targets()["total"] == pytest.approx(0.7)
+    assert controller.current_targets()["total"] == pytest.approx((start + 0.4) / 2)
     for _ in range(20):
         controller.advance()
     assert controller.current_targets()["total"] == pytest.approx(0.4)
 
 
-def test_lagrange_multipliers_receive_reversed_gradients(config):
+def test_multipliers_move_by_clipped_gradient_ascent_without_gradients(config):
     controller = PruningController(config, target=0.5, warmup_steps=0)
     loss, stats = controller.regularization()
     loss.backward()
-    gap = stats["expected_total"] - stats["target_total"]
-    assert gap > 0
-    # d loss / d lambda1 = gap; the reversed gradient makes descent increase lambda1.
-    assert float(controller.lambda_1["total"].grad) == pytest.approx(-gap, rel=1e-5)
-    assert float(controller.lambda_2["total"].grad) == pytest.approx(-gap * gap, rel=1e-4)
+    gap = stats["deterministic_total"] - stats["target_total"]
+    assert gap > 0.1
+    assert all(p.grad is None for p in controller.lagrangian_parameters())
     assert all(p.grad is not None for p in controller.gate_parameters())
+    controller.advance(0.1, lambda2_lr_scale=10.0)
+    # A gap above GAP_SCALE moves both at their full rate.
+    assert float(controller.lambda_1["total"]) == pytest.approx(0.1)
+    assert float(controller.lambda_2["total"]) == pytest.approx(1.0)
+    # A small negative gap: lambda1 steps back in proportion, lambda2 grows with its square.
+    controller._last_gaps = {"total": -0.5 * GAP_SCALE}
+    controller._last_expected_gaps = {"total": -0.5 * GAP_SCALE}
+    controller.advance(0.1, lambda2_lr_scale=10.0)
+    assert float(controller.lambda_1["total"]) == pytest.approx(0.05)
+    assert float(controller.lambda_2["total"]) == pytest.approx(1.25)
+    # A gap that closes since the previous step holds lambda1 (anti-windup); lambda2 still moves.
+    controller._last_gaps = {"total": -0.2 * GAP_SCALE}
+    controller._last_expected_gaps = {"total": -0.2 * GAP_SCALE}
+    controller.advance(0.1, lambda2_lr_scale=10.0)
+    assert float(controller.lambda_1["total"]) == pytest.approx(0.05)
+    assert float(controller.lambda_2["total"]) == pytest.approx(1.25 + 0.04)
+    # ... but not while it closes too slowly to vanish within CLOSING_STEPS steps.
+    controller._last_gaps = {"total": -0.199 * GAP_SCALE}
+    controller._last_expected_gaps = {"total": -0.199 * GAP_SCALE}
+    controller.advance(0.1, lambda2_lr_scale=10.0)
+    assert float(controller.lambda_1["total"]) == pytest.approx(0.05 - 0.1 * 0.199)
+    controller.lambda_1["total"].fill_(0.05)
+    # No regularization() since the last step: only the schedule moves.
+    controller.advance(0.1)
+    assert float(controller.lambda_1["total"]) == pytest.approx(0.05) and int(controller.step) == 5
+
+
+def test_the_constraint_value_is_the_deterministic_structure_with_the_expected_gradient(config):
+    controller = PruningController(config, units=["conv", "head", "interm"], metric="params", target=0.5)
+    with torch.no_grad():
+        controller.lambda_1["total"].fill_(1.0)
+    loss, stats = controller.regularization()
+    assert stats["deterministic_total"] != pytest.approx(stats["expected_total"], abs=1e-4)
+    assert float(loss.detach()) == pytest.approx(stats["deterministic_total"] - stats["target_total"], rel=1e-5)
+    loss.backward()
+    expected = controller.expected_ratios()["total"]
+    gates = controller.gate_parameters()
+    reference = torch.autograd.grad(expected, gates)
+    for gate, grad in zip(gates, reference):
+        assert torch.allclose(gate.grad, grad)
 
 
 def optimise(controller, steps, lr=0.05):
@@ -113,7 +154,7 @@ def optimise(controller, steps, lr=0.05):
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
-        controller.advance()
+        controller.advance(lr)
     return stats
 
 
@@ -148,13 +189,53 @@ def test_deterministic_mask_of_a_converged_controller_realises_the_target(config
     assert abs(ratio - 0.5) < 0.08
 
 
-def test_parameter_groups_cover_every_parameter_once(config):
+def test_parameter_group_holds_the_gates_and_not_the_multipliers(config):
     controller = PruningController(config, units=ALL_UNITS, cnn_target=0.5, transformer_target=0.5)
-    gates_and_lambda1, lambda2 = controller.parameter_groups(0.02, lambda2_lr_scale=10.0)
-    assert gates_and_lambda1["lr"] == 0.02 and lambda2["lr"] == pytest.approx(0.2)
-    grouped = [id(p) for group in (gates_and_lambda1, lambda2) for p in group["params"]]
-    assert sorted(grouped) == sorted(id(p) for p in controller.parameters())
-    assert {id(p) for p in lambda2["params"]} == {id(p) for p in controller.lambda_2.values()}
+    (gates,) = controller.parameter_groups(0.02)
+    assert gates["lr"] == 0.02 and gates["weight_decay"] == 0.0
+    grouped = sorted(id(p) for p in gates["params"])
+    multipliers = [id(p) for p in controller.lagrangian_parameters()]
+    assert len(multipliers) == 4
+    assert sorted(grouped + multipliers) == sorted(id(p) for p in controller.parameters())
+    assert all(p.requires_grad for p in gates["params"])
+    assert not any(p.requires_grad for p in controller.lagrangian_parameters())
+
+
+def test_budget_report_and_warning_name_the_budget_target_and_remedy(config):
+    controller = PruningController(config, units=["conv", "head", "interm"], target=0.5, warmup_steps=100)
+    for _ in range(40):
+        controller.advance()
+    report = controller.budget_report()["total"]
+    assert not report["reached"] and report["target"] == 0.5 and report["deterministic"] > 0.9
+    (warning,) = controller.budget_warnings()
+    assert "'total'" in warning and "0.500" in warning and "step 40 of warmup_steps 100" in warning
+    assert f"at least {int(RUN_LENGTH_PER_WARMUP * 100)} optimizer steps" in warning
+    set_log_alpha(controller, -20.0)
+    with torch.no_grad():
+        for gate in controller.gates["conv"]:
+            gate.log_alpha.fill_(20.0)
+    assert controller.budget_warnings()  # far below the target now
+
+
+def test_a_structure_on_its_targets_reaches_them_and_undecided_units_are_counted(config):
+    torch.manual_seed(1)
+    decided = PruningController(config, units=["conv", "head", "interm"], cnn_target=0.5, transformer_target=0.5)
+    with torch.no_grad():
+        for p in decided.gate_parameters():
+            p.copy_(torch.where(torch.rand_like(p) < 0.6, 30.0, -30.0))
+        for gate in decided.gates["conv"]:
+            gate.log_alpha[0] = 30.0
+    ratios = decided.deterministic_ratios()
+    on_target = PruningController(config, units=["conv", "head", "interm"], cnn_target=ratios["cnn"] + 0.01,
+                                  transformer_target=ratios["transformer"] - 0.01, warmup_steps=10)
+    on_target.load_state_dict(decided.state_dict())
+    for _ in range(20):
+        on_target.advance()
+    assert on_target.budget_warnings() == [] and on_target.undecided_units() == {}
+    assert all(entry["reached"] and entry["advice"] is None for entry in on_target.budget_report().values())
+    with torch.no_grad():
+        on_target.gates["head"]["1"].log_alpha[:2] = 0.0  # keep probability ~0.83
+    assert on_target.undecided_units() == {"head.1": 2}
 
 
 @pytest.mark.parametrize("kwargs, message", [

@@ -13,10 +13,16 @@ import torch
 import yaml
 
 from espnet_prune import register
-from espnet_prune.asr.frontend.pruned_ssl import PRUNING_DEFAULTS, PrunedSSLFrontend
+from espnet_prune.asr.frontend.pruned_ssl import PrunedSSLFrontend
 from espnet_prune.presets import conf_dir, presets
+from espnet_prune.pruning.config import PruningConfig
 from espnet_prune.pruning.controller import PruningController
 from espnet_prune.ssl.config import get_config
+
+
+def _resolve(pruning: Dict[str, Any]) -> Dict[str, Any]:
+    """The pruning keys a frontend would use for ``pruning`` (preset applied, values checked)."""
+    return PruningConfig.from_dict(pruning, where="frontend_conf.pruning").to_dict()
 
 REPO = Path(__file__).resolve().parents[3]
 EGS2 = REPO / "egs2"
@@ -103,7 +109,7 @@ def test_frontend_and_pruning_keys_are_known(task):
     pruning = frontend_conf["pruning"]
     assert pruning["preset"] == DEFAULT_BUDGET
     # The config sets the schedule; the budget (units, metric, targets) is the preset's alone.
-    assert set(pruning) - {"preset"} <= set(PRUNING_DEFAULTS) - set(presets("pruning")[DEFAULT_BUDGET])
+    assert set(pruning) - {"preset"} <= set(PruningConfig.keys()) - set(presets("pruning")[DEFAULT_BUDGET])
     assert set(pruning) - {"preset"} == {"warmup_steps", "reference_seconds", "reg_lr"}
 
 
@@ -112,7 +118,7 @@ def test_frontend_and_pruning_keys_are_known(task):
 def test_pruning_budgets_are_reachable_on_wav2vec2_base(task, method):
     """The controller accepts each budget with the recipe's schedule for the real wav2vec2-base
     shape, and removing every gated unit would go below each budget's target."""
-    conf = PrunedSSLFrontend._check_pruning(experiment_config(task, method)["frontend_conf"]["pruning"])
+    conf = _resolve(experiment_config(task, method)["frontend_conf"]["pruning"])
     for key in ("reg_lr", "lambda2_lr_scale"):
         conf.pop(key)
     controller = PruningController(get_config("wav2vec2_base"), **conf)
@@ -126,14 +132,14 @@ def test_pruning_budgets_are_reachable_on_wav2vec2_base(task, method):
 
 
 def test_a_budget_preset_is_resolved_and_explicit_keys_win():
-    conf = PrunedSSLFrontend._check_pruning({"preset": "separate_macs0.6", "transformer_target": 0.5})
+    conf = _resolve({"preset": "separate_macs0.6", "transformer_target": 0.5})
     assert (conf["cnn_target"], conf["transformer_target"], conf["target"]) == (0.6, 0.5, None)
-    conf = PrunedSSLFrontend._check_pruning({"preset": "hj_macs0.5", "metric": "params", "warmup_steps": 7})
+    conf = _resolve({"preset": "hj_macs0.5", "metric": "params", "warmup_steps": 7})
     assert (conf["metric"], conf["target"], conf["warmup_steps"]) == ("params", 0.5, 7)
     with pytest.raises(ValueError, match=r"Unknown pruning preset 'hj_macs0.55'; known presets: \['hj_macs0.4'"):
-        PrunedSSLFrontend._check_pruning({"preset": "hj_macs0.55"})
+        _resolve({"preset": "hj_macs0.55"})
     with pytest.raises(ValueError, match="Unknown key"):
-        PrunedSSLFrontend._check_pruning({"preset": "hj_macs0.5", "budget": 1})
+        _resolve({"preset": "hj_macs0.5", "budget": 1})
 
 
 def small_arch(overrides: Dict[str, Any]) -> Dict[str, Any]:
@@ -210,7 +216,7 @@ def test_config_trains_a_step_in_espnet(task, method, espnet_tasks, tmp_path):
         assert controller.budgets == pytest.approx(expected)
         assert "loss_prune" in stats and int(controller.step) == 1
         pruning_ids = [id(p) for group in optimizer.param_groups[1:] for p in group["params"]]
-        assert sorted(pruning_ids) == sorted(id(p) for p in controller.parameters())
+        assert sorted(pruning_ids) == sorted(id(p) for p in controller.gate_parameters())
 
 
 @pytest.mark.parametrize("task", RECIPES)

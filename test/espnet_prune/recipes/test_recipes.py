@@ -306,9 +306,12 @@ def trained(recipe: Path, exp: str, model: str, config: str, pruning: bool = Tru
         values["frontend_conf"]["pruning"] = None
         (exp_dir / "config.yaml").write_text(yaml.safe_dump(values))
     (exp_dir / model).write_bytes(b"")
-    if exp.startswith("exp/slu"):  # what slu.sh's stage 13 leaves for local/results.sh
-        (exp_dir / "decode_slu" / "test" / "score_intent").mkdir(parents=True)
-        (exp_dir / "decode_slu" / "test" / "score_intent" / "result.txt").write_text("intent accuracy: 50.00 % (1 / 2)\n")
+    if exp.startswith("exp/slu"):  # what slu.sh's stage 13 leaves for local/results.sh where it decodes:
+        # the exported EXP_pruned, or EXP itself (unpruned, or --export false)
+        for decoded in (exp_dir, recipe / f"{exp}_pruned") if pruning else (exp_dir,):
+            scores = decoded / "decode_slu" / "test" / "score_intent"
+            scores.mkdir(parents=True)
+            (scores / "result.txt").write_text("intent accuracy: 50.00 % (1 / 2)\n")
     return exp_dir
 
 
@@ -332,18 +335,18 @@ def test_stage_10_trains_exports_and_decodes_the_compact_model(linked, task):
     assert (option(decode, "stage"), option(decode, "stop_stage")) == ("12", "10000")
     for call in (train, decode):
         assert option(call, f"{task}_config") == config
-        assert option(call, f"{task}_exp") == exp
         assert option(call, "python").endswith("recorder.py python")
-    pruned = model.replace(".pth", ".pruned.pth")
-    assert option(train, f"inference_{task}_model") == model
-    assert option(decode, f"inference_{task}_model") == pruned
+        assert option(call, f"inference_{task}_model") == model
+    # Decoding (and packing) run on the exported directory, a standalone experiment.
+    assert (option(train, f"{task}_exp"), option(decode, f"{task}_exp")) == (exp, f"{exp}_pruned")
     assert export[:3] == ["python", "-m", "espnet_prune.bin.export"]
-    assert (option(export, "train_config"), option(export, "model_file"), option(export, "output")) == (
-        f"{exp}/config.yaml", f"{exp}/{model}", f"{exp}/{pruned}")
+    assert (option(export, "train_config"), option(export, "model_file"), option(export, "output_dir")) == (
+        f"{exp}/config.yaml", f"{exp}/{model}", f"{exp}_pruned")
+    assert "--output" not in export
     if task == "slu":  # after stage 13, local/results.sh adds the intent accuracy to RESULTS.md
-        assert "|decode_slu/test|2|1|50.00|" in (recipe / exp / "RESULTS.md").read_text()
+        assert "|decode_slu/test|2|1|50.00|" in (recipe / f"{exp}_pruned" / "RESULTS.md").read_text()
     else:
-        assert not (recipe / exp / "RESULTS.md").exists()
+        assert not (recipe / f"{exp}_pruned" / "RESULTS.md").exists()
 
 
 def test_unpruned_config_decodes_the_trained_model(linked, task):
@@ -387,7 +390,6 @@ def test_stage_ranges_and_export_option(linked, task):
     recipe, run_recipe = linked
     exp, model = DEFAULT_EXP[task]
     trained(recipe, exp, model, f"conf/train_{task}_wav2vec2.yaml")
-    pruned = model.replace(".pth", ".pruned.pth")
 
     result, calls = run_recipe("--stage", "10", "--stop_stage", "11")
     assert result.returncode == 0, result.stderr
@@ -397,12 +399,13 @@ def test_stage_ranges_and_export_option(linked, task):
     result, calls = run_recipe("--stage", "13")
     assert result.returncode == 0, result.stderr
     (score,) = calls
-    assert (option(score, "stage"), option(score, f"inference_{task}_model")) == ("13", pruned)
+    assert (option(score, "stage"), option(score, f"{task}_exp"), option(score, f"inference_{task}_model")) == (
+        "13", f"{exp}_pruned", model)
 
     result, calls = run_recipe("--stage", "12", "--export", "false")
     assert result.returncode == 0, result.stderr
     (decode,) = calls
-    assert option(decode, f"inference_{task}_model") == model
+    assert (option(decode, f"{task}_exp"), option(decode, f"inference_{task}_model")) == (exp, model)
 
     result, calls = run_recipe("--stage", "12", f"--{task}_tag", "mine")
     assert result.returncode != 0

@@ -319,3 +319,28 @@ def test_load_compact_rejects_other_objects():
     saved["state_dict"].pop("encoder.feature_projection.projection.bias")
     with pytest.raises(RuntimeError, match="Missing key"):
         load_compact(saved)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("num_layers", [0, 1])
+def test_keep_first_layers_computes_the_same_hidden_states_and_costs_less(arch, num_layers):
+    from espnet_prune.ssl import cost
+    from espnet_prune.ssl.prune import keep_first_layers
+
+    model = make_model(arch)
+    waveforms = make_waveforms()
+    states, lengths = run(model, waveforms)
+    cut = keep_first_layers(model, num_layers)
+    cut_states, cut_lengths = run(cut, waveforms)
+    assert cut.config.num_layers == num_layers == len(cut_states) - 1
+    assert torch.equal(lengths, cut_lengths)
+    # Hidden states 0..k are those of the full model (a pre-LN model's final LayerNorm is gone).
+    assert max_valid_diff((states[:num_layers + 1], lengths), (cut_states, cut_lengths)) == 0.0
+    assert cut.config.final_layer_norm == (not model.config.layer_norm_first)
+    assert cost.count_params(cut.config)["total"] == num_parameters(cut) < num_parameters(model)
+    assert cost.count_macs(cut.config, 1.0)["transformer"] < cost.count_macs(model.config, 1.0)["transformer"]
+    # The cut structure serialises and rebuilds like any other.
+    assert EncoderConfig.from_dict(json.loads(json.dumps(cut.config.to_dict()))) == cut.config
+    assert keep_first_layers(model, model.config.num_layers) is model
+    with pytest.raises(ValueError, match="num_layers=3"):
+        keep_first_layers(model, 3)

@@ -1,0 +1,98 @@
+"""PruningConfig: the one source of the ``pruning`` keys, defaults, types and validation."""
+
+import re
+from fractions import Fraction
+from pathlib import Path
+
+import pytest
+import yaml
+
+from espnet_prune.asr.frontend.pruned_ssl import PrunedSSLFrontend
+from espnet_prune.pruning.config import PruningConfig
+from espnet_prune.pruning.controller import PruningController
+from espnet_prune.ssl.config import tiny_config
+from test.espnet_prune.asr.recipe_steps import TINY_ARCH
+
+README = Path(__file__).parents[3] / "README.md"
+
+
+def readme_pruning_table():
+    """``{key: default}`` of the README's "`pruning` keys" table (a row may name several keys)."""
+    text = README.read_text(encoding="utf-8")
+    section = text.split("`pruning` keys:", 1)[1]
+    rows = {}
+    for line in section.splitlines()[1:]:
+        if not line.startswith("|"):
+            if rows:
+                break
+            continue
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if cells[0] in ("key",) or set(cells[0]) <= set("- "):
+            continue
+        default = cells[1].strip("`")
+        if default == "–":
+            value = None
+        elif re.fullmatch(r"\d+/\d+", default):
+            value = float(Fraction(default))
+        else:
+            value = yaml.safe_load(default)
+        for key in re.findall(r"`([a-z0-9_]+)`", cells[0]):
+            rows[key] = value
+    return rows
+
+
+def test_readme_pruning_table_lists_exactly_the_dataclass_keys_and_defaults():
+    table = readme_pruning_table()
+    defaults = PruningConfig.defaults()
+    assert sorted(table) == sorted(PruningConfig.keys())
+    for key, value in defaults.items():
+        assert table[key] == pytest.approx(value) if isinstance(value, float) else table[key] == value, key
+
+
+def test_defaults_and_round_trip():
+    config = PruningConfig.from_dict({"target": 0.5})
+    assert config.units == ["conv", "head", "interm"] and config.metric == "macs"
+    assert config.warmup_steps == 5000 and config.reg_lr == 0.02 and config.lambda2_lr_scale == 10.0
+    assert PruningConfig.from_dict(config.to_dict()) == config
+    assert PruningConfig.from_dict({"target": 1, "units": "head", "warmup_steps": 10.0}).units == ["head"]
+    assert isinstance(PruningConfig.from_dict({"target": 0.5, "warmup_steps": 10.0}).warmup_steps, int)
+
+
+BAD = [
+    ({"target": "half"}, r"frontend_conf\.pruning\.target must be a number, got str 'half'"),
+    ({"target": True}, r"frontend_conf\.pruning\.target must be a number, got bool True"),
+    ({"target": 0.5, "reference_seconds": "10"}, r"frontend_conf\.pruning\.reference_seconds must be a number"),
+    ({"target": 0.5, "temperature": 0}, r"frontend_conf\.pruning\.temperature must be > 0, got 0"),
+    ({"target": 0.5, "temperature": -1}, r"frontend_conf\.pruning\.temperature must be > 0, got -1"),
+    ({"target": 0.5, "warmup_steps": 2.5}, r"frontend_conf\.pruning\.warmup_steps must be a whole number.*2\.5"),
+    ({"target": 0.5, "warmup_steps": True}, r"frontend_conf\.pruning\.warmup_steps must be a whole number"),
+    ({"target": 0.5, "units": ["conv", "conv"]}, r"frontend_conf\.pruning\.units names \['conv'\] more than once"),
+    ({"target": 0.5, "units": [1]}, r"frontend_conf\.pruning\.units must be a list of unit names"),
+    ({"target": 0.5, "metric": "flops"}, r"frontend_conf\.pruning\.metric: Unknown pruning metric"),
+    ({"target": 0.5, "init_keep_prob": 1}, r"frontend_conf\.pruning\.init_keep_prob must lie in \(0, 1\)"),
+    ({"target": 0.5, "reg_lr": "fast"}, r"frontend_conf\.pruning\.reg_lr must be a number"),
+    ({"target": float("nan")}, r"frontend_conf\.pruning\.target must be a number"),
+    ({"cnn_target": "0.5"}, r"frontend_conf\.pruning\.cnn_target must be a number"),
+]
+
+
+@pytest.mark.parametrize("pruning, message", BAD, ids=[str(b[0]) for b in BAD])
+def test_bad_values_name_their_key_before_the_encoder_is_built(pruning, message):
+    with pytest.raises(ValueError, match=message):
+        PrunedSSLFrontend(arch=TINY_ARCH, pruning=pruning)
+    # The checks run before any checkpoint is read.
+    with pytest.raises(ValueError, match=message):
+        PrunedSSLFrontend(checkpoint="/nonexistent/wav2vec_small.pt", pruning=pruning)
+
+
+def test_the_controller_owns_the_config():
+    config = PruningConfig.from_dict({"target": 0.4, "warmup_steps": 7, "units": ["head"]})
+    controller = PruningController(tiny_config(), config)
+    assert controller.pruning is config and controller.warmup_steps == 7 and controller.budgets == {"total": 0.4}
+    assert set(controller.gates) == {"head"}
+    with pytest.raises(TypeError, match="not both"):
+        PruningController(tiny_config(), config, target=0.5)
+    with pytest.raises(ValueError, match=r"pruning\.temperature must be > 0"):
+        PruningController(tiny_config(), target=0.5, temperature=0)
+    with pytest.raises(ValueError, match=r"Unknown key.*taget"):
+        PruningController(tiny_config(), taget=0.5)
