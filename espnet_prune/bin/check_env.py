@@ -115,8 +115,13 @@ PIECES: List[Piece] = [
     Piece("eSpeak NG", "espeakng-loader", _load_espeak, True, "offline speech for the demo and tests"),
     Piece("resampy", "resampy", _import("resampy"), True, "ESPnet recipe stage 3 (format_wav_scp.py)"),
     Piece("pandas", "pandas", _import("pandas"), True, "slu.sh stage 13 (score_intent.py)"),
+    Piece("espnet_model_zoo", "espnet_model_zoo", _import("espnet_model_zoo.downloader"), True,
+          "Speech2Text.from_pretrained(<packed zip>)"),
     Piece("transformers", "transformers", _import("transformers"), False,
           "loading Hugging Face checkpoints and the equivalence tests", "pip install transformers"),
+    Piece("onnxruntime", "onnxruntime", _import("onnxruntime"), False,
+          "export --onnx and the ONNX frontend", "pip install 'espnet_prune[deploy]'"),
+    Piece("onnx", "onnx", _import("onnx"), False, "export --onnx", "pip install 'espnet_prune[deploy]'"),
     Piece("sclite", None, _find_sclite, False, "asr.sh/slu.sh stage 13 scoring",
           "apt-get install sctk (puts sclite in /usr/lib/sctk/bin), or ESPnet's tools/installers/install_sctk.sh"),
 ]
@@ -173,7 +178,7 @@ def check(pieces: Optional[List[Piece]] = None, pins: Optional[Dict[str, str]] =
             tested = pins.get(_normalise(piece.distribution)) if piece.distribution else None
             if tested and tested != installed:
                 detail = f"{detail}; tested with {tested}".lstrip("; ")
-        print(f"{status:9s} {piece.name:13s} {installed:12s} {detail}".rstrip(), file=out, flush=True)
+        print(f"{status:9s} {piece.name:16s} {installed:12s} {detail}".rstrip(), file=out, flush=True)
     if problems:
         print(f"espnet_prune --check: {len(problems)} problem(s): " + "; ".join(problems), file=out)
     else:
