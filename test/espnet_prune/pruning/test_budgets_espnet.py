@@ -1,0 +1,107 @@
+"""Every budget ends on its target through ESPnet's trainer, and a run too short to get there
+says so in its log and in the export report.
+
+Tiny ASR runs (asr.sh stage 11 through the launcher) of the length the README recommends:
+``RUN_LENGTH_PER_WARMUP * warmup_steps`` optimizer steps.
+"""
+
+import json
+import re
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from espnet_prune import register
+from espnet_prune.pruning.controller import BUDGET_TOLERANCE, RUN_LENGTH_PER_WARMUP
+from test.espnet_prune.asr.recipe_steps import collect_stats, train, training_config, write_config
+
+WARMUP = 60
+REG_LR = 0.2  # WARMUP * REG_LR = 12: the gates start moving early in the ramp (README rule: >= 10)
+STEPS = int(RUN_LENGTH_PER_WARMUP * WARMUP)
+EPOCHS = 2
+UNITS = ["conv", "head", "interm"]
+# A head of this tiny encoder is 3.6 % of its parameters, so the exported params ratio would move
+# in steps of that size: the params budget prunes the fine-grained units only.
+BUDGETS = {
+    "macs": {"metric": "macs", "target": 0.6},
+    "params": {"metric": "params", "target": 0.7, "units": ["conv", "interm"]},
+    "separate": {"metric": "macs", "cnn_target": 0.7, "transformer_target": 0.5},
+}
+
+
+@pytest.fixture(scope="module")
+def stats(tmp_path_factory, asr_corpus):
+    work = tmp_path_factory.mktemp("budget_stats")
+    config = write_config(work / "stats.yaml", training_config({"units": UNITS, "target": 0.5}))
+    return collect_stats("asr", work, asr_corpus, config, ["text"])
+
+
+def run(work, corpus, stats, budget, warmup_steps, steps, epochs=EPOCHS):
+    pruning = {"units": UNITS, "warmup_steps": warmup_steps, "reference_seconds": 2, "reg_lr": REG_LR, **budget}
+    config = write_config(work / "train.yaml", training_config(pruning, batch_size=2, max_epoch=epochs,
+                                                               num_iters_per_epoch=steps // epochs))
+    exp = work / "exp"
+    train("asr", work, corpus, config, stats, ["text"], exp)
+    return exp, (work / "exp.log").read_text(encoding="utf-8")
+
+
+def load_controller(exp, model_file):
+    register()
+    from espnet2.tasks.asr import ASRTask
+
+    model, _ = ASRTask.build_model_from_file(str(exp / "config.yaml"), str(model_file), "cpu")
+    return model.frontend.controller
+
+
+def export(exp, work):
+    compact = exp / "last.pruned.pth"
+    subprocess.run([sys.executable, "-m", "espnet_prune.bin.export", "--train_config", exp / "config.yaml",
+                    "--model_file", exp / f"{EPOCHS}epoch.pth", "--output", compact], check=True, cwd=work,
+                   capture_output=True)
+    return json.loads(compact.with_suffix(".json").read_text(encoding="utf-8"))
+
+
+@pytest.mark.parametrize("name", list(BUDGETS))
+def test_every_budget_ends_within_tolerance_of_its_target(tmp_path, asr_corpus, stats, name):
+    budget = BUDGETS[name]
+    exp, log = run(tmp_path, asr_corpus, stats, budget, WARMUP, STEPS)
+    controller = load_controller(exp, exp / f"{EPOCHS}epoch.pth")
+    assert int(controller.step) == STEPS
+    with torch.no_grad():
+        expected = {k: float(v) for k, v in controller.expected_ratios().items()}
+    kept = controller.deterministic_ratios()
+    for budget_name, target in controller.budgets.items():
+        assert abs(kept[budget_name] - target) <= BUDGET_TOLERANCE, (budget_name, kept, expected, target)
+        assert re.search(rf"pruning budget '{budget_name}' \({controller.metric}\) reached", log)
+    assert "missed its target" not in log
+    full_report = export(exp, tmp_path)
+    report = full_report["pruning"]
+    assert report["warnings"] == [] and report["metric"] == controller.metric
+    for budget_name, entry in report["budgets"].items():
+        # What export keeps is the deterministic structure training steered to the target.
+        assert entry["reached"] and entry["exported"] == pytest.approx(kept[budget_name], abs=1e-9)
+        assert entry["expected"] == pytest.approx(expected[budget_name], abs=1e-6)
+        if budget_name in ("total", "cnn"):  # the encoder report's ratio of the same part
+            assert entry["exported"] == pytest.approx(
+                full_report["encoder"]["ratio"][controller.metric][budget_name], abs=1e-9)
+        if abs(entry["exported"] - entry["expected"]) > 0.01:
+            assert "differ" in report["explanation"] and report["undecided_units"]
+
+
+def test_a_run_too_short_warns_in_train_log_and_export_report(tmp_path, asr_corpus, stats):
+    steps = 40  # stops during a ramp of 100 steps
+    exp, log = run(tmp_path, asr_corpus, stats, BUDGETS["macs"], 100, steps)
+    warnings = [line for line in log.splitlines() if "WARNING" in line and "missed its target" in line]
+    assert len(warnings) == 1, log[-3000:]
+    assert "pruning budget 'total' (macs)" in warnings[0] and "target of 0.600" in warnings[0]
+    assert "step 40 of warmup_steps 100" in warnings[0]
+    assert f"train at least {int(RUN_LENGTH_PER_WARMUP * 100)} optimizer steps" in warnings[0]
+    # It is the last thing training logs about pruning, after the final epoch.
+    assert log.rindex("missed its target") > log.rindex(f"{EPOCHS}epoch results")
+    report = export(exp, tmp_path)["pruning"]
+    (warning,) = report["warnings"]
+    assert "pruning budget 'total' (macs) missed its target" in warning
+    assert report["budgets"]["total"]["reached"] is False
+    assert "warmup_steps" in report["budgets"]["total"]["advice"]
