@@ -41,8 +41,6 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, TextIO, Tuple
 
 import soundfile
-import torch
-import yaml
 
 from espnet_prune.demo import corpus as corpus_module
 from espnet_prune.demo import scoring

@@ -22,16 +22,16 @@ that are still undecided (keep probabilities between 0 and 1) can make the two d
 several points on small models, and it is the exported size that has to meet the target.
 """
 
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Tuple, Union
 
 import torch
 from torch import Tensor, nn
 
 from espnet_prune.layers.hard_concrete import HardConcreteGate
-from espnet_prune.pruning.config import METRICS, PruningConfig
+from espnet_prune.pruning.config import PruningConfig
 from espnet_prune.ssl import cost
 from espnet_prune.ssl.config import EncoderConfig
-from espnet_prune.ssl.model import UNIT_TYPES, Masks
+from espnet_prune.ssl.model import Masks
 
 #: Gap (ratio points) at and above which a multiplier moves at its full rate per step;
 #: below it the step is proportional to the gap (lambda1) or to its square (lambda2).

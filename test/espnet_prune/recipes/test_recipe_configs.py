@@ -6,7 +6,7 @@ model decodes with the recipe's decode config."""
 import inspect
 import re
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Tuple
 
 import pytest
 import torch
