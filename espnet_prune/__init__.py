@@ -96,9 +96,7 @@ def _wrap_build_optimizers() -> None:
         optim_class = optim_classes.get(args.optim)
         if optim_class is None:
             raise ValueError(f"must be one of {list(optim_classes)}: {args.optim}")
-        frontend = model.frontend
-        return [build_optimizer(optim_class, model, args.optim_conf, frontend.reg_lr,
-                                frontend.lambda2_lr_scale)]
+        return [build_optimizer(optim_class, model, args.optim_conf)]
 
     build_optimizers.espnet_prune_wrapper = True
     build_optimizers.__doc__ = original.__doc__

@@ -265,7 +265,7 @@ class PruningController(nn.Module):
         return loss, stats
 
     @torch.no_grad()
-    def advance(self, multiplier_lr: float = 0.0, lambda2_lr_scale: float = 10.0) -> None:
+    def advance(self, multiplier_lr: float = 0.0, lambda2_lr_scale: Optional[float] = None) -> None:
         """One optimisation step: move the multipliers, then the target schedule.
 
         Gradient ascent of the Lagrangian in the multipliers from the gaps ``g`` of the latest
@@ -286,8 +286,11 @@ class PruningController(nn.Module):
         Args:
             multiplier_lr: full-rate step of lambda1 (``reg_lr``); 0 only counts the step.
             lambda2_lr_scale: lambda2 moves this many times faster (the quadratic term is the
-                restoring force that damps the oscillation around the target).
+                restoring force that damps the oscillation around the target); ``None``: the
+                pruning config's ``lambda2_lr_scale``.
         """
+        if lambda2_lr_scale is None:
+            lambda2_lr_scale = self.pruning.lambda2_lr_scale
         if multiplier_lr > 0:
             self.multiplier_lr = float(multiplier_lr)
             for name, gap in self._last_gaps.items():

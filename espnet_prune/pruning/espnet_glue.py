@@ -55,17 +55,18 @@ class PruningLossMixin:
         return loss
 
 
-def build_optimizer(optim_class, model: nn.Module, optim_conf: Dict, reg_lr: float,
-                    lambda2_lr_scale: float) -> torch.optim.Optimizer:
+def build_optimizer(optim_class, model: nn.Module, optim_conf: Dict) -> torch.optim.Optimizer:
     """An optimizer whose first group holds the model's weights (``optim_conf``) and whose
     other group holds the gates (see ``PruningController.parameter_groups``).
 
     The gates keep their learning rate whatever the YAML's scheduler does to the weights'
     (a step pre-hook restores it). After each step the controller moves its Lagrange
-    multipliers (at ``reg_lr``, lambda2 ``lambda2_lr_scale`` times faster; they are in no
-    optimizer group) and its target schedule.
+    multipliers (at ``reg_lr``, lambda2 ``lambda2_lr_scale`` times faster, both from the
+    controller's :class:`~espnet_prune.pruning.config.PruningConfig`; they are in no optimizer
+    group) and its target schedule.
     """
     controller = find_controller(model)
+    reg_lr, lambda2_lr_scale = controller.pruning.reg_lr, controller.pruning.lambda2_lr_scale
     pruning_groups = controller.parameter_groups(reg_lr)
     pruning = {id(p) for p in controller.parameters()}
     weights = [p for p in model.parameters() if id(p) not in pruning]

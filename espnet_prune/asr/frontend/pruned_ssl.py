@@ -126,16 +126,6 @@ class PrunedSSLFrontend(AbsFrontend):
         self._register_load_state_dict_pre_hook(self._rebuild_compact)
 
     @property
-    def reg_lr(self) -> Optional[float]:
-        """Learning rate of the gates and lambda1 (``None`` without pruning)."""
-        return None if self.pruning_conf is None else self.pruning_conf.reg_lr
-
-    @property
-    def lambda2_lr_scale(self) -> Optional[float]:
-        """lambda2's learning rate relative to ``reg_lr`` (``None`` without pruning)."""
-        return None if self.pruning_conf is None else self.pruning_conf.lambda2_lr_scale
-
-    @property
     def skips_layers_in_training(self) -> bool:
         """Whether the encoder uses LayerDrop (``layer_drop > 0``): each training step skips
         random layers, whose parameters then get no gradient (DDP must be told, see
