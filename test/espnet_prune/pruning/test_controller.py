@@ -314,3 +314,21 @@ def test_a_structure_on_its_targets_reaches_them_and_undecided_units_are_counted
 def test_bad_configuration_is_rejected(config, kwargs, message):
     with pytest.raises(ValueError, match=message):
         PruningController(config, **kwargs)
+
+
+def test_the_readme_states_the_run_length_rule_the_controller_advises():
+    """The README's rule for warmup_steps against the run length names the constants that
+    budget_report's advice uses, and the demo's settings follow it."""
+    from pathlib import Path
+
+    from espnet_prune.demo.pipeline import DemoSettings
+    from espnet_prune.pruning.config import PruningConfig
+    from espnet_prune.pruning.controller import MIN_WARMUP_TIMES_LR
+
+    text = (Path(__file__).parents[3] / "README.md").read_text(encoding="utf-8")
+    assert f"**Rule: train at least `{RUN_LENGTH_PER_WARMUP:g} × warmup_steps` optimizer steps**" in text
+    assert f"keep `warmup_steps × reg_lr ≥ {MIN_WARMUP_TIMES_LR:g}`" in text
+    warmup, reg_lr = PruningConfig.defaults()["warmup_steps"], PruningConfig.defaults()["reg_lr"]
+    assert f"defaults: {warmup} × {reg_lr:g} = {warmup * reg_lr:g}" in text and warmup * reg_lr >= MIN_WARMUP_TIMES_LR
+    demo = DemoSettings()
+    assert demo.finetune_steps >= RUN_LENGTH_PER_WARMUP * demo.prune_warmup_steps
