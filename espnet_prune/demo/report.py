@@ -25,8 +25,18 @@ import numpy as np
 import soundfile
 import torch
 
-from espnet_prune.demo.pipeline import (INFERENCE_TAG, INT8_TAG, SSL_STANDIN, DemoPaths, DemoSettings, Progress,
-                                        decode_files, final_model_file, fusion_lms, lm_target_name)
+from espnet_prune.demo.pipeline import (
+    INFERENCE_TAG,
+    INT8_TAG,
+    SSL_STANDIN,
+    DemoPaths,
+    DemoSettings,
+    Progress,
+    decode_files,
+    final_model_file,
+    fusion_lms,
+    lm_target_name,
+)
 from espnet_prune.demo.scoring import read_transcripts
 from espnet_prune.ssl import cost
 from espnet_prune.ssl.config import get_config
