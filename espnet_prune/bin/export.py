@@ -114,10 +114,13 @@ def budget_summary(controller, compact_config) -> Dict[str, Any]:
     if differ:
         where = ", ".join(f"{gate} {count}" for gate, count in undecided.items()) or "none"
         explanation = (f"exported and expected {controller.metric} ratios differ ({'; '.join(differ)}): the "
-                       "deterministic mask keeps, per gate, the rounded expected number of units, and units with "
-                       f"keep probabilities between {UNDECIDED[0]} and {UNDECIDED[1]} (undecided: {where}) count "
-                       "fractionally in the expectation but wholly or not at all in the structure; the training "
-                       "steers the exported structure, not the expectation, to the target")
+                       "deterministic mask rounds every gate to whole units and then adds or removes units (one "
+                       "sublayer more or less at most) to match the expected cost, but no such structure came "
+                       "closer: units with keep probabilities between "
+                       f"{UNDECIDED[0]} and {UNDECIDED[1]} (undecided: {where}) count fractionally in the "
+                       "expectation but wholly or not at all in the structure, and the units left to move are "
+                       "too coarse (whole sublayers, heads) or decided; the training steers the exported "
+                       "structure, not the expectation, to the target")
     return {"metric": controller.metric, "steps": int(controller.step), "warmup_steps": controller.warmup_steps,
             "budgets": budgets, "undecided_units": undecided, "explanation": explanation,
             "warnings": controller.budget_warnings()}

@@ -53,6 +53,9 @@ METHODS = ("dense", "hj_macs", "hj_params", "separate")
 SSL_STANDIN = "ssl_standin"  # tag of the stand-in's experiment: exp/asr_ssl_standin
 LM_TAG = "train_lm_char"  # asr.sh's lm_tag for conf/train_lm.yaml and char tokens
 INFERENCE_TAG = "decode"  # decodings without LM: exp/<task>_<system>/decode/test
+#: The compact pruned systems decoded again with ESPnet's dynamic int8 quantization
+#: (``--quantize_asr_model true``): exp/<task>_<system>_pruned/decode_int8/test
+INT8_TAG = "decode_int8"
 DENSE = "dense"  # name of the unpruned system
 #: A pruned system's compact model is exported (as prune_stages.sh does) to exp/<task>_<system>_pruned
 PRUNED_SUFFIX = "_pruned"
@@ -588,9 +591,14 @@ class DemoRecipe:
             lines.append(f"{system}/{tag} {main}")
         return "; ".join(lines)
 
+    def int8_systems(self) -> List[System]:
+        """The systems decoded a second time with dynamic int8 quantization: every pruned one."""
+        return [system for system in self.settings.systems if system.method != "dense"]
+
     def decodings(self) -> List[Tuple[str, str]]:
         """Every ``(system, inference_tag)`` that stage 12 decodes."""
         decodings = [(system.name, INFERENCE_TAG) for system in self.settings.systems]
+        decodings += [(system.name, INT8_TAG) for system in self.int8_systems()]
         if self.settings.uses_lm:
             decodings += [(self.settings.fusion_system, lm["inference_tag"])
                           for lm in fusion_lms(self.settings, self.paths)]
@@ -898,6 +906,9 @@ def asr_steps(recipe: DemoRecipe, text_files: Sequence[str]) -> List[Step]:
             previous = f"export_{system.name}"
         steps.append(decode_step(recipe, system, INFERENCE_TAG, None, (previous,)))
         decode_steps.append(steps[-1].name)
+        if system in recipe.int8_systems():
+            steps.append(decode_step(recipe, system, INT8_TAG, None, (previous,), quantize=True))
+            decode_steps.append(steps[-1].name)
 
     if settings.uses_lm:
         fusion = next(system for system in settings.systems if system.name == settings.fusion_system)
@@ -913,8 +924,10 @@ def asr_steps(recipe: DemoRecipe, text_files: Sequence[str]) -> List[Step]:
 
 
 def decode_step(recipe: DemoRecipe, system: System, inference_tag: str, lm: Optional[Dict],
-                after: Tuple[str, ...]) -> Step:
-    """Stage 12 (one job, batch 1) for ``system``, optionally with shallow fusion of ``lm``."""
+                after: Tuple[str, ...], quantize: bool = False) -> Step:
+    """Stage 12 (one job, batch 1) for ``system``, optionally with shallow fusion of ``lm``, or
+    (``quantize``) with ESPnet's dynamic int8 quantization of the model (``--quantize_asr_model
+    true``: every ``torch.nn.Linear``, the compact frontend's included, to qint8)."""
     paths, task = recipe.paths, recipe.task
     decode_dir = paths.decode_dir(system.name, inference_tag)
 
@@ -929,13 +942,15 @@ def decode_step(recipe: DemoRecipe, system: System, inference_tag: str, lm: Opti
         if lm is not None:
             args += ["--lm_train_config", lm["config"], "--lm_file", lm["model_file"],
                      "--lm_weight", recipe.settings.lm_weight]
+        if quantize:
+            args += ["--quantize_asr_model", "true"]
         recipe.espnet(f"{task}_inference", args, decode_dir / "logdir" / f"{task}_inference.1.log")
         hypotheses = output / "1best_recog" / "text"
         lines = sorted(hypotheses.read_text(encoding="utf-8").splitlines()) if hypotheses.exists() else []
         (decode_dir / "text").write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")
         return f"{len(lines)} hypotheses in {decode_dir / 'text'}"
 
-    name = f"decode_{system.name}" + ("" if lm is None else f"_lm_{lm['name']}")
+    name = f"decode_{system.name}" + ("" if lm is None else f"_lm_{lm['name']}") + ("_int8" if quantize else "")
     return Step(name, "12", decode, after=after, marker=recipe.marker(decode_dir, "decode"))
 
 

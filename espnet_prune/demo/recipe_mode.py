@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Dict, List, Sequence
 
 from espnet_prune.demo.pipeline import (
     INFERENCE_TAG,
+    INT8_TAG,
     LM_TAG,
     SSL_STANDIN,
     TEMPLATE_PRUNE,
@@ -149,6 +150,19 @@ def recipe_steps(recipe: "DemoRecipe") -> List[Step]:
         steps.append(Step(f"train_decode_{system.name}", "11-12", train_and_decode, after=(SSL_STANDIN,),
                           marker=recipe.marker(paths.exp(system.name), "train_decode")))
         decodes.append(steps[-1].name)
+        if system in recipe.int8_systems():
+            def int8_decode(system: System = system) -> str:
+                options = [f"--{task}_exp", paths.decode_exp(system.name).relative_to(paths.root), "--export", "false",
+                           f"--inference_{task}_model", "latest.pth", "--inference_tag", INT8_TAG,
+                           "--inference_args", "--quantize_asr_model true"]
+                if task == "asr":
+                    options += ["--use_lm", "false"]
+                prune_stages(recipe, 12, 12, options, logs / f"stage12_{system.name}_{INT8_TAG}.log")
+                return f"{paths.decode_dir(system.name, INT8_TAG) / 'text'}"
+
+            steps.append(Step(f"decode_{system.name}_int8", "12", int8_decode, after=(decodes[-1],),
+                              marker=recipe.marker(paths.decode_dir(system.name, INT8_TAG), "decode")))
+            decodes.append(steps[-1].name)
 
     if settings.uses_lm:
         fusion = next(system for system in settings.systems if system.name == settings.fusion_system)

@@ -9,7 +9,9 @@ model's parameter count; the error rates of stage 13; and the latency of
 utterance, batch 1, one CPU thread. All systems are timed in the same process, in
 interleaved rounds (every system once per round), and the median per system is reported.
 With an LM, the fusion system's error rates with no LM, the dense LM and every pruned LM
-follow, with the LMs' parameters and dev perplexities from ``lm_prune``'s report.
+follow, with the LMs' parameters and dev perplexities from ``lm_prune``'s report. Every
+compact pruned system's int8 decoding (ESPnet's ``--quantize_asr_model true``) is compared
+with its fp32 one: identical hypotheses and the change of the error rate.
 """
 
 import contextlib
@@ -17,7 +19,7 @@ import io
 import json
 import warnings
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import soundfile
@@ -25,6 +27,7 @@ import torch
 
 from espnet_prune.demo.pipeline import (
     INFERENCE_TAG,
+    INT8_TAG,
     SSL_STANDIN,
     DemoPaths,
     DemoSettings,
@@ -34,6 +37,7 @@ from espnet_prune.demo.pipeline import (
     fusion_lms,
     lm_target_name,
 )
+from espnet_prune.demo.scoring import read_transcripts
 from espnet_prune.ssl import cost
 from espnet_prune.ssl.config import get_config
 from espnet_prune.utils.timing import time_interleaved
@@ -183,6 +187,65 @@ def collect_lm_fusion(settings: DemoSettings, paths: DemoPaths) -> Optional[Dict
     return dict(asr_system=settings.fusion_system, lm_weight=settings.lm_weight, entries=entries)
 
 
+def identical_hypotheses(first: Path, second: Path) -> Tuple[int, int]:
+    """``(utterances with the same hypothesis in both, utterances in either)`` of two
+    ``<utt_id> <text>`` files; an utterance missing from one file counts as different."""
+    one, two = read_transcripts(first), read_transcripts(second)
+    keys = set(one) | set(two)
+    return sum(1 for key in keys if key in one and key in two and one[key] == two[key]), len(keys)
+
+
+def collect_int8(settings: DemoSettings, paths: DemoPaths, systems: Sequence[str]) -> Optional[Dict]:
+    """The int8 decodings of ``systems`` (compact pruned models) against their fp32 decodings.
+
+    Per system: ``agreement`` (fraction of test utterances with the identical hypothesis), the
+    fp32 and int8 error rates and their change (int8 minus fp32; intent accuracy for SLU), and
+    which modules of the frontend ESPnet's ``--quantize_asr_model true`` quantizes (the same
+    ``torch.quantization.quantize_dynamic`` call, :func:`espnet_prune.ssl.quantize.quantize_dynamic`).
+    """
+    from espnet_prune.ssl.quantize import quantization_summary, quantize_dynamic
+
+    entries = []
+    for system in settings.systems:
+        if system.name not in systems:
+            continue
+        fp32_dir, int8_dir = paths.decode_dir(system.name), paths.decode_dir(system.name, INT8_TAG)
+        same, total = identical_hypotheses(fp32_dir / "text", int8_dir / "text")
+        fp32_score = _score_fields(settings.task, _read_json(fp32_dir / "score.json"))
+        int8_score = _score_fields(settings.task, _read_json(int8_dir / "score.json"))
+        model = load_model(settings.task, *decode_files(paths, system))
+        summary = quantization_summary(quantize_dynamic(model.frontend))
+        entries.append(dict(
+            name=system.name, utterances=total, identical=same, agreement=same / max(1, total),
+            fp32=fp32_score, int8=int8_score,
+            change={key: int8_score[key] - fp32_score[key] for key in fp32_score},
+            frontend_modules=summary, decode_dir=str(int8_dir)))
+    if not entries:
+        return None
+    return dict(what="compact pruned systems decoded with ESPnet's dynamic int8 quantization "
+                     "(asr_inference / slu_inference --quantize_asr_model true: every torch.nn.Linear to qint8) "
+                     "against their fp32 decoding of the same test set",
+                entries=entries)
+
+
+def format_int8(task: str, int8: Optional[Dict]) -> List[str]:
+    """Lines of the int8-vs-fp32 table (none without int8 decodings)."""
+    if int8 is None:
+        return []
+    key, label = ("intent_acc", "intent acc") if task == "slu" else ("wer", "WER")
+    header = (f"{'system (int8)':<15} {'identical hyps':>15} {label + ' fp32':>14} {label + ' int8':>14} "
+              f"{'change':>8} {'int8 Linear':>11}")
+    lines = ["", "Dynamic int8 quantization (--quantize_asr_model true) of the compact models:", header,
+             "-" * len(header)]
+    for entry in int8["entries"]:
+        agreement = f"{entry['identical']}/{entry['utterances']} ({100 * entry['agreement']:.0f}%)"
+        modules = entry["frontend_modules"]
+        lines.append(f"{entry['name']:<15} {agreement:>15} {100 * entry['fp32'][key]:>13.1f}% "
+                     f"{100 * entry['int8'][key]:>13.1f}% {100 * entry['change'][key]:>+7.1f}% "
+                     f"{modules['int8_linear']:>5}/{modules['int8_linear'] + modules['float_linear']:<5}")
+    return lines
+
+
 def format_table(task: str, systems: Sequence[Dict], lm_fusion: Optional[Dict]) -> str:
     """The results as fixed-width text tables."""
     intent = f" {'intent acc':>10}" if task == "slu" else ""
@@ -272,6 +335,7 @@ def write_report(settings: DemoSettings, paths: DemoPaths, threads: int, progres
     """
     systems = collect_systems(settings, paths, threads)
     lm_fusion = collect_lm_fusion(settings, paths)
+    int8 = collect_int8(settings, paths, [system.name for system in settings.systems if system.method != "dense"])
     plot = plot_results(settings.task, systems, lm_fusion, paths.results.with_suffix(".png"))
     results = dict(
         task=settings.task,
@@ -286,11 +350,12 @@ def write_report(settings: DemoSettings, paths: DemoPaths, threads: int, progres
                      threads=threads, rounds=settings.latency_rounds, warmup_rounds=WARMUP_ROUNDS),
         systems=systems,
         lm_fusion=lm_fusion,
+        int8=int8,
         plot=str(plot),
         elapsed_seconds=round(progress.elapsed(), 1),
     )
     paths.results.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-    table = format_table(settings.task, systems, lm_fusion)
+    table = "\n".join([format_table(settings.task, systems, lm_fusion)] + format_int8(settings.task, int8))
     (paths.results.with_name("RESULTS.md")).write_text(f"```\n{table}\n```\n", encoding="utf-8")
     progress.stream.write("\n" + table + "\n\n")
     return paths.results

@@ -7,6 +7,7 @@ unit being non-zero is differentiable and feeds the expected cost.
 """
 
 import math
+from typing import Optional
 
 import torch
 from torch import Tensor, nn
@@ -27,6 +28,11 @@ class HardConcreteGate(nn.Module):
         init_keep_prob: initial probability that a unit is kept (sets ``log_alpha``).
         init_noise: std of Gaussian noise added to the initial ``log_alpha``.
         min_keep: the deterministic mask keeps at least this many units.
+
+    Attributes:
+        planned_kept: ``None``, or the number of units :meth:`kept` keeps instead of the rounded
+            expected count; set by a controller that rounds several gates jointly (see
+            ``PruningController.deterministic_counts``).
     """
 
     def __init__(
@@ -51,6 +57,7 @@ class HardConcreteGate(nn.Module):
         self.stretch_low = stretch_low
         self.stretch_high = stretch_high
         self.min_keep = min(min_keep, num_units)
+        self.planned_kept: Optional[int] = None
         # P(z != 0) = sigmoid(log_alpha - beta * log(-l / r)); invert for the initial keep probability.
         self._shift = temperature * math.log(-stretch_low / stretch_high)
         init = math.log(init_keep_prob / (1.0 - init_keep_prob)) + self._shift
@@ -73,8 +80,12 @@ class HardConcreteGate(nn.Module):
         return s.clamp(0.0, 1.0)
 
     def num_kept(self) -> int:
-        """Units the deterministic mask keeps: the rounded expected count (at least ``min_keep``)."""
-        kept = int(round(self.expected_kept().detach().item()))
+        """Units the deterministic mask keeps: ``planned_kept`` if set, else the rounded expected
+        count; at least ``min_keep``, at most ``num_units``."""
+        if self.planned_kept is not None:
+            kept = int(self.planned_kept)
+        else:
+            kept = int(round(self.expected_kept().detach().item()))
         return max(self.min_keep, min(self.num_units, kept))
 
     def expected_value(self, grid_points: int = 64) -> Tensor:

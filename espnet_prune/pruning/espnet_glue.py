@@ -6,6 +6,8 @@
   no weight decay) in whatever optimizer the YAML names, and moves the Lagrange
   multipliers and the target schedule on each real optimizer step (so ``accum_grad`` and
   AMP's skipped steps are counted right).
+* :func:`migrate_optimizer_state` lets ``--resume`` read optimizer states saved while the
+  multipliers were still in optimizer groups, and explains any other layout mismatch.
 * :func:`report_budgets` logs, at the end of ESPnet's ``Trainer.run``, where every budget
   ended, with a WARNING for each that missed its target (so ``train.log`` says so).
 """
@@ -79,7 +81,46 @@ def build_optimizer(optim_class, model: nn.Module, optim_conf: Dict) -> torch.op
 
     optimizer.register_step_pre_hook(restore_pruning_lrs)
     optimizer.register_step_post_hook(lambda *_: controller.advance(reg_lr, lambda2_lr_scale))
+    num_gates, num_budgets = len(controller.gate_parameters()), len(controller.budgets)
+    optimizer.register_load_state_dict_pre_hook(
+        lambda optimizer, state: migrate_optimizer_state(optimizer, state, num_gates, num_budgets))
     return optimizer
+
+
+def migrate_optimizer_state(optimizer: torch.optim.Optimizer, state: Dict, num_gates: int,
+                            num_budgets: int) -> Optional[Dict]:
+    """Adapt an optimizer state saved before the multipliers left the optimizer (``--resume``).
+
+    Checkpoints written before the controller moved the Lagrange multipliers itself hold three
+    parameter groups: the weights, the gates followed by every budget's lambda1, and every
+    budget's lambda2. This optimizer has two (weights, gates). Such a state is migrated: the
+    weights' and gates' states are kept, the multipliers' optimizer states dropped (their values
+    are in the model state and continue from there). Any other difference in the groups raises a
+    ``ValueError`` that says what was found (instead of torch's bare size mismatch).
+
+    Returns:
+        the migrated state dict, or ``None`` when ``state`` already fits (loaded unchanged).
+    """
+    saved = [len(group["params"]) for group in state["param_groups"]]
+    current = [len(group["params"]) for group in optimizer.param_groups]
+    if saved == current:
+        return None
+    if (len(saved) == 3 and len(current) == 2 and saved[0] == current[0] and current[1] == num_gates
+            and saved[1] == num_gates + num_budgets and saved[2] == num_budgets):
+        weights, gates, _ = state["param_groups"]
+        gates = {**gates, "params": gates["params"][:num_gates]}
+        keep = set(weights["params"]) | set(gates["params"])
+        logging.info("Resuming from an optimizer state with the Lagrange multipliers in parameter groups "
+                     "(before espnet_prune moved them itself): their %d optimizer states are dropped, their "
+                     "values continue from the model state", 2 * num_budgets)
+        return {"state": {key: value for key, value in state["state"].items() if key in keep},
+                "param_groups": [weights, gates]}
+    raise ValueError(
+        f"Cannot resume: the checkpoint's optimizer state has parameter groups of {saved} parameters, but this "
+        f"model's optimizer has {current} (the model's weights, then the {num_gates} pruning gates; the "
+        f"{num_budgets} budget(s)' Lagrange multipliers are in no group). The checkpoint was written for another "
+        "model, frontend_conf.pruning (units, layer, budgets) or optimizer layout; resume with the config that "
+        "wrote it, or train from the start in a new output directory")
 
 
 def report_budgets(model: nn.Module) -> List[str]:

@@ -21,7 +21,8 @@ SYSTEM_FIELDS = {"name", "method", "target", "expected_ratio", "params", "params
 STEPS = ["data", "format", "token_list", "lm_stats", "lm_train", "lm_perplexity",
          "lm_prune_data_lowrank_incremental", "asr_stats", "ssl_standin", "train_dense", "train_hj_macs_0.60",
          "train_hj_params_0.60", "export_hj_macs_0.60", "export_hj_params_0.60", "decode_dense",
-         "decode_hj_macs_0.60", "decode_hj_params_0.60", "decode_dense_lm_dense",
+         "decode_hj_macs_0.60", "decode_hj_params_0.60", "decode_hj_macs_0.60_int8", "decode_hj_params_0.60_int8",
+         "decode_dense_lm_dense",
          "decode_dense_lm_data_lowrank_incremental_target0.50", "score", "report"]
 
 
@@ -84,6 +85,22 @@ def test_results_json_has_every_system_with_its_costs_latency_and_errors(tiny_de
     # The table printed before the last line shows every system.
     for name in systems:
         assert re.search(rf"^{re.escape(name)} ", stdout, re.MULTILINE)
+
+
+def test_the_compact_systems_are_decoded_in_int8_and_compared_with_fp32(tiny_demo):
+    output_dir, stdout = tiny_demo
+    int8 = json.loads((output_dir / "results.json").read_text())["int8"]
+    assert "--quantize_asr_model true" in int8["what"]
+    assert [entry["name"] for entry in int8["entries"]] == ["hj_macs_0.60", "hj_params_0.60"]
+    for entry in int8["entries"]:
+        log = Path(entry["decode_dir"]) / "logdir" / "asr_inference.1.log"
+        assert "--quantize_asr_model true" in log.read_text()  # ESPnet's own flag did the quantizing
+        assert entry["utterances"] == TINY["num_test"] and 0 <= entry["identical"] <= entry["utterances"]
+        assert entry["agreement"] == pytest.approx(entry["identical"] / entry["utterances"])
+        assert entry["change"]["wer"] == pytest.approx(entry["int8"]["wer"] - entry["fp32"]["wer"])
+        # The compact frontend's Linear layers (projection, q/k/v/out, FFN) are among those quantized.
+        assert entry["frontend_modules"]["int8_linear"] > 0 and entry["frontend_modules"]["float_linear"] == 0
+    assert "Dynamic int8 quantization (--quantize_asr_model true) of the compact models:" in stdout
 
 
 def test_the_plot_lies_beside_results_json(tiny_demo):

@@ -268,3 +268,42 @@ def test_a_rerun_with_other_settings_is_refused(tmp_path):
     with pytest.raises(DemoError, match="other settings \\(num_train differ\\)"):
         demo_cli.check_settings_file(tmp_path, DemoSettings(num_train=10), None)
     assert Path(tmp_path / "settings.json").is_file()
+
+
+def test_every_compact_system_is_decoded_again_with_espnets_int8_flag(tmp_path):
+    settings = DemoSettings(**pipeline.SIZES["tiny"])
+    recipe = pipeline.DemoRecipe(settings, pipeline.DemoPaths(tmp_path, "asr"), progress=Recorder())
+    steps = {step.name: step for step in recipe.steps()}
+    pruned = [system.name for system in settings.systems if system.method != "dense"]
+    assert [name for name in steps if name.endswith("_int8")] == [f"decode_{name}_int8" for name in pruned]
+    assert set(f"decode_{name}_int8" for name in pruned) <= set(steps["score"].after)
+    assert (pruned[0], pipeline.INT8_TAG) in recipe.decodings()
+    # The step runs ESPnet's asr_inference on the compact model with --quantize_asr_model true.
+    (tmp_path / "exp" / f"asr_{pruned[0]}").mkdir(parents=True)
+    (tmp_path / "exp" / f"asr_{pruned[0]}" / "latest.pth").write_text("")
+    calls = []
+
+    def espnet(tool, args, log):  # what asr_inference leaves: its output directory
+        calls.append((tool, [str(arg) for arg in args]))
+        Path(calls[-1][1][calls[-1][1].index("--output_dir") + 1]).mkdir(parents=True)
+
+    recipe.espnet = espnet
+    steps[f"decode_{pruned[0]}_int8"].action()
+    ((tool, args),) = calls
+    assert tool == "asr_inference" and args[args.index("--quantize_asr_model") + 1] == "true"
+    assert args[args.index("--asr_model_file") + 1].endswith(f"asr_{pruned[0]}_pruned/latest.pth")
+    assert args[args.index("--output_dir") + 1].startswith(str(recipe.paths.decode_dir(pruned[0], "decode_int8")))
+
+
+def test_int8_agreement_counts_identical_hypotheses(tmp_path):
+    from espnet_prune.demo.report import format_int8, identical_hypotheses
+
+    (tmp_path / "fp32").write_text("u1 turn on the light\nu2 stop\nu3 go\n")
+    (tmp_path / "int8").write_text("u1 turn on the light\nu2 stop now\n")
+    assert identical_hypotheses(tmp_path / "fp32", tmp_path / "int8") == (1, 3)  # u3 missing: different
+    lines = format_int8("asr", {"entries": [dict(
+        name="hj_macs_0.50", utterances=3, identical=1, agreement=1 / 3, fp32={"wer": 0.2, "cer": 0.1},
+        int8={"wer": 0.25, "cer": 0.1}, change={"wer": 0.05, "cer": 0.0},
+        frontend_modules={"int8_linear": 19, "float_linear": 0, "empty_linear": 0, "conv": 8})]})
+    assert "1/3 (33%)" in lines[-1] and "+5.0%" in lines[-1] and "19/19" in lines[-1]
+    assert format_int8("asr", None) == []

@@ -5,6 +5,7 @@ from espnet_prune.pruning.controller import GAP_SCALE, RUN_LENGTH_PER_WARMUP, Pr
 from espnet_prune.ssl import cost
 from espnet_prune.ssl.config import tiny_config
 from espnet_prune.ssl.model import SSLEncoder
+from espnet_prune.ssl.prune import prune_encoder
 
 ALL_UNITS = ["conv", "head", "attn_layer", "interm", "ffn_layer"]
 
@@ -85,8 +86,10 @@ def test_expected_cost_matches_exact_cost_of_the_deterministic_structure(config)
 def test_target_ramps_linearly_during_warmup(config):
     controller = PruningController(config, target=0.4, warmup_steps=10)
     start = controller.ramp_start["total"]
-    # The ramp starts at the deterministic structure: 1.0 up to the units rounding drops at init.
-    assert start == pytest.approx(controller.deterministic_ratios()["total"]) and 0.99 < start <= 1.0
+    # The ramp starts at the deterministic structure, which costs what the gates are expected to
+    # (init_keep_prob 0.99: products of two kept units cost ~0.98 of the dense ones).
+    assert start == pytest.approx(controller.deterministic_ratios()["total"]) and 0.97 < start <= 1.0
+    assert start == pytest.approx(float(controller.expected_ratios()["total"].detach()), abs=2e-3)
     assert controller.current_targets()["total"] == pytest.approx(start)
     for _ in range(5):
         controller.advance()
@@ -132,7 +135,8 @@ def test_multipliers_move_by_clipped_gradient_ascent_without_gradients(config):
 
 
 def test_the_constraint_value_is_the_deterministic_structure_with_the_expected_gradient(config):
-    controller = PruningController(config, units=["conv", "head", "interm"], metric="params", target=0.5)
+    # Sublayer gates only: at init the structure keeps every sublayer, the expectation 0.99 of each.
+    controller = PruningController(config, units=["attn_layer", "ffn_layer"], metric="params", target=0.5)
     with torch.no_grad():
         controller.lambda_1["total"].fill_(1.0)
     loss, stats = controller.regularization()
@@ -187,6 +191,62 @@ def test_deterministic_mask_of_a_converged_controller_realises_the_target(config
     pruned = structure_kept_by(config, masks)
     ratio = cost.count_params(pruned)["total"] / cost.count_params(config)["total"]
     assert abs(ratio - 0.5) < 0.08
+
+
+def undecided_sublayer(metric, fine_kept_prob=0.6, seed=0):
+    """A controller whose fine units are decided (kept with probability ``fine_kept_prob``) and
+    whose attention sublayer gate is undecided: layers 0, 1 kept, layer 2 at keep probability 0.5."""
+    # The demo's encoder: an attention sublayer is ~11 % of the parameters, ~5 % of the MACs.
+    config = tiny_config("wav2vec2", num_layers=3, embed_dim=96, ffn_dims=192,
+                         conv_layers=[[64, 10, 5]] + [[64, 3, 2]] * 4 + [[64, 2, 2]] * 2)
+    controller = PruningController(config, units=ALL_UNITS, metric=metric, target=0.5, reference_seconds=2.0)
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for p in controller.gate_parameters():
+            p.copy_(torch.where(torch.rand_like(p) < fine_kept_prob, 30.0, -30.0))
+        for gate in controller.gates["conv"]:
+            gate.log_alpha[0] = 30.0
+        controller.gates["ffn_layer"].log_alpha.fill_(30.0)
+        attn = controller.gates["attn_layer"]
+        attn.log_alpha.copy_(torch.tensor([30.0, 30.0, attn._shift]))  # keep probabilities 1, 1, 0.5
+        controller.gates["head"]["2"].log_alpha.fill_(30.0)
+    return config, controller
+
+
+def exported_ratio(config, controller, metric):
+    """Ratio of the physically pruned encoder (what export writes) built from the eval masks."""
+    controller.eval()
+    with torch.no_grad():
+        compact = prune_encoder(SSLEncoder(config).eval(), controller()).config
+    measure = cost.count_macs if metric == "macs" else cost.count_params
+    args = (2.0,) if metric == "macs" else ()
+    return measure(compact, *args)["total"] / measure(config, *args)["total"]
+
+
+@pytest.mark.parametrize("metric", ["macs", "params"])
+@pytest.mark.parametrize("fine_kept_prob", [0.6, 1.0])
+def test_an_undecided_sublayer_costs_in_the_structure_what_it_costs_in_expectation(metric, fine_kept_prob):
+    """Rounding gate by gate keeps the undecided sublayer wholly or not at all, ~half a sublayer
+    away from its expected cost; the budget-matching rounding moves fine units (or, with every fine
+    unit kept, the sublayer and some heads) so that export keeps the expected ratio."""
+    config, controller = undecided_sublayer(metric, fine_kept_prob)
+    expected = float(controller.expected_ratios()["total"].detach())
+    per_gate = controller.budget_ratios(controller._cost(controller.rounded_counts()))["total"]
+    assert abs(per_gate - expected) > 0.02  # the defect this guards against
+    deterministic = controller.deterministic_ratios()["total"]
+    assert deterministic == pytest.approx(expected, abs=0.005)
+    assert exported_ratio(config, controller, metric) == pytest.approx(deterministic, abs=1e-9)
+
+
+def test_the_deterministic_plan_follows_the_gates(config):
+    config, controller = undecided_sublayer("params")
+    before = controller.deterministic_ratios()["total"]
+    assert controller.deterministic_ratios()["total"] == before  # cached, same answer
+    with torch.no_grad():
+        controller.gates["interm"]["0"].log_alpha.fill_(-30.0)  # an optimizer step, say
+    after = controller.deterministic_ratios()["total"]
+    assert after == pytest.approx(float(controller.expected_ratios()["total"].detach()), abs=0.005)
+    assert after < before - 0.02
 
 
 def test_parameter_group_holds_the_gates_and_not_the_multipliers(config):
@@ -254,3 +314,21 @@ def test_a_structure_on_its_targets_reaches_them_and_undecided_units_are_counted
 def test_bad_configuration_is_rejected(config, kwargs, message):
     with pytest.raises(ValueError, match=message):
         PruningController(config, **kwargs)
+
+
+def test_the_readme_states_the_run_length_rule_the_controller_advises():
+    """The README's rule for warmup_steps against the run length names the constants that
+    budget_report's advice uses, and the demo's settings follow it."""
+    from pathlib import Path
+
+    from espnet_prune.demo.pipeline import DemoSettings
+    from espnet_prune.pruning.config import PruningConfig
+    from espnet_prune.pruning.controller import MIN_WARMUP_TIMES_LR
+
+    text = (Path(__file__).parents[3] / "README.md").read_text(encoding="utf-8")
+    assert f"**Rule: train at least `{RUN_LENGTH_PER_WARMUP:g} × warmup_steps` optimizer steps**" in text
+    assert f"keep `warmup_steps × reg_lr ≥ {MIN_WARMUP_TIMES_LR:g}`" in text
+    warmup, reg_lr = PruningConfig.defaults()["warmup_steps"], PruningConfig.defaults()["reg_lr"]
+    assert f"defaults: {warmup} × {reg_lr:g} = {warmup * reg_lr:g}" in text and warmup * reg_lr >= MIN_WARMUP_TIMES_LR
+    demo = DemoSettings()
+    assert demo.finetune_steps >= RUN_LENGTH_PER_WARMUP * demo.prune_warmup_steps
