@@ -51,7 +51,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 import torch
 from torch import Tensor
 
-from espnet_prune.ssl.config import EncoderConfig, get_config
+from espnet_prune.ssl.config import MODEL_TYPES, EncoderConfig, get_config, has_relative_position_bias
 from espnet_prune.ssl.model import SSLEncoder
 
 Arch = Union[str, Dict[str, Any], EncoderConfig, None]
@@ -375,7 +375,7 @@ def _fairseq_values(model_cfg: Dict[str, Any], task_cfg: Dict[str, Any], model_t
         unsupported.append(f"crop_seq_to_multiple={get('crop_seq_to_multiple')}")
     if get("extractor_mode") not in ("default", "layer_norm"):
         unsupported.append(f"extractor_mode={get('extractor_mode')!r}")
-    if model_type == "wavlm" and not get("relative_position_embedding"):
+    if has_relative_position_bias(model_type) and not get("relative_position_embedding"):
         unsupported.append("WavLM without relative_position_embedding")
     if unsupported:
         raise ValueError(f"'{source}' uses model options the encoder does not implement: {unsupported}")
@@ -399,7 +399,7 @@ def _fairseq_values(model_cfg: Dict[str, Any], task_cfg: Dict[str, Any], model_t
         activation_dropout=float(get("activation_dropout")),
         layer_drop=float(get("encoder_layerdrop")),
     )
-    if model_type == "wavlm":
+    if has_relative_position_bias(model_type):
         values.update(num_buckets=int(get("num_buckets")), max_distance=int(get("max_distance")),
                       gru_rel_pos=bool(get("gru_rel_pos")))
     return values
@@ -490,7 +490,7 @@ _HF_DEFAULTS = dict(
     feat_proj_dropout=0.0, layerdrop=0.1, layer_norm_eps=1e-5, num_buckets=320, max_bucket_distance=800,
     feat_proj_layer_norm=True, conv_pos_batch_norm=False, add_adapter=False,
 )
-_HF_MODEL_TYPES = ("wav2vec2", "hubert", "wavlm")
+_HF_MODEL_TYPES = MODEL_TYPES
 #: Parameters of heads and pretraining modules (after removing the base-model prefix).
 _HF_IGNORED = re.compile(r"(masked_spec_embed|lm_head\..+|quantizer\..+|project_q\..+|project_hid\..+)$")
 _HF_POS_CONV = re.compile(
@@ -590,7 +590,7 @@ def _huggingface_values(hf_cfg: Dict[str, Any], preprocessor: Optional[Dict[str,
         layer_drop=float(get("layerdrop")),
         layer_norm_eps=float(get("layer_norm_eps")),
     )
-    if model_type == "wavlm":  # transformers' WavLM always gates its relative position bias
+    if has_relative_position_bias(model_type):  # transformers' WavLM always gates its relative position bias
         values.update(num_buckets=int(get("num_buckets")), max_distance=int(get("max_bucket_distance")),
                       gru_rel_pos=True)
     return values

@@ -2,7 +2,9 @@
 
 :func:`prune_encoder` reads the unit masks (see :mod:`espnet_prune.ssl.model`), removes
 the units whose mask is exactly zero and folds the kept units' mask values into the
-weights of the linear map that reads them, the place where the gated model applies them:
+weights of the linear map that reads them, the place where the gated model applies them
+(the units are described in :mod:`espnet_prune.ssl.units`; the CNN is pruned per layer, the
+Transformer per :data:`~espnet_prune.ssl.units.SUBLAYERS` entry):
 
 ===============  ===========================================  ==========================================
 unit             removed by index selection                   mask value folded into
@@ -33,14 +35,15 @@ import torch
 from torch import Tensor
 
 from espnet_prune.ssl.config import EncoderConfig
-from espnet_prune.ssl.model import UNIT_TYPES, Masks, SSLEncoder
+from espnet_prune.ssl.model import Masks, SSLEncoder
+from espnet_prune.ssl.units import SUBLAYERS, UNIT_BY_NAME, check_unit_names
 
 StateDict = Dict[str, Tensor]
 
 
 def _where(unit: str, index: int) -> str:
     """Names a mask in error messages, e.g. ``'conv' mask of CNN layer 3``."""
-    return f"'{unit}' mask of {'CNN ' if unit == 'conv' else ''}layer {index}"
+    return f"'{unit}' mask of {'CNN ' if UNIT_BY_NAME[unit].cnn else ''}layer {index}"
 
 
 def _as_tensor(value: Any, unit: str, index: int) -> Tensor:
@@ -52,14 +55,15 @@ def _as_tensor(value: Any, unit: str, index: int) -> Tensor:
     return mask
 
 
-def _layer_masks(masks: Masks, unit: str, num_layers: int, layer_kind: str) -> Optional[List[Any]]:
+def _layer_masks(masks: Masks, unit: str, config: EncoderConfig) -> Optional[List[Any]]:
     """The per-layer entries of ``masks[unit]`` (``None`` if the unit is not gated), length-checked."""
     if unit not in masks or masks[unit] is None:
         return None
     entries = list(masks[unit])
+    num_layers = UNIT_BY_NAME[unit].num_layers(config)
     if len(entries) != num_layers:
         raise ValueError(f"'{unit}' masks have {len(entries)} entries but the encoder has {num_layers} "
-                         f"{layer_kind} layers")
+                         f"{UNIT_BY_NAME[unit].layer_kind} layers")
     return entries
 
 
@@ -111,16 +115,10 @@ def _drop(state: StateDict, prefix: str) -> None:
         del state[key]
 
 
-def _check_mask_keys(masks: Masks) -> None:
-    unknown = sorted(set(masks) - set(UNIT_TYPES))
-    if unknown:
-        raise ValueError(f"Unknown mask keys {unknown}; known pruning units are {list(UNIT_TYPES)}")
-
-
 def _prune_feature_extractor(config: EncoderConfig, masks: Masks, state: StateDict) -> List[List[int]]:
     """Prune the CNN channels in ``state`` in place; returns the new ``conv_layers``."""
     num_conv = len(config.conv_layers)
-    entries = _layer_masks(masks, "conv", num_conv, "CNN")
+    entries = _layer_masks(masks, "conv", config)
     channel_masks = [_vector_mask(entries, "conv", i, channels) for i, channels in enumerate(config.conv_channels)]
     kept = [_kept(mask, channels) for mask, channels in zip(channel_masks, config.conv_channels)]
     for i, kept_channels in enumerate(kept):
@@ -162,17 +160,22 @@ def _prune_attention(config: EncoderConfig, index: int, head_mask: Optional[Tens
     return kept_heads.tolist()
 
 
-def _prune_feed_forward(index: int, ffn_dim: int, interm_mask: Optional[Tensor], layer_scale: float,
-                        state: StateDict) -> int:
-    """Prune layer ``index``'s FFN units in ``state`` in place; returns the new FFN width."""
+def _prune_feed_forward(config: EncoderConfig, index: int, interm_mask: Optional[Tensor], layer_scale: float,
+                        state: StateDict) -> List[int]:
+    """Prune layer ``index``'s FFN units in ``state`` in place; returns the kept unit positions."""
     prefix = f"encoder.transformer.layers.{index}.feed_forward."
-    kept_units = _kept(interm_mask, ffn_dim)
+    kept_units = _kept(interm_mask, config.ffn_dims[index])
     _select_rows(state, prefix + "intermediate_dense.weight", kept_units)
     _select_rows(state, prefix + "intermediate_dense.bias", kept_units)
     out_weight = _fold_columns(state[prefix + "output_dense.weight"], interm_mask, kept_units)
     state[prefix + "output_dense.weight"] = out_weight * layer_scale
     state[prefix + "output_dense.bias"] = state[prefix + "output_dense.bias"] * layer_scale
-    return int(kept_units.numel())
+    return kept_units.tolist()
+
+
+#: Physical pruning of each :data:`~espnet_prune.ssl.units.SUBLAYERS` entry's width unit:
+#: ``(config, layer, width mask or None, layer scale, state) -> kept positions``, in place.
+_SUBLAYER_PRUNERS = {"attention": _prune_attention, "feed_forward": _prune_feed_forward}
 
 
 def _compact_config_and_state(model: SSLEncoder, masks: Masks) -> Tuple[EncoderConfig, StateDict]:
@@ -181,43 +184,36 @@ def _compact_config_and_state(model: SSLEncoder, masks: Masks) -> Tuple[EncoderC
     state = dict(model.state_dict())
     conv_layers = _prune_feature_extractor(config, masks, state)
 
-    num_layers = config.num_layers
-    head_entries = _layer_masks(masks, "head", num_layers, "Transformer")
-    attn_entries = _layer_masks(masks, "attn_layer", num_layers, "Transformer")
-    interm_entries = _layer_masks(masks, "interm", num_layers, "Transformer")
-    ffn_entries = _layer_masks(masks, "ffn_layer", num_layers, "Transformer")
-    record_heads = config.model_type == "wavlm" or config.kept_heads is not None
-    num_heads, ffn_dims, use_attention, use_ffn, kept_heads = [], [], [], [], []
-    for index in range(num_layers):
+    entries = {sub.module: (_layer_masks(masks, sub.layer_unit, config), _layer_masks(masks, sub.width_unit, config))
+               for sub in SUBLAYERS}
+    # Per sublayer: the kept units' positions in every layer (None where the sublayer goes).
+    kept: Dict[str, List[Optional[List[int]]]] = {sub.module: [] for sub in SUBLAYERS}
+    for index in range(config.num_layers):
         prefix = f"encoder.transformer.layers.{index}."
-        # A sublayer the model no longer has ignores its masks.
-        attn_scale = _scalar_mask(attn_entries, "attn_layer", index) if config.use_attention[index] else 0.0
-        if attn_scale == 0.0:
-            _drop(state, prefix + "attention.")
-            if config.layer_norm_first:
-                _drop(state, prefix + "layer_norm.")
-            heads = []
-        else:
-            head_mask = _vector_mask(head_entries, "head", index, config.num_heads[index])
-            positions = _prune_attention(config, index, head_mask, attn_scale, state)
-            original = config.head_indices(index)
-            heads = [original[p] for p in positions]
-        use_attention.append(attn_scale != 0.0)
-        num_heads.append(len(heads))
-        kept_heads.append(heads)
+        for sub in SUBLAYERS:
+            layer_entries, width_entries = entries[sub.module]
+            width_unit = UNIT_BY_NAME[sub.width_unit]
+            # A sublayer the model no longer has ignores its masks.
+            present = width_unit.layer_present(config)[index]
+            scale = _scalar_mask(layer_entries, sub.layer_unit, index) if present else 0.0
+            if scale == 0.0:
+                _drop(state, f"{prefix}{sub.module}.")
+                if config.layer_norm_first:
+                    _drop(state, f"{prefix}{sub.norm}.")
+                kept[sub.module].append(None)
+                continue
+            width = width_unit.widths(config)[index]
+            mask = _vector_mask(width_entries, sub.width_unit, index, width)
+            kept[sub.module].append(_SUBLAYER_PRUNERS[sub.module](config, index, mask, scale, state))
 
-        ffn_scale = _scalar_mask(ffn_entries, "ffn_layer", index) if config.use_ffn[index] else 0.0
-        if ffn_scale == 0.0:
-            _drop(state, prefix + "feed_forward.")
-            if config.layer_norm_first:
-                _drop(state, prefix + "final_layer_norm.")
-            width = 0
-        else:
-            interm_mask = _vector_mask(interm_entries, "interm", index, config.ffn_dims[index])
-            width = _prune_feed_forward(index, config.ffn_dims[index], interm_mask, ffn_scale, state)
-        use_ffn.append(ffn_scale != 0.0)
-        ffn_dims.append(width)
-
+    original = [config.head_indices(index) for index in range(config.num_layers)]
+    kept_heads = [[] if positions is None else [original[index][p] for p in positions]
+                  for index, positions in enumerate(kept["attention"])]
+    ffn_dims = [0 if units is None else len(units) for units in kept["feed_forward"]]
+    num_heads = [len(heads) for heads in kept_heads]
+    use_attention = [positions is not None for positions in kept["attention"]]
+    use_ffn = [units is not None for units in kept["feed_forward"]]
+    record_heads = config.relative_position_bias or config.kept_heads is not None
     new_config = config.replace(conv_layers=conv_layers, num_heads=num_heads, ffn_dims=ffn_dims,
                                 use_attention=use_attention, use_ffn=use_ffn,
                                 kept_heads=kept_heads if record_heads else None)
@@ -245,7 +241,7 @@ def prune_encoder(model: SSLEncoder, masks: Masks) -> SSLEncoder:
         ValueError: unknown mask keys, wrong numbers of layers or mask shapes, values outside
             [0, 1], or a CNN layer whose channels are all zero.
     """
-    _check_mask_keys(masks)
+    check_unit_names(masks)
     new_config, state = _compact_config_and_state(model, masks)
     reference = next(model.parameters())
     compact = SSLEncoder(new_config).to(device=reference.device, dtype=reference.dtype)
