@@ -25,8 +25,9 @@ import numpy as np
 import soundfile
 import torch
 
-from espnet_prune.demo.pipeline import (INFERENCE_TAG, SSL_STANDIN, DemoPaths, DemoSettings, Progress,
-                                        decode_files, final_model_file, fusion_lms, lm_target_name)
+from espnet_prune.demo.pipeline import (INFERENCE_TAG, METHODS, SSL_STANDIN, UNPRUNED_METHODS, DemoPaths,
+                                        DemoSettings, Progress, decode_files, final_model_file, fusion_lms,
+                                        lm_target_name)
 from espnet_prune.ssl import cost
 from espnet_prune.ssl.config import get_config
 
@@ -131,7 +132,7 @@ def collect_systems(settings: DemoSettings, paths: DemoPaths, threads: int) -> L
         params = cost.count_params(encoder_config)["total"]
         macs = cost.count_macs(encoder_config, seconds)["total"]
         expected = None
-        if system.method != "dense":
+        if system.method not in UNPRUNED_METHODS:
             gated = load_model(settings.task, experiment / "config.yaml", final_model_file(experiment))
             with torch.no_grad():
                 ratios = gated.frontend.controller.expected_ratios()
@@ -222,7 +223,7 @@ def plot_results(task: str, systems: Sequence[Dict], lm_fusion: Optional[Dict], 
     figure, axes = plt.subplots(1, panels, figsize=(6 * panels, 4.5), squeeze=False)
     axis = axes[0][0]
     key, label = ("intent_acc", "intent accuracy (%)") if task == "slu" else ("wer", "WER (%)")
-    markers = {"dense": "s", "hj_macs": "o", "hj_params": "^", "separate": "D"}
+    markers = dict(zip(METHODS, "sxo^Dv"))
     for method, marker in markers.items():
         points = [entry for entry in systems if entry["method"] == method]
         if points:
