@@ -44,7 +44,7 @@ demo: env
 # audio apart from the default demo corpus, then HuBERT-style pretraining on one thread (the same
 # torch version gives the same file).
 STANDIN := egs2/espeak_demo/ssl_standin
-PRETRAIN_ARGS ?= --steps 3000
+PRETRAIN_ARGS ?= --steps 1200
 pretrain: env
 	rm -rf $(STANDIN)/audio
 	$(PY) -m espnet_prune.demo.corpus --unlabelled 3000 --output_dir $(STANDIN)/audio
