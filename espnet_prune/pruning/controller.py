@@ -366,18 +366,3 @@ class PruningController(nn.Module):
                     f"{entry['deterministic']:.3f} (expected under the gates {entry['expected']:.3f}) against a "
                     f"target of {entry['target']:.3f} after {int(self.step)} optimizer steps; {entry['advice']}")
         return warnings
-
-    def describe(self) -> str:
-        """One line per unit type: kept / total units of the deterministic mask."""
-        was_training = self.training
-        self.eval()
-        with torch.no_grad():
-            masks = self()
-        self.train(was_training)
-        lines = []
-        for unit, values in masks.items():
-            kept = sum(int((v != 0).sum()) for v in values)
-            total = sum(v.numel() for v in values)
-            lines.append(f"{unit}: {kept}/{total} kept")
-        return "; ".join(lines)
-

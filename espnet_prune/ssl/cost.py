@@ -208,8 +208,31 @@ def count_macs(config: EncoderConfig, seconds: float, counts: Optional[UnitCount
     return _total({"cnn": cnn, "pos_conv": pos_conv, "transformer": transformer})
 
 
-def _scaled(value: Number, unit: float) -> float:
-    return float(value) / unit
+#: Decimal prefixes of cost numbers, largest first.
+_PREFIXES = (("G", 1e9), ("M", 1e6), ("k", 1e3))
+
+
+def format_cost(value: Number, prefix: Optional[str] = None, width: int = 0, sep: str = "") -> str:
+    """A parameter or MAC count as text, the one formatter of cost numbers.
+
+    Args:
+        value: a number or scalar tensor.
+        prefix: ``"G"``, ``"M"`` or ``"k"``; ``None`` picks the largest one that ``value``
+            reaches (whole numbers below 1000, without prefix).
+        width: minimum width of the number (right-aligned).
+        sep: text between the number and the prefix.
+    Returns:
+        e.g. ``format_cost(94.37e6) == "94.37M"``, ``format_cost(2.45e9, "G", 6, " ") == "  2.45 G"``.
+    """
+    value = float(value)
+    scales = dict(_PREFIXES)
+    if prefix is None:
+        prefix = next((name for name, scale in _PREFIXES if value >= scale), None)
+        if prefix is None:
+            return f"{value:>{width}.0f}"
+    elif prefix not in scales:
+        raise ValueError(f"Unknown prefix {prefix!r}; expected one of {list(scales)}")
+    return f"{value / scales[prefix]:>{width}.2f}{sep}{prefix}"
 
 
 def describe_cost(params: Dict[str, Number], macs: Dict[str, Number]) -> str:
@@ -227,5 +250,6 @@ def describe_cost(params: Dict[str, Number], macs: Dict[str, Number]) -> str:
         raise ValueError(f"params and macs must both have the parts {list(COST_PARTS)}; missing {missing}")
     lines = [f"{'part':<12}{'params':>15}{'MACs':>15}"]
     for part in COST_PARTS:
-        lines.append(f"{part:<12}{_scaled(params[part], 1e6):>8.2f} M params{_scaled(macs[part], 1e9):>9.2f} GMACs")
+        lines.append(f"{part:<12}{format_cost(params[part], 'M', 8, ' ')} params"
+                     f"{format_cost(macs[part], 'G', 9, ' ')}MACs")
     return "\n".join(lines)

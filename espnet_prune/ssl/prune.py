@@ -34,11 +34,10 @@ from typing import Any, BinaryIO, Dict, List, Optional, Tuple, Union
 import torch
 from torch import Tensor
 
+from espnet_prune.layers.unit_selection import StateDict, head_rows, keep_units
 from espnet_prune.ssl.config import EncoderConfig
 from espnet_prune.ssl.model import Masks, SSLEncoder
 from espnet_prune.ssl.units import SUBLAYERS, UNIT_BY_NAME, check_unit_names
-
-StateDict = Dict[str, Tensor]
 
 
 def _where(unit: str, index: int) -> str:
@@ -94,21 +93,6 @@ def _kept(mask: Optional[Tensor], size: int) -> Tensor:
     return mask.nonzero().squeeze(1)
 
 
-def _fold_columns(weight: Tensor, mask: Optional[Tensor], kept: Tensor) -> Tensor:
-    """Scale dim 1 of ``weight`` by ``mask`` (``(weight.shape[1],)``), then keep the ``kept`` indices."""
-    if mask is not None:
-        shape = [1] * weight.ndim
-        shape[1] = -1
-        weight = weight * mask.to(weight).view(shape)
-    return weight.index_select(1, kept.to(weight.device))
-
-
-def _select_rows(state: StateDict, key: str, kept: Tensor) -> None:
-    """Keep rows ``kept`` of ``state[key]`` if the key exists (biases are optional)."""
-    if key in state:
-        state[key] = state[key].index_select(0, kept.to(state[key].device))
-
-
 def _drop(state: StateDict, prefix: str) -> None:
     """Delete every entry whose name starts with ``prefix``."""
     for key in [key for key in state if key.startswith(prefix)]:
@@ -125,18 +109,18 @@ def _prune_feature_extractor(config: EncoderConfig, masks: Masks, state: StateDi
         if kept_channels.numel() == 0:
             raise ValueError(f"{_where('conv', i)} is zero for every channel; a CNN layer needs at least one "
                              f"channel")
-    for i in range(num_conv):
-        prefix = f"feature_extractor.conv_layers.{i}."
-        for name in ("conv.weight", "conv.bias", "layer_norm.weight", "layer_norm.bias"):
-            _select_rows(state, prefix + name, kept[i])
-        if i > 0:
-            state[prefix + "conv.weight"] = _fold_columns(state[prefix + "conv.weight"], channel_masks[i - 1],
-                                                          kept[i - 1])
     projection = "encoder.feature_projection."
-    _select_rows(state, projection + "layer_norm.weight", kept[-1])
-    _select_rows(state, projection + "layer_norm.bias", kept[-1])
-    state[projection + "projection.weight"] = _fold_columns(state[projection + "projection.weight"],
-                                                            channel_masks[-1], kept[-1])
+    for i in range(num_conv):
+        # Channels of layer i: its conv's rows and norm, read by the next conv (or, for the last
+        # layer, through the projection's LayerNorm by the projection).
+        prefix = f"feature_extractor.conv_layers.{i}."
+        producers = [prefix + "conv", prefix + "layer_norm"]
+        if i + 1 < num_conv:
+            consumer = f"feature_extractor.conv_layers.{i + 1}.conv"
+        else:
+            producers.append(projection + "layer_norm")
+            consumer = projection + "projection"
+        keep_units(state, kept[i], producers, [consumer], channel_masks[i])
     return [[int(k.numel()), kernel, stride] for k, (_, kernel, stride) in zip(kept, config.conv_layers)]
 
 
@@ -146,13 +130,10 @@ def _prune_attention(config: EncoderConfig, index: int, head_mask: Optional[Tens
     prefix = f"encoder.transformer.layers.{index}.attention."
     head_dim = config.head_dim
     kept_heads = _kept(head_mask, config.num_heads[index])
-    rows = (kept_heads[:, None] * head_dim + torch.arange(head_dim)[None, :]).reshape(-1)
-    for name in ("q_proj", "k_proj", "v_proj"):
-        _select_rows(state, f"{prefix}{name}.weight", rows)
-        _select_rows(state, f"{prefix}{name}.bias", rows)
     column_mask = None if head_mask is None else head_mask.repeat_interleave(head_dim)
-    out_weight = _fold_columns(state[prefix + "out_proj.weight"], column_mask, rows)
-    state[prefix + "out_proj.weight"] = out_weight * layer_scale
+    keep_units(state, head_rows(kept_heads, head_dim), [prefix + name for name in ("q_proj", "k_proj", "v_proj")],
+               [prefix + "out_proj"], column_mask)
+    state[prefix + "out_proj.weight"] = state[prefix + "out_proj.weight"] * layer_scale
     state[prefix + "out_proj.bias"] = state[prefix + "out_proj.bias"] * layer_scale
     if prefix + "gru_rel_pos_const" in state:
         const = state[prefix + "gru_rel_pos_const"]
@@ -165,10 +146,8 @@ def _prune_feed_forward(config: EncoderConfig, index: int, interm_mask: Optional
     """Prune layer ``index``'s FFN units in ``state`` in place; returns the kept unit positions."""
     prefix = f"encoder.transformer.layers.{index}.feed_forward."
     kept_units = _kept(interm_mask, config.ffn_dims[index])
-    _select_rows(state, prefix + "intermediate_dense.weight", kept_units)
-    _select_rows(state, prefix + "intermediate_dense.bias", kept_units)
-    out_weight = _fold_columns(state[prefix + "output_dense.weight"], interm_mask, kept_units)
-    state[prefix + "output_dense.weight"] = out_weight * layer_scale
+    keep_units(state, kept_units, [prefix + "intermediate_dense"], [prefix + "output_dense"], interm_mask)
+    state[prefix + "output_dense.weight"] = state[prefix + "output_dense.weight"] * layer_scale
     state[prefix + "output_dense.bias"] = state[prefix + "output_dense.bias"] * layer_scale
     return kept_units.tolist()
 

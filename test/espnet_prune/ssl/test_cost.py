@@ -14,6 +14,7 @@ from espnet_prune.ssl.cost import (
     count_macs,
     count_params,
     describe_cost,
+    format_cost,
     frames_for,
     structure_counts,
 )
@@ -294,3 +295,13 @@ def test_describe_cost_table():
     assert lines[-1].split()[:2] == ["total", "94.37"]
     params = {k: torch.tensor(float(v)) for k, v in count_params(config).items()}
     assert describe_cost(params, count_macs(config, 1.0)) == table  # tensors print like numbers
+
+
+def test_format_cost_is_the_one_formatter_of_cost_numbers():
+    assert format_cost(94_370_000) == "94.37M"
+    assert format_cost(torch.tensor(2.45e9)) == "2.45G"
+    assert format_cost(1500) == "1.50k" and format_cost(999) == "999"
+    assert format_cost(4.2e6, "M", 8, " ") == "    4.20 M"
+    assert format_cost(2e6, "G") == "0.00G"
+    with pytest.raises(ValueError, match="Unknown prefix"):
+        format_cost(1.0, "T")
