@@ -1,6 +1,6 @@
 # Targets: env (create .venv, install editable with test extras from the lock), check, test (lint
 # and every test), test-fast (lint and the tests not marked slow),
-# lock (re-resolve setup.py's ranges in a scratch venv and pin the result), demo, bench.
+# lock (re-resolve setup.py's ranges in a scratch venv and pin the result), demo, bench, pretrain.
 # DEMO_ARGS passes options to the demo, e.g. make demo DEMO_ARGS="--task slu".
 PYTHON ?= python3
 VENV ?= .venv
@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 # Every package of the tested environment, pinned; `make env` installs with it as constraints.
 LOCK := espnet_prune/constraints.txt
 
-.PHONY: env check test test-fast lock demo bench clean
+.PHONY: env check test test-fast lock demo bench pretrain clean
 DEMO_ARGS ?=
 
 env: $(VENV)/.installed
@@ -46,6 +46,17 @@ lock:
 
 demo: env
 	$(PY) -m espnet_prune.bin.demo --output_dir demo $(DEMO_ARGS)
+
+# The demo's self-supervised SSL stand-in, committed in $(STANDIN) (CI does not rerun this): unlabelled
+# audio apart from the default demo corpus, then HuBERT-style pretraining on one thread (the same
+# torch version gives the same file).
+STANDIN := egs2/espeak_demo/ssl_standin
+PRETRAIN_ARGS ?= --steps 1200
+pretrain: env
+	rm -rf $(STANDIN)/audio
+	$(PY) -m espnet_prune.demo.corpus --unlabelled 3000 --output_dir $(STANDIN)/audio
+	$(PY) -m espnet_prune.bin.pretrain_ssl --arch egs2/espeak_demo/asr1/conf/train_asr_ssl_standin.yaml \
+		--data_dir $(STANDIN)/audio --output_dir $(STANDIN) --num_threads 1 $(PRETRAIN_ARGS)
 
 bench: env
 	$(PY) -m espnet_prune.bin.benchmark_ssl

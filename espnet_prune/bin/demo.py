@@ -28,6 +28,7 @@ from typing import List, Optional
 
 from espnet_prune.demo.pipeline import (
     SIZES,
+    STANDINS,
     DemoError,
     DemoPaths,
     DemoRecipe,
@@ -80,10 +81,15 @@ def get_parser() -> argparse.ArgumentParser:
                  "lm_steps", "lm_finetune_steps", "beam_size", "latency_rounds"):
         group.add_argument(f"--{name}", type=positive_int, default=None)
     group.add_argument("--seed", type=int, default=None)
+    group.add_argument("--standin", choices=STANDINS, default=None,
+                       help="the SSL stand-in the systems fine-tune from: ctc (trained with CTC on the training set, "
+                            "--pretrain_steps) or pretrained (self-supervised, committed by 'make pretrain'; "
+                            "direct mode only) (default: ctc)")
     group.add_argument("--reference_seconds", type=float, default=None,
                        help="audio duration the MACs budgets, costs and latency are for")
     group.add_argument("--systems", type=comma_list(parse_system), default=None,
-                       help="comma-separated systems: dense, hj_macs:T, hj_params:T, separate:T "
+                       help="comma-separated systems: dense, scratch (dense from random init), hj_macs:T, "
+                            "hj_params:T, separate:T, transformer_only:T "
                             "(default: dense,hj_macs:0.7,hj_macs:0.5,hj_params:0.6)")
     group.add_argument("--lm_prunings", type=comma_list(parse_lm_pruning), default=None,
                        help="comma-separated criterion/method/scheduler of lm_prune "

@@ -296,6 +296,18 @@ def _text_of(spec: UtteranceSpec, task: str) -> str:
     return spec.words if task == "asr" else f"{spec.intent} {spec.words}"
 
 
+def draw_held_out(rng: np.random.Generator, num_dev: int, num_test: int
+                  ) -> Tuple[List[Tuple[str, str]], List[Tuple[str, str]]]:
+    """The test and dev sentences, drawn first from ``rng`` so that nothing else contains them.
+
+    Returns:
+        ``(test, dev)`` lists of distinct ``(intent, words)``, disjoint from each other.
+    """
+    test = draw_sentences(rng, num_test, unique=True)
+    dev = draw_sentences(rng, num_dev, exclude={words for _, words in test}, unique=True)
+    return test, dev
+
+
 def make_corpus(output_dir: PathLike, task: str = "asr", num_train: int = 1000, num_dev: int = 100,
                 num_test: int = 100, num_lm_sentences: int = 20000, num_dev_voices: int = 6,
                 num_test_voices: int = 10, seed: int = 0, num_workers: int = 2) -> Corpus:
@@ -324,12 +336,8 @@ def make_corpus(output_dir: PathLike, task: str = "asr", num_train: int = 1000, 
     root = Path(output_dir)
     voices = assign_voices(num_dev_voices, num_test_voices, seed)
     rng = np.random.default_rng([seed, 2])
-
-    # Held-out sentences first, so that neither training audio nor LM text contains them.
-    test_sentences = draw_sentences(rng, num_test, unique=True)
-    held_out = {words for _, words in test_sentences}
-    dev_sentences = draw_sentences(rng, num_dev, exclude=held_out, unique=True)
-    held_out |= {words for _, words in dev_sentences}
+    test_sentences, dev_sentences = draw_held_out(rng, num_dev, num_test)
+    held_out = {words for _, words in test_sentences + dev_sentences}
     train_sentences = draw_sentences(rng, num_train, exclude=held_out)
     lm_sentences = draw_sentences(rng, num_lm_sentences, exclude=held_out)
 
@@ -365,6 +373,38 @@ def make_corpus(output_dir: PathLike, task: str = "asr", num_train: int = 1000, 
     return Corpus(root=root, lm_text=lm_text, nlsyms=nlsyms, task=task, **paths)
 
 
+def make_pretraining_audio(output_dir: PathLike, num_utterances: int = 4000, num_dev: int = 100,
+                           num_test: int = 100, num_dev_voices: int = 6, num_test_voices: int = 10, seed: int = 0,
+                           num_workers: int = 2) -> Path:
+    """Unlabelled audio for pretraining the SSL stand-in, apart from the corpus of ``seed``.
+
+    The sentences are drawn from their own random stream and exclude the dev and test
+    sentences of :func:`make_corpus` with the same sizes and seed; the speakers are new ones
+    (their own rate and pitch) built on that corpus's training voice variants, so that the
+    dev and test voices stay unheard. Pretraining reads only ``wav.scp``; the ``text`` file
+    exists because a Kaldi data directory needs it.
+
+    Args:
+        output_dir: the data directory to write (``wav.scp``, ``text``, ``utt2spk``, ``spk2utt``, ``wavs/``).
+        num_utterances: utterances to synthesise.
+        num_dev, num_test, num_dev_voices, num_test_voices, seed: those of the fine-tuning corpus.
+        num_workers: parallel synthesis processes.
+    Returns:
+        ``output_dir`` as a Path.
+    """
+    if isinstance(num_utterances, bool) or not isinstance(num_utterances, int) or num_utterances < 1:
+        raise ValueError(f"num_utterances must be a positive int, got {num_utterances!r}")
+    voices = assign_voices(num_dev_voices, num_test_voices, seed)["train"]
+    test, dev = draw_held_out(np.random.default_rng([seed, 2]), num_dev, num_test)
+    rng = np.random.default_rng([seed, 3])
+    sentences = draw_sentences(rng, num_utterances, exclude={words for _, words in test + dev})
+    specs = plan_split("pretrain", sentences, voices, rng)
+    with ThreadPoolExecutor(max_workers=num_workers) as pool:
+        waveforms = list(pool.map(render, specs))
+    return write_data_dir(output_dir, [Utterance(spec.utt_id, spec.speaker, wave, spec.words)
+                                       for spec, wave in zip(specs, waveforms)])
+
+
 def _hours(data_dir: Path) -> float:
     total = 0
     for line in (data_dir / "wav.scp").read_text(encoding="utf-8").splitlines():
@@ -380,6 +420,10 @@ def get_parser() -> argparse.ArgumentParser:
                     "train/dev/test, lm_train.txt and corpus.json in --output_dir.")
     parser.add_argument("--output_dir", required=True, help="where to write (e.g. data)")
     parser.add_argument("--task", choices=TASKS, default="asr")
+    parser.add_argument("--unlabelled", type=int, default=0, metavar="N",
+                        help="instead of the corpus, write N utterances of pretraining audio into --output_dir "
+                             "(make_pretraining_audio: other sentences and speakers than the corpus of the same "
+                             "sizes and seed)")
     for name, parameter in inspect.signature(make_corpus).parameters.items():
         if parameter.annotation is int:
             parser.add_argument(f"--{name}", type=int, default=parameter.default,
@@ -389,6 +433,12 @@ def get_parser() -> argparse.ArgumentParser:
 
 def main(cmd: Optional[Sequence[str]] = None) -> None:
     args = vars(get_parser().parse_args(cmd))
+    unlabelled = args.pop("unlabelled")
+    if unlabelled:
+        keys = ("num_dev", "num_test", "num_dev_voices", "num_test_voices", "seed", "num_workers")
+        data_dir = make_pretraining_audio(args["output_dir"], unlabelled, **{key: args[key] for key in keys})
+        print(f"pretraining audio in {data_dir}")
+        return
     corpus = make_corpus(args.pop("output_dir"), **args)
     print(f"corpus in {corpus.root}: {', '.join(str(corpus.split(split)) for split in SPLITS)}, {corpus.lm_text}")
 

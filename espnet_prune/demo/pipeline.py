@@ -44,12 +44,22 @@ import soundfile
 
 from espnet_prune.demo import corpus as corpus_module
 from espnet_prune.demo import scoring
+from espnet_prune.ssl.units import LAYER_UNITS
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 RECIPES = REPO_ROOT / "egs2" / "espeak_demo"
 TEMPLATE_PRUNE = REPO_ROOT / "egs2" / "TEMPLATE_prune"
 TASKS = ("asr", "slu")
-METHODS = ("dense", "hj_macs", "hj_params", "separate")
+#: Fine-tuning methods: the dense baseline; ``scratch``, the dense model trained from random
+#: initialisation (the probe of what the stand-in's pretraining brings); HJ-Pruning by MACs, by
+#: size, with separate CNN/Transformer MAC budgets, and by MACs of the Transformer alone.
+METHODS = ("dense", "scratch", "hj_macs", "hj_params", "separate", "transformer_only")
+UNPRUNED_METHODS = ("dense", "scratch")
+#: Where the SSL stand-in comes from: ``ctc``, trained with CTC on the fine-tuning set itself
+#: (``conf/train_<task>_ssl_standin.yaml``); ``pretrained``, the self-supervised encoder of
+#: ``make pretrain`` committed in :data:`PRETRAINED_STANDIN` (no labels, other audio).
+STANDINS = ("ctc", "pretrained")
+PRETRAINED_STANDIN = REPO_ROOT / "egs2" / "espeak_demo" / "ssl_standin"
 SSL_STANDIN = "ssl_standin"  # tag of the stand-in's experiment: exp/asr_ssl_standin
 LM_TAG = "train_lm_char"  # asr.sh's lm_tag for conf/train_lm.yaml and char tokens
 INFERENCE_TAG = "decode"  # decodings without LM: exp/<task>_<system>/decode/test
@@ -86,22 +96,28 @@ class System:
     def __post_init__(self):
         if self.method not in METHODS:
             raise ValueError(f"unknown pruning method '{self.method}'; choose from {METHODS}")
-        if (self.method == "dense") != (self.target is None):
-            raise ValueError(f"method '{self.method}' {'takes no' if self.method == 'dense' else 'needs a'} target")
+        unpruned = self.method in UNPRUNED_METHODS
+        if unpruned != (self.target is None):
+            raise ValueError(f"method '{self.method}' {'takes no' if unpruned else 'needs a'} target")
         if self.target is not None and not 0.0 < self.target < 1.0:
             raise ValueError(f"target of {self.method} must be a keep ratio in (0, 1), got {self.target}")
 
     @property
     def name(self) -> str:
-        return "dense" if self.target is None else f"{self.method}_{self.target:.2f}"
+        return self.method if self.target is None else f"{self.method}_{self.target:.2f}"
 
     def frontend_overrides(self, warmup_steps: int) -> List[str]:
         """``--frontend_conf`` values that turn the fine-tuning config into this system."""
         if self.method == "dense":
             return ["pruning=null"]
+        if self.method == "scratch":
+            return ["pruning=null", "checkpoint=null"]  # random initialisation from ``arch``
         overrides = [f"pruning.warmup_steps={warmup_steps}"]
         if self.method == "hj_macs":
             return overrides + ["pruning.metric=macs", f"pruning.target={self.target}"]
+        if self.method == "transformer_only":
+            return overrides + ["pruning.metric=macs", f"pruning.target={self.target}",
+                                f"pruning.units=[{','.join(LAYER_UNITS)}]"]
         if self.method == "hj_params":
             return overrides + ["pruning.metric=params", f"pruning.target={self.target}"]
         # target=null: the config's budget preset has a joint target, exclusive with these.
@@ -110,7 +126,8 @@ class System:
 
 
 def parse_system(text: str) -> System:
-    """``dense``, ``hj_macs:0.5``, ``hj_params:0.6`` or ``separate:0.5`` -> :class:`System`."""
+    """``dense``, ``scratch``, ``hj_macs:0.5``, ``hj_params:0.6``, ``separate:0.5`` or
+    ``transformer_only:0.7`` -> :class:`System`."""
     method, _, target = text.partition(":")
     try:
         return System(method, float(target) if target else None)
@@ -152,7 +169,8 @@ class DemoSettings:
     """Everything that decides the demo's results (stored in ``settings.json``).
 
     Sizes: ``num_*`` corpus sizes (see :func:`espnet_prune.demo.corpus.make_corpus`).
-    Training: ``pretrain_steps`` of the SSL stand-in, ``finetune_steps`` of every system
+    Stand-in: ``standin`` in :data:`STANDINS`.
+    Training: ``pretrain_steps`` of the CTC stand-in, ``finetune_steps`` of every system
     (``prune_warmup_steps`` of them ramp the pruning target), ``steps_per_epoch`` between
     validations, ``batch_size`` utterances; ``lm_steps`` of LM training and
     ``lm_finetune_steps`` after each LM pruning step.
@@ -162,6 +180,7 @@ class DemoSettings:
     """
 
     task: str = "asr"
+    standin: str = "ctc"
     num_train: int = 3000
     num_dev: int = 100
     num_test: int = 100
@@ -190,6 +209,8 @@ class DemoSettings:
     def __post_init__(self):
         if self.task not in TASKS:
             raise ValueError(f"task must be one of {TASKS}, got {self.task!r}")
+        if self.standin not in STANDINS:
+            raise ValueError(f"standin must be one of {STANDINS}, got {self.standin!r}")
         for item in fields(self):
             value = getattr(self, item.name)
             if item.type is int and item.name != "seed" and (not isinstance(value, int) or value < 1):
@@ -306,9 +327,9 @@ class DemoPaths:
 
     def decode_exp(self, system: str) -> Path:
         """The experiment that stage 12 decodes for ``system`` (a :attr:`System.name`): the
-        trained one for ``dense``, else the compact model's standalone directory that
+        trained one for an unpruned system, else the compact model's standalone directory that
         ``espnet_prune.bin.export --output_dir`` writes (as ``prune_stages.sh`` does)."""
-        return self.exp(system) if system == DENSE else self.exp(f"{system}{PRUNED_SUFFIX}")
+        return self.exp(system) if system in UNPRUNED_METHODS else self.exp(f"{system}{PRUNED_SUFFIX}")
 
     def decode_dir(self, system: str, inference_tag: str = INFERENCE_TAG) -> Path:
         return self.decode_exp(system) / inference_tag / "test"
@@ -593,7 +614,7 @@ class DemoRecipe:
 
     def int8_systems(self) -> List[System]:
         """The systems decoded a second time with dynamic int8 quantization: every pruned one."""
-        return [system for system in self.settings.systems if system.method != "dense"]
+        return [system for system in self.settings.systems if system.method not in UNPRUNED_METHODS]
 
     def decodings(self) -> List[Tuple[str, str]]:
         """Every ``(system, inference_tag)`` that stage 12 decodes."""
@@ -642,6 +663,20 @@ class DemoRecipe:
 # ---------------------------------------------------------------------------------------------
 # Direct mode: ESPnet's binaries in asr.sh's order
 # ---------------------------------------------------------------------------------------------
+
+
+def copy_pretrained_standin(checkpoint: Path, source: Path = PRETRAINED_STANDIN) -> str:
+    """Put the committed self-supervised stand-in (``make pretrain``) where the CTC one would be."""
+    files = [source / "ssl_encoder.pth", source / "ssl_encoder.json", source / "pretrain.json"]
+    missing = [str(path) for path in files if not path.is_file()]
+    if missing:
+        raise DemoError(f"the pretrained stand-in is missing ({', '.join(missing)}): run 'make pretrain'")
+    checkpoint.parent.mkdir(parents=True, exist_ok=True)
+    for path in files:
+        shutil.copyfile(path, checkpoint.parent / path.name)
+    record = json.loads(files[2].read_text(encoding="utf-8"))
+    return (f"self-supervised stand-in ({record['settings']['steps']} steps on {record['hours']:.2f} h of unlabelled "
+            f"audio, final masked-prediction loss {record['curve'][-1]['loss']:.3f}) -> {checkpoint}")
 
 
 def _copy_table(source: Path, target: Path, keep: set) -> None:
@@ -875,6 +910,8 @@ def asr_steps(recipe: DemoRecipe, text_files: Sequence[str]) -> List[Step]:
     standin = paths.exp(SSL_STANDIN)
 
     def pretrain() -> str:
+        if settings.standin == "pretrained":
+            return copy_pretrained_standin(paths.ssl_checkpoint)
         train(recipe.standin_config, standin, recipe.train_args(settings.pretrain_steps, settings.batch_size))
         return recipe.extract_standin_encoder()
 
@@ -891,7 +928,7 @@ def asr_steps(recipe: DemoRecipe, text_files: Sequence[str]) -> List[Step]:
         steps.append(Step(f"train_{system.name}", "11", finetune, after=(SSL_STANDIN,),
                           marker=recipe.marker(experiment, "train")))
         previous = f"train_{system.name}"
-        if system.method != "dense":
+        if system.method not in UNPRUNED_METHODS:
             def export(experiment: Path = experiment, system: System = system) -> str:
                 model_file = final_model_file(experiment)
                 recipe.ours("bin.export", ["--train_config", experiment / "config.yaml", "--model_file", model_file,
@@ -912,7 +949,7 @@ def asr_steps(recipe: DemoRecipe, text_files: Sequence[str]) -> List[Step]:
 
     if settings.uses_lm:
         fusion = next(system for system in settings.systems if system.name == settings.fusion_system)
-        trained = f"export_{fusion.name}" if fusion.method != "dense" else f"train_{fusion.name}"
+        trained = f"export_{fusion.name}" if fusion.method not in UNPRUNED_METHODS else f"train_{fusion.name}"
         for lm in fusion_lms(settings, paths):
             lm_step = "lm_train" if lm["pruning"] is None else f"lm_prune_{lm['pruning'].name}"
             steps.append(decode_step(recipe, fusion, lm["inference_tag"], lm, (trained, lm_step)))

@@ -10,7 +10,8 @@ and 12), with the demo's sizes as options:
 
 - stages 1-5 (``local/data.sh`` synthesises the corpus) and, for ASR, stages 6-8 (LM);
 - stage 10: run.sh trains the SSL stand-in (stages 10-11 of ``train_<task>_ssl_standin.yaml``)
-  and extracts its encoder, then collects the shapes for the fine-tuning config;
+  and extracts its encoder (unless the committed self-supervised one is copied in its place,
+  ``--standin pretrained``), then collects the shapes for the fine-tuning config;
 - stages 11 and 12 for every system;
 - stage 12 with ``--use_lm true`` for the shallow-fusion decodings.
 
@@ -31,6 +32,7 @@ from espnet_prune.demo.pipeline import (
     DemoError,
     Step,
     System,
+    copy_pretrained_standin,
     fusion_lms,
     lm_pruning_steps,
 )
@@ -124,6 +126,8 @@ def recipe_steps(recipe: "DemoRecipe") -> List[Step]:
         steps += lm_pruning_steps(recipe)
 
     def standin() -> str:
+        if settings.standin == "pretrained":  # run.sh trains no stand-in when the checkpoint exists
+            return copy_pretrained_standin(recipe.paths.ssl_checkpoint)
         train_args = _join(recipe.train_args(settings.pretrain_steps, settings.batch_size))
         # run.sh trains the stand-in while its encoder checkpoint is missing, and extracts it.
         recipe.paths.ssl_checkpoint.unlink(missing_ok=True)

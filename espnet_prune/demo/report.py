@@ -28,7 +28,9 @@ import torch
 from espnet_prune.demo.pipeline import (
     INFERENCE_TAG,
     INT8_TAG,
+    METHODS,
     SSL_STANDIN,
+    UNPRUNED_METHODS,
     DemoPaths,
     DemoSettings,
     Progress,
@@ -137,7 +139,7 @@ def collect_systems(settings: DemoSettings, paths: DemoPaths, threads: int) -> L
         params = cost.count_params(encoder_config)["total"]
         macs = cost.count_macs(encoder_config, seconds)["total"]
         expected = None
-        if system.method != "dense":
+        if system.method not in UNPRUNED_METHODS:
             gated = load_model(settings.task, experiment / "config.yaml", final_model_file(experiment))
             with torch.no_grad():
                 ratios = gated.frontend.controller.expected_ratios()
@@ -287,7 +289,7 @@ def plot_results(task: str, systems: Sequence[Dict], lm_fusion: Optional[Dict], 
     figure, axes = plt.subplots(1, panels, figsize=(6 * panels, 4.5), squeeze=False)
     axis = axes[0][0]
     key, label = ("intent_acc", "intent accuracy (%)") if task == "slu" else ("wer", "WER (%)")
-    markers = {"dense": "s", "hj_macs": "o", "hj_params": "^", "separate": "D"}
+    markers = dict(zip(METHODS, "sxo^Dv"))
     for method, marker in markers.items():
         points = [entry for entry in systems if entry["method"] == method]
         if points:
@@ -335,7 +337,8 @@ def write_report(settings: DemoSettings, paths: DemoPaths, threads: int, progres
     """
     systems = collect_systems(settings, paths, threads)
     lm_fusion = collect_lm_fusion(settings, paths)
-    int8 = collect_int8(settings, paths, [system.name for system in settings.systems if system.method != "dense"])
+    pruned = [system.name for system in settings.systems if system.method not in UNPRUNED_METHODS]
+    int8 = collect_int8(settings, paths, pruned)
     plot = plot_results(settings.task, systems, lm_fusion, paths.results.with_suffix(".png"))
     results = dict(
         task=settings.task,

@@ -497,15 +497,44 @@ class SSLEncoder(nn.Module):
             ``(hidden_states, frame_lengths)``: ``L + 1`` tensors ``(B, T, D)`` (see
             :meth:`Transformer.forward`) and ``(B,)`` valid frames (``None`` if ``lengths`` is).
         """
+        x, frame_lengths = self.project(waveforms, lengths, masks)
+        return self.contextualize(x, frame_lengths, masks), frame_lengths
+
+    def project(self, waveforms: Tensor, lengths: Optional[Tensor] = None,
+                masks: Optional[Masks] = None) -> Tuple[Tensor, Optional[Tensor]]:
+        """The first half of :meth:`forward`: CNN and feature projection.
+
+        Returns:
+            ``(features, frame_lengths)``: ``(B, T, D)`` projected features (zero at padded
+            frames) and ``(B,)`` valid frames (``None`` if ``lengths`` is).
+        """
         self._check_input(waveforms, lengths)
         if self.config.normalize_waveform:
             waveforms = self._normalize(waveforms, lengths)
         conv_masks = None if masks is None else masks.get("conv")
         features, frame_lengths = self.feature_extractor(waveforms, lengths, conv_masks)
         x = self.encoder.feature_projection(features, None if conv_masks is None else conv_masks[-1])
-        attention_bias = None
         if frame_lengths is not None:
             padded = torch.arange(x.shape[1], device=x.device)[None, :] >= frame_lengths[:, None]
             x = x.masked_fill(padded[:, :, None], 0.0)
-            attention_bias = (padded.to(x.dtype) * -10000.0)[:, None, None, :]
-        return self.encoder.transformer(x, attention_bias, masks), frame_lengths
+        return x, frame_lengths
+
+    def contextualize(self, features: Tensor, frame_lengths: Optional[Tensor] = None,
+                      masks: Optional[Masks] = None) -> List[Tensor]:
+        """The second half of :meth:`forward`: the Transformer over projected features.
+
+        Self-supervised pretraining (:mod:`espnet_prune.ssl.pretrain`) replaces some frames of
+        :meth:`project`'s output by a mask embedding in between.
+
+        Args:
+            features: ``(B, T, D)``.
+            frame_lengths: ``(B,)`` valid frames, or ``None`` if none is padded.
+            masks: unit masks (module docstring) or ``None``.
+        Returns:
+            ``L + 1`` hidden states ``(B, T, D)`` (see :meth:`Transformer.forward`).
+        """
+        attention_bias = None
+        if frame_lengths is not None:
+            padded = torch.arange(features.shape[1], device=features.device)[None, :] >= frame_lengths[:, None]
+            attention_bias = (padded.to(features.dtype) * -10000.0)[:, None, None, :]
+        return self.encoder.transformer(features, attention_bias, masks)

@@ -156,3 +156,20 @@ def test_drawing_more_distinct_sentences_than_the_templates_allow_fails(monkeypa
     assert unexcluded == [("lists_query", "what is on my shopping list")]
     with pytest.raises(RuntimeError, match="could not draw 3 distinct sentences"):
         corpus.draw_sentences(rng, 3, unique=True)
+
+
+def test_pretraining_audio_is_apart_from_the_corpus(asr_corpus, tmp_path):
+    sizes = {key: SIZES[key] for key in ("num_dev", "num_test", "num_dev_voices", "num_test_voices")}
+    corpus.main(["--output_dir", str(tmp_path / "unlabelled"), "--unlabelled", "12", "--seed", "3",
+                 *[f"--{key}={value}" for key, value in sizes.items()]])
+    data_dir = tmp_path / "unlabelled"
+    assert len(validate_data_dir(data_dir)) == 12
+    held_out = set(read_text(asr_corpus.dev).values()) | set(read_text(asr_corpus.test).values())
+    assert not held_out & set(read_text(data_dir).values())
+    speakers = set(read_text(data_dir, "utt2spk").values())
+    train_voices = {voice_of(speaker) for speaker in read_text(asr_corpus.train, "utt2spk").values()}
+    assert all(speaker.startswith("pretrain-") for speaker in speakers)
+    unheard = {voice_of(s) for split in (asr_corpus.dev, asr_corpus.test) for s in read_text(split, "utt2spk").values()}
+    assert not {voice_of(speaker) for speaker in speakers} & unheard
+    assert {voice_of(speaker) for speaker in speakers} <= set(corpus.assign_voices(2, 3, 3)["train"])
+    assert train_voices <= set(corpus.assign_voices(2, 3, 3)["train"])

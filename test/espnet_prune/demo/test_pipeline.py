@@ -45,9 +45,17 @@ def test_systems_name_themselves_and_set_the_pruning_of_the_frontend():
     assert "pruning.cnn_target=0.4" in separate and "pruning.transformer_target=0.4" in separate
     assert pipeline.parse_system("hj_params:0.6") == System("hj_params", 0.6)
     assert pipeline.parse_system("dense") == System("dense")
+    # The probe: the dense model from random initialisation (no checkpoint, so arch alone builds it).
+    assert System("scratch").name == "scratch"
+    assert System("scratch").frontend_overrides(10) == ["pruning=null", "checkpoint=null"]
+    transformer = System("transformer_only", 0.7).frontend_overrides(10)
+    units = yaml.safe_load(next(item for item in transformer if item.startswith("pruning.units=")).split("=", 1)[1])
+    assert set(units) == set(pipeline.LAYER_UNITS) and "conv" not in units
+    assert "pruning.target=0.7" in transformer and "pruning.metric=macs" in transformer
 
 
 @pytest.mark.parametrize("text, message", [("hj_macs", "needs a target"), ("dense:0.5", "takes no target"),
+                                           ("scratch:0.5", "takes no target"), ("transformer_only", "needs a target"),
                                            ("hj_macs:1.5", "keep ratio in"), ("magnitude:0.5", "unknown pruning")])
 def test_bad_systems_are_named(text, message):
     with pytest.raises(ValueError, match=message):
@@ -231,11 +239,13 @@ def test_fine_tuning_uses_the_stand_ins_architecture_and_sets_targets_per_system
     assert set(resolved["units"]) == {"conv", "head", "attn_layer", "interm", "ffn_layer"}
     assert (resolved["metric"], resolved["target"]) == ("macs", 0.6)
     # Every system's overrides give a valid budget on top of the preset.
-    for system in (pipeline.System("hj_params", 0.5), pipeline.System("separate", 0.4)):
+    for system in (pipeline.System("hj_params", 0.5), pipeline.System("separate", 0.4),
+                   pipeline.System("transformer_only", 0.7)):
         overrides = dict(item.split("=", 1) for item in system.frontend_overrides(10))
         values = {key.split(".", 1)[1]: yaml.safe_load(value) for key, value in overrides.items()}
         resolved = PruningConfig.from_dict({**pruning, **values}).to_dict()
         assert (resolved["target"] is None) == (system.method == "separate")
+        assert ("conv" in resolved["units"]) == (system.method != "transformer_only")
     for config in (standin, finetune):
         assert config["model"] == "pruned_espnet" and config["model_conf"]["ctc_weight"] == 1.0
         assert config["scheduler"] == "onecyclelr"
@@ -307,3 +317,19 @@ def test_int8_agreement_counts_identical_hypotheses(tmp_path):
         frontend_modules={"int8_linear": 19, "float_linear": 0, "empty_linear": 0, "conv": 8})]})
     assert "1/3 (33%)" in lines[-1] and "+5.0%" in lines[-1] and "19/19" in lines[-1]
     assert format_int8("asr", None) == []
+
+
+def test_the_pretrained_stand_in_is_copied_where_the_ctc_one_would_be(tmp_path):
+    source = tmp_path / "committed"
+    source.mkdir()
+    with pytest.raises(DemoError, match="run 'make pretrain'"):
+        pipeline.copy_pretrained_standin(tmp_path / "exp" / "ssl_encoder.pth", source)
+    (source / "ssl_encoder.pth").write_bytes(b"weights")
+    (source / "ssl_encoder.json").write_text("{}")
+    (source / "pretrain.json").write_text('{"settings": {"steps": 7}, "hours": 1.5, "curve": [{"loss": 2.5}]}')
+    summary = pipeline.copy_pretrained_standin(tmp_path / "exp" / "ssl_encoder.pth", source)
+    assert "7 steps on 1.50 h" in summary and "2.500" in summary
+    assert (tmp_path / "exp" / "ssl_encoder.pth").read_bytes() == b"weights"
+    assert (tmp_path / "exp" / "ssl_encoder.json").is_file()
+    with pytest.raises(ValueError, match="standin must be one of"):
+        DemoSettings(standin="random")
