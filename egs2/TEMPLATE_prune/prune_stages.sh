@@ -175,7 +175,8 @@ fi
 # mix epochs from before a size's hold) to EXP_pruned/<size>/ (target0.80, target0.60, ...),
 # each its own experiment that stages 12 and later decode, score (and pack) with
 # --inference_MODEL latest.pth; EXP_pruned/RESULTS.md then has one row per size and test set.
-if [ "${export_model}" = true ]; then
+sizes=
+if [ "${export_model}" = true ] && grep -Eqs '^ +(targets|cnn_targets|transformer_targets):' "${exp}/config.yaml"; then
     sizes=$("${interpreter}" - "${exp}/config.yaml" <<'EOF'
 import sys
 

@@ -25,6 +25,13 @@ As a single model file beside the gated one::
 writes the compact checkpoint and its ``.json`` report; it loads with the unchanged training
 ``config.yaml`` (which still needs the original SSL checkpoint to build the model).
 
+A run with several sizes (``frontend_conf.pruning.targets``, see
+:mod:`espnet_prune.pruning.multisize`) is exported with ``--output_dir D`` to one such
+experiment per size, ``D/target0.80/``, ``D/target0.60/`` ... (each size's model state comes
+from its snapshot in the model file, the last size's from the model itself), plus the summary
+of every size (params, MACs, their ratios), printed and written to ``D/summary.md`` and
+``D/summary.json``.
+
 The report gives parameters and MACs per component before and after, their ratios, the
 compact structure, and the largest difference between the gated and the compact frontend's
 features on a probe input (and, for ``--output_dir``, of the model rebuilt from the written
@@ -119,6 +126,7 @@ def budget_summary(controller, compact_config) -> Dict[str, Any]:
                        "fractionally in the expectation but wholly or not at all in the structure; the training "
                        "steers the exported structure, not the expectation, to the target")
     return {"metric": controller.metric, "steps": int(controller.step), "warmup_steps": controller.warmup_steps,
+            **({"hold_steps": controller.pruning.effective_hold_steps} if controller.size_schedule is not None else {}),
             "budgets": budgets, "undecided_units": undecided, "explanation": explanation,
             "warnings": controller.budget_warnings()}
 
@@ -217,10 +225,11 @@ def select_size(model: torch.nn.Module, model_file: Path, size: Optional[int]) -
         subject = (f"the model state of size {size + 1} (target {size_label(controller.sizes[size])})" if size == needed
                    else f"the last size (target {size_label(controller.sizes[size])}): the model is that size only "
                         f"after the snapshot of size {needed + 1}")
-        raise ValueError(f"{model_file} does not hold {subject}, which is kept at step {stage.hold_end} (the end of "
-                         f"that size's hold); {model_file} {what}. Export a model file saved after step "
-                         f"{stage.hold_end}: the last epoch's (latest.pth, or NNepoch.pth), or an average of "
-                         "epochs after it")
+        last = stage.hold_end + schedule.max_extension
+        raise ValueError(f"{model_file} does not hold {subject}, which is kept at the end of that size's hold (step "
+                         f"{stage.hold_end}, or up to {last} if the hold is extended); {model_file} {what}. Export a "
+                         f"model file saved after step {last}: the last epoch's (latest.pth, or NNepoch.pth), or an "
+                         "average of epochs after it")
     step = int(controller.step)
     if size < count - 1:
         model.load_state_dict(controller.snapshots.model_state(size))

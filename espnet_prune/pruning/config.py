@@ -58,8 +58,10 @@ class PruningConfig:
             target to the next one's).
         hold_steps: with ``targets`` / ``cnn_targets`` / ``transformer_targets`` only: optimizer
             steps (a whole number >= 0) each size is held after its ramp before the next ramp
-            starts (the model state of every size but the last is kept at the end of its hold;
-            the last is held until training ends); ``None``: ``warmup_steps``.
+            starts, extended by at most as many steps until the exported structure is within
+            ``BUDGET_TOLERANCE`` of the size's target (the model state of every size but the last
+            is kept at the end of its hold; the last is held until training ends); ``None``:
+            ``warmup_steps``.
         reference_seconds: input duration (s, > 0) the MACs are counted for.
         reg_lr: learning rate (> 0) of the gates (their own parameter group) and full-rate
             step of lambda1 (see ``PruningController.advance``).

@@ -408,8 +408,10 @@ class PruningController(nn.Module):
             return
         start = {name: max(float(value), self.sizes[0][name]) for name, value in self.deterministic_ratios().items()}
         self.ramp_start = start
-        self.size_schedule = SizeSchedule(self.sizes, self.warmup_steps, self.pruning.effective_hold_steps, start)
         setattr(self, SNAPSHOTS_ATTRIBUTE, SizeSnapshots(len(self.sizes) - 1, list(self.budgets)))
+        # The steps the snapshots were taken at are part of the checkpointed state (their records).
+        self.size_schedule = SizeSchedule(self.sizes, self.warmup_steps, self.pruning.effective_hold_steps, start,
+                                          ends=self.snapshots.ends)
 
     @property
     def snapshots(self) -> Optional[SizeSnapshots]:
@@ -435,20 +437,23 @@ class PruningController(nn.Module):
         stats.update({f"size_{name}": value for name, value in stage.targets.items()})
         return stats
 
-    def take_due_snapshots(self, model: nn.Module) -> None:
-        """After an optimizer step: keep ``model``'s state of every size whose hold just ended."""
+    def take_due_snapshots(self, model: nn.Module, tolerance: float = BUDGET_TOLERANCE) -> None:
+        """After an optimizer step: keep ``model``'s state of the size whose hold ends now (once it
+        lasted ``hold_steps`` and the structure is within ``tolerance`` of the size's targets, or the
+        extension is used up; see :class:`~espnet_prune.pruning.multisize.SizeSchedule`)."""
         if self.size_schedule is None:
             return
         step = int(self.step)
-        for stage in self.size_schedule.stages[:-1]:
-            if step >= stage.hold_end and self.snapshots.taken(stage.index) != 1.0:
-                saved = self.budgets
-                self.budgets = dict(stage.targets)
-                with torch.no_grad():
-                    expected = {name: float(value) for name, value in self.expected_ratios().items()}
-                deterministic = self.deterministic_ratios()
-                self.budgets = saved
-                self.snapshots.take(stage.index, model, step, deterministic, expected)
+        stage = self.size_schedule.stage_at(step)
+        if stage.index == len(self.sizes) - 1 or step < stage.hold_end:
+            return
+        deterministic = self.deterministic_ratios()
+        on_target = all(abs(deterministic[name] - target) <= tolerance for name, target in stage.targets.items())
+        if self.size_schedule.due(step, on_target) is None:
+            return
+        with torch.no_grad():
+            expected = {name: float(value) for name, value in self.expected_ratios().items()}
+        self.snapshots.take(stage.index, model, step, deterministic, expected)
 
     def _size_budget_report(self, tolerance: float) -> Dict[str, Dict]:
         """:meth:`budget_report` of the selected size (the live gates hold its state)."""
@@ -487,7 +492,7 @@ class PruningController(nn.Module):
                 if info["taken"] == 1.0:
                     kept = info[f"deterministic_{name}"]
                     reached = abs(kept - target) <= tolerance
-                    advice = None if reached else schedule.advice(stage.hold_end, stage)
+                    advice = None if reached else schedule.advice(int(info["step"]), stage)
                     budgets[name] = {"target": target, "expected": info[f"expected_{name}"], "deterministic": kept,
                                      "reached": reached, "advice": advice}
                 else:

@@ -7,9 +7,12 @@ With ``frontend_conf.pruning.targets: [0.8, 0.6, 0.4]`` (or ``cnn_targets`` /
 (the first from where the deterministic structure starts, 1.0) to size k's over ``w`` steps,
 then stays there for ``h`` steps while the task loss recovers. The last size is held from the
 end of its ramp until training ends; recommended run length ``K (w + h)`` optimizer steps.
+A hold that ends with the exported structure more than ``BUDGET_TOLERANCE`` off its targets is
+extended until it is on them, by at most ``h`` steps, and the later stages move by as much
+(the tiny models of the tests move in steps of a few points around the target).
 
 **Mechanism: snapshots of the whole model**, not nested masks. At the end of each hold
-(after optimizer step ``(k + 1)(w + h)``) the state of the whole ESPnet model (frontend with
+(after optimizer step ``(k + 1)(w + h)`` without extensions) the state of the whole ESPnet model (frontend with
 its gates, encoder, decoder, CTC) is copied into :class:`SizeSnapshots`; the last size is the
 model itself at the end of training. Nested masks over shared weights would keep one set of
 weights that the later, smaller stages go on adapting (and with them the ESPnet encoder and
@@ -31,7 +34,7 @@ step and the budget ratios it kept. The schedule's position is the controller's 
 import logging
 import re
 from dataclasses import dataclass
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional
 
 import torch
 from torch import Tensor, nn
@@ -64,39 +67,68 @@ class Stage:
     targets: Dict[str, float]
     ramp_begin: int
     ramp_end: int
-    #: Step at whose end the snapshot is taken (for the last size: the recommended run length).
+    #: Nominal end of the hold (``ramp_end + hold_steps``); for the last size the recommended run length.
     hold_end: int
+    #: Step at whose end the snapshot was taken (the next ramp begins there), ``None`` before.
+    end: Optional[int] = None
 
 
 class SizeSchedule:
     """Targets of every budget at every step for a list of sizes (see the module docstring).
 
+    A size's hold lasts ``hold_steps`` and then, until the structure is on its targets, at most
+    :attr:`max_extension` more steps: the snapshot is taken at the first step at or after the
+    nominal end of the hold whose deterministic ratios are all within ``BUDGET_TOLERANCE`` of
+    the size's targets (the controller decides, :meth:`due`), and the next ramp begins there.
+    The steps the snapshots were taken at come from ``ends`` (the snapshots' records, so that
+    they are checkpointed); an unknown end leaves that size's stage open.
+
     Args:
         sizes: budgets of every size, largest first (``PruningConfig.sizes()``).
         warmup_steps: steps of each ramp.
-        hold_steps: steps each size is held after its ramp.
+        hold_steps: steps each size is held after its ramp (before any extension).
         ramp_start: where the first ramp starts, per budget (1.0 for a dense start).
+        ends: returns the step each size but the last was kept at, or ``None`` where it is not
+            yet; default: none known.
     """
 
     def __init__(self, sizes: List[Dict[str, float]], warmup_steps: int, hold_steps: int,
-                 ramp_start: Dict[str, float]):
+                 ramp_start: Dict[str, float], ends: Optional[Callable[[], List[Optional[int]]]] = None):
+        self.sizes = [dict(size) for size in sizes]
         self.warmup_steps, self.hold_steps = int(warmup_steps), int(hold_steps)
         self.ramp_start = dict(ramp_start)
-        period = self.warmup_steps + self.hold_steps
-        self.stages = [Stage(k, dict(size), k * period, k * period + self.warmup_steps, (k + 1) * period)
-                       for k, size in enumerate(sizes)]
+        self._ends = ends if ends is not None else (lambda: [None] * (len(self.sizes) - 1))
+
+    @property
+    def max_extension(self) -> int:
+        """Steps a hold may be extended by to bring the structure on its targets: ``hold_steps``."""
+        return self.hold_steps
+
+    @property
+    def stages(self) -> List[Stage]:
+        """Every size's stage, with the ends known so far (later stages shifted by them)."""
+        ends = list(self._ends())
+        stages, begin = [], 0
+        for index, size in enumerate(self.sizes):
+            end = ends[index] if index < len(ends) else None
+            ramp_end = begin + self.warmup_steps
+            stages.append(Stage(index, size, begin, ramp_end, ramp_end + self.hold_steps, end))
+            begin = end if end is not None else ramp_end + self.hold_steps
+        return stages
 
     @property
     def recommended_steps(self) -> int:
-        """``K (warmup_steps + hold_steps)``: every size ramped and held."""
+        """``K (warmup_steps + hold_steps)`` plus the extensions so far: every size ramped and held."""
         return self.stages[-1].hold_end
 
     def stage_at(self, step: int) -> Stage:
-        """The stage whose ramp or hold the next optimizer step belongs to (the last one after it)."""
-        for stage in self.stages:
-            if step < stage.hold_end:
+        """The stage whose ramp or hold the next optimizer step belongs to: the first size whose
+        snapshot is not taken yet, or was taken after ``step``; the last one after all of them."""
+        stages = self.stages
+        for stage in stages[:-1]:
+            if stage.end is None or step < stage.end:
                 return stage
-        return self.stages[-1]
+        return stages[-1]
 
     def holding(self, step: int) -> bool:
         """Whether the target is constant at ``step`` (the stage's ramp is over)."""
@@ -105,21 +137,29 @@ class SizeSchedule:
     def targets_at(self, step: int) -> Dict[str, float]:
         """Every budget's target after ``step`` optimizer steps."""
         stage = self.stage_at(step)
-        start = self.ramp_start if stage.index == 0 else self.stages[stage.index - 1].targets
+        start = self.ramp_start if stage.index == 0 else self.sizes[stage.index - 1]
         progress = 1.0 if self.warmup_steps == 0 else min(1.0, max(0.0, (step - stage.ramp_begin) / self.warmup_steps))
         return {name: start[name] - (start[name] - final) * progress for name, final in stage.targets.items()}
 
+    def due(self, step: int, on_target: bool) -> Optional[Stage]:
+        """The stage whose snapshot is to be taken after ``step`` (``None`` if none): its hold has
+        lasted ``hold_steps`` and the structure is ``on_target``, or the extension is used up."""
+        stage = self.stage_at(step)
+        if stage.index == len(self.sizes) - 1 or stage.end is not None or step < stage.hold_end:
+            return None
+        return stage if on_target or step >= stage.hold_end + self.max_extension else None
+
     def advice(self, step: int, stage: Stage) -> str:
         """What to change when ``stage``'s size missed its target after ``step`` steps."""
-        train = (f"train at least {self.recommended_steps} optimizer steps ({len(self.stages)} sizes x "
+        train = (f"train at least {self.recommended_steps} optimizer steps ({len(self.sizes)} sizes x "
                  f"(warmup_steps {self.warmup_steps} + hold_steps {self.hold_steps}))")
         if step < stage.ramp_end:
             return f"training stopped during this size's ramp (step {step}, the ramp ends at step {stage.ramp_end}): {train}"
         if step < stage.hold_end:
             return (f"only {step - stage.ramp_end} steps followed this size's ramp (hold_steps {self.hold_steps}): "
                     f"{train}")
-        return ("the gates did not settle within this size's hold: raise hold_steps, or reg_lr (gates and "
-                "multipliers move faster), or warmup_steps")
+        return ("the gates did not settle within this size's hold and its extension (hold_steps more): raise "
+                "hold_steps, or reg_lr (gates and multipliers move faster), or warmup_steps")
 
 
 class SizeSnapshots(nn.Module):
@@ -195,6 +235,10 @@ class SizeSnapshots(nn.Module):
         """1.0 once snapshot ``index`` is taken; a fraction in a model file averaged over checkpoints
         from before and after it; 0.0 before."""
         return float(self._meta[index]["taken"])
+
+    def ends(self) -> List[Optional[int]]:
+        """The step each snapshot was taken at, ``None`` where it is not (fully) taken."""
+        return [int(meta["step"]) if float(meta["taken"]) == 1.0 else None for meta in self._meta]
 
     def info(self, index: int) -> Dict[str, float]:
         """``{"taken", "step", "deterministic_<budget>", "expected_<budget>"}`` of snapshot ``index``."""
