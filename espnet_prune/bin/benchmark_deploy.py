@@ -37,7 +37,6 @@ import torch
 import yaml
 
 from espnet_prune.bin.benchmark_ssl import compact_at
-from espnet_prune.bin.export import cost_str
 from espnet_prune.ssl import cost
 from espnet_prune.ssl.config import get_config
 from espnet_prune.ssl.model import SSLEncoder
@@ -213,8 +212,8 @@ def format_table(rows: Sequence[Dict[str, Any]], seconds: float) -> str:
              "| speed-up | speed-up / MAC cut |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for row in rows:
         lines.append(
-            f"| {row['model']} | {row['backend']} | {row['threads']} | {cost_str(row['params'])} "
-            f"| {cost_str(row['macs'])} ({100 * row['macs_ratio']:.1f} %) | {row['size'] / 2 ** 20:.1f} MiB "
+            f"| {row['model']} | {row['backend']} | {row['threads']} | {cost.format_cost(row['params'])} "
+            f"| {cost.format_cost(row['macs'])} ({100 * row['macs_ratio']:.1f} %) | {row['size'] / 2 ** 20:.1f} MiB "
             f"| {100 * row['rel_diff']:.1f} % "
             f"| {row['latency_ms']:.1f} ms | {row['rtf']:.4f} | ×{row['speedup']:.2f} "
             f"| {row['speedup_over_mac_cut']:.2f} |")

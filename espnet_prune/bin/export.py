@@ -427,16 +427,18 @@ def summary_rows(reports: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
 
 def summary_table(rows: List[Dict[str, Any]], seconds: float) -> str:
     """The summary rows as a markdown table (dense encoder first)."""
-    lines = [f"| size | target | step | params | params ratio | MACs ({seconds:g} s) | MACs ratio | exported | reached |",
+    fmt = cost.format_cost
+    lines = [f"| size | target | step | params | params ratio | MACs ({seconds:g} s) | MACs ratio | exported "
+             "| reached |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     if rows:
-        lines.append(f"| dense | – | – | {cost_str(rows[0]['dense_params'])} | 1.000 | {cost_str(rows[0]['dense_macs'])} "
+        lines.append(f"| dense | – | – | {fmt(rows[0]['dense_params'])} | 1.000 | {fmt(rows[0]['dense_macs'])} "
                      "| 1.000 | – | – |")
     for row in rows:
         targets = ", ".join(f"{name} {value:.2f}" for name, value in row["targets"].items())
         exported = ", ".join(f"{name} {value:.3f}" for name, value in row["exported"].items())
-        lines.append(f"| {row['size']} | {targets} | {row['step']} | {cost_str(row['params'])} | "
-                     f"{row['params_ratio']:.3f} | {cost_str(row['macs'])} | {row['macs_ratio']:.3f} | {exported} | "
+        lines.append(f"| {row['size']} | {targets} | {row['step']} | {fmt(row['params'])} | "
+                     f"{row['params_ratio']:.3f} | {fmt(row['macs'])} | {row['macs_ratio']:.3f} | {exported} | "
                      f"{'yes' if row['reached'] else 'no'} |")
     return "\n".join(lines)
 
@@ -504,9 +506,10 @@ def _log_report(report: Dict[str, Any], args: argparse.Namespace) -> None:
     """Log the sizes, budgets, warnings and written files of one export."""
     enc = report["encoder"]
     logging.info("encoder params %s -> %s (%.1f%%), MACs for %.0f s %s -> %s (%.1f%%)",
-                 cost_str(enc["before"]["params"]["total"]), cost_str(enc["after"]["params"]["total"]),
+                 cost.format_cost(enc["before"]["params"]["total"]),
+                 cost.format_cost(enc["after"]["params"]["total"]),
                  100 * enc["ratio"]["params"]["total"], report["reference_seconds"],
-                 cost_str(enc["before"]["macs"]["total"]), cost_str(enc["after"]["macs"]["total"]),
+                 cost.format_cost(enc["before"]["macs"]["total"]), cost.format_cost(enc["after"]["macs"]["total"]),
                  100 * enc["ratio"]["macs"]["total"])
     pruning = report["pruning"]
     for name, budget in pruning["budgets"].items():
@@ -523,13 +526,6 @@ def _log_report(report: Dict[str, Any], args: argparse.Namespace) -> None:
             logging.info("pack it with: %s", " ".join(pack_command(report)))
     else:
         logging.info("wrote %s and %s", written, written.with_suffix(".json"))
-
-
-def cost_str(value: float) -> str:
-    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if value >= scale:
-            return f"{value / scale:.2f}{unit}"
-    return f"{value:.0f}"
 
 
 if __name__ == "__main__":

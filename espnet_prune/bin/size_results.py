@@ -64,8 +64,8 @@ def results_table(output_dir: Path) -> str:
             rows.append({"entry": entry, "test": test, "values": values})
     metrics = [m for m in METRICS + (INTENT,) if any(m in row["values"] for row in rows)]
     lines = ["# RESULTS: every size of one multi-size run", "",
-             f"Every size exported by espnet_prune.bin.export from `{written['model_file']}` (`summary.md` gives "
-             "params and MACs); each size is its own experiment directory with its own RESULTS.md.", "",
+             (f"Every size exported by espnet_prune.bin.export from `{written['model_file']}` (`summary.md` gives "
+              "params and MACs); each size is its own experiment directory with its own RESULTS.md."), "",
              "| size | target | params ratio | MACs ratio | decode / test set | "
              + " | ".join("intent accuracy (%)" if m == INTENT else f"{m.upper()} (%)" for m in metrics) + " |",
              "| --- | --- | --- | --- | --- | " + " | ".join("---" for _ in metrics) + " |"]

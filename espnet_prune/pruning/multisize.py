@@ -154,7 +154,8 @@ class SizeSchedule:
         train = (f"train at least {self.recommended_steps} optimizer steps ({len(self.sizes)} sizes x "
                  f"(warmup_steps {self.warmup_steps} + hold_steps {self.hold_steps}))")
         if step < stage.ramp_end:
-            return f"training stopped during this size's ramp (step {step}, the ramp ends at step {stage.ramp_end}): {train}"
+            return (f"training stopped during this size's ramp (step {step}, the ramp ends at step {stage.ramp_end}): "
+                    f"{train}")
         if step < stage.hold_end:
             return (f"only {step - stage.ramp_end} steps followed this size's ramp (hold_steps {self.hold_steps}): "
                     f"{train}")

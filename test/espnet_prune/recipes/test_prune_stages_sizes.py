@@ -12,7 +12,13 @@ import yaml
 
 from espnet_prune.bin import size_results
 from test.espnet_prune.recipes.test_recipes import (  # noqa: F401 (fixtures)
-    DEFAULT_EXP, fake_espnet, linked, option, task, trained)
+    DEFAULT_EXP,
+    fake_espnet,
+    linked,
+    option,
+    task,
+    trained,
+)
 
 
 def multi_size(exp_dir, targets=(0.8, 0.6)):
@@ -23,7 +29,7 @@ def multi_size(exp_dir, targets=(0.8, 0.6)):
     (exp_dir / "latest.pth").write_bytes(b"")
 
 
-def test_every_size_is_exported_decoded_and_scored(linked, task):
+def test_every_size_is_exported_decoded_and_scored(linked, task):  # noqa: F811 (fixtures)
     recipe, run_recipe = linked
     exp, model = DEFAULT_EXP[task]
     exp_dir = trained(recipe, exp, model, f"conf/train_{task}_wav2vec2.yaml")
