@@ -40,8 +40,7 @@ from espnet_prune.bin.benchmark_ssl import compact_at
 from espnet_prune.ssl import cost
 from espnet_prune.ssl.config import get_config
 from espnet_prune.ssl.model import SSLEncoder
-from espnet_prune.ssl.onnx_export import (EncoderFeatures, export_onnx, inference_session, quantize_onnx,
-                                          run_session)
+from espnet_prune.ssl.onnx_export import EncoderFeatures, export_onnx, inference_session, quantize_onnx, run_session
 from espnet_prune.ssl.quantize import quantize_dynamic
 from espnet_prune.utils.timing import time_interleaved
 
@@ -133,7 +132,8 @@ def build_variants(arch: Any, seconds: float, targets: Sequence[float], backends
     return variants
 
 
-def caller(variant: Dict[str, Any], threads: Optional[int], speech: torch.Tensor, lengths: torch.Tensor) -> Callable[[], object]:
+def caller(variant: Dict[str, Any], threads: Optional[int], speech: torch.Tensor,
+           lengths: torch.Tensor) -> Callable[[], object]:
     """A zero-argument call that runs ``variant`` once on the input."""
     if "module" in variant:
         module = variant["module"]

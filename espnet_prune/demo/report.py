@@ -23,8 +23,17 @@ import numpy as np
 import soundfile
 import torch
 
-from espnet_prune.demo.pipeline import (INFERENCE_TAG, SSL_STANDIN, DemoPaths, DemoSettings, Progress,
-                                        decode_files, final_model_file, fusion_lms, lm_target_name)
+from espnet_prune.demo.pipeline import (
+    INFERENCE_TAG,
+    SSL_STANDIN,
+    DemoPaths,
+    DemoSettings,
+    Progress,
+    decode_files,
+    final_model_file,
+    fusion_lms,
+    lm_target_name,
+)
 from espnet_prune.ssl import cost
 from espnet_prune.ssl.config import get_config
 from espnet_prune.utils.timing import time_interleaved

@@ -95,8 +95,9 @@ class PruningController(nn.Module):
             layers = unit.gated_layers(config)
             widths = unit.widths(config)
             if not unit.scalar:
-                gates = {str(l): HardConcreteGate(widths[l], temperature=temperature, init_keep_prob=init_keep_prob,
-                                                  min_keep=unit.min_keep) for l in layers}
+                gates = {str(layer): HardConcreteGate(widths[layer], temperature=temperature,
+                                                      init_keep_prob=init_keep_prob, min_keep=unit.min_keep)
+                         for layer in layers}
                 # A unit that every layer has (the CNN's channels) gets a list indexed by layer.
                 self.gates[unit.name] = (nn.ModuleList(gates.values()) if unit.present is None
                                          else nn.ModuleDict(gates))
@@ -152,8 +153,8 @@ class PruningController(nn.Module):
         """
         device = self.step.device
         return {unit.name: self._per_layer(unit, lambda gate: gate(), lambda gate: gate(),
-                                           [torch.ones(unit.mask_shape(self.config, l), device=device)
-                                            for l in range(unit.num_layers(self.config))])
+                                           [torch.ones(unit.mask_shape(self.config, layer), device=device)
+                                            for layer in range(unit.num_layers(self.config))])
                 for unit in self.gated_units if unit.name in self.gates}
 
     # ------------------------------------------------------------------ cost

@@ -8,8 +8,8 @@ holds only YAML/JSON types and is rebuilt with ``from_dict``.
 """
 
 import copy
-from dataclasses import asdict, dataclass, field, fields
 from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Dict, List, Optional, Sequence, Union
 
 from espnet_prune.presets import presets

@@ -28,7 +28,6 @@ from torch import Tensor, nn
 
 from espnet_prune.ssl.config import EncoderConfig, receptive_field
 from espnet_prune.ssl.units import LAYER_UNITS
-from espnet_prune.ssl.units import UNIT_TYPES  # noqa: F401 (re-exported: the mask keys)
 
 #: ``{"conv": [C_0 mask, ...], "head": [H_0 mask, ...], "attn_layer": [...], ...}``: one mask per
 #: layer of each unit, shaped as :meth:`espnet_prune.ssl.units.Unit.mask_shape` says.

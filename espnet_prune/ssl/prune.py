@@ -279,7 +279,8 @@ def keep_first_layers(model: SSLEncoder, num_layers: int) -> SSLEncoder:
         raise ValueError(f"keep_first_layers: num_layers={num_layers} is not in 0..{config.num_layers}")
     if num_layers == config.num_layers:
         return model
-    per_layer = {key: getattr(config, key)[:num_layers] for key in ("num_heads", "ffn_dims", "use_attention", "use_ffn")}
+    per_layer = {key: getattr(config, key)[:num_layers]
+                 for key in ("num_heads", "ffn_dims", "use_attention", "use_ffn")}
     if config.kept_heads is not None:
         per_layer["kept_heads"] = config.kept_heads[:num_layers]
     new_config = config.replace(num_layers=num_layers, head_dim=config.head_dim,

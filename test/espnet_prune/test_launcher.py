@@ -30,13 +30,16 @@ def test_register_is_idempotent_and_covers_every_registration():
     assert getattr(AbsTask.build_optimizers.__func__, "espnet_prune_wrapper", False)
 
 
+@pytest.mark.slow  # a launcher subprocess (imports ESPnet's tasks)
 def test_code_mode_passes_arguments_and_sees_the_registry():
-    result = launch("-c", "import sys, espnet2.tasks.slu as t; print(sys.argv, 'pruned_espnet' in t.model_choices.classes)",
+    result = launch("-c",
+                    "import sys, espnet2.tasks.slu as t; print(sys.argv, 'pruned_espnet' in t.model_choices.classes)",
                     "a", "--b")
     assert result.returncode == 0, result.stderr
     assert result.stdout == "['-c', 'a', '--b'] True\n"
 
 
+@pytest.mark.slow  # a launcher subprocess (imports ESPnet's tasks)
 def test_script_mode_runs_the_file_as_main(tmp_path):
     script = tmp_path / "show.py"
     script.write_text("import sys\nif __name__ == '__main__':\n    print(sys.argv)\n    sys.exit(3)\n")
@@ -45,6 +48,7 @@ def test_script_mode_runs_the_file_as_main(tmp_path):
     assert result.stdout == f"[{str(script)!r}, 'x', 'y']\n"
 
 
+@pytest.mark.slow  # a launcher subprocess (imports ESPnet's tasks)
 def test_module_mode_and_spawned_workers_see_the_registry():
     """ESPnet's multi-GPU training spawns its workers; they must see our classes too."""
     result = launch("-m", "test.espnet_prune.spawn_probe", "--flag", "1", cwd=str(Path(__file__).parents[2]))
@@ -53,6 +57,7 @@ def test_module_mode_and_spawned_workers_see_the_registry():
     assert result.stdout == "parent=True child=True argv=['--flag', '1']\n"
 
 
+@pytest.mark.slow  # a launcher subprocess (imports ESPnet's tasks)
 @pytest.mark.parametrize("token_type, text, expected", [
     ("word", "u1 HELLO WORLD\nu2 GOOD BYE\n", "HELLO WORLD\nGOOD BYE\n"),
     ("char", "u1 HI YOU\n", "H I <space> Y O U\n"),
@@ -66,6 +71,7 @@ def test_tokenize_text_stdout_is_exactly_espnets(token_type, text, expected):
     assert "Flash Attention" in result.stderr  # ESPnet's import-time notice still reaches the user
 
 
+@pytest.mark.slow  # a launcher subprocess (imports ESPnet's tasks)
 def test_import_time_prints_go_to_stderr_but_the_programs_own_prints_do_not(tmp_path):
     (tmp_path / "noisy_module.py").write_text("print('import-time noise')\n")
     script = tmp_path / "prog.py"
@@ -77,6 +83,7 @@ def test_import_time_prints_go_to_stderr_but_the_programs_own_prints_do_not(tmp_
     assert "import-time noise" in result.stderr
 
 
+@pytest.mark.slow  # a launcher subprocess (imports ESPnet's tasks)
 def test_module_mode_exit_status_and_print_config():
     result = launch("-m", "espnet2.bin.asr_train", "--print_config", "--frontend", "pruned_ssl", "--model",
                     "pruned_espnet")
@@ -86,6 +93,7 @@ def test_module_mode_exit_status_and_print_config():
         assert key in result.stdout
 
 
+@pytest.mark.slow  # a launcher subprocess (imports ESPnet's tasks)
 @pytest.mark.parametrize("args, message", [((), "usage"), (("-m",), "needs a module"), (("-X", "y"), "unsupported")])
 def test_bad_invocations_explain_themselves(args, message):
     result = launch(*args)

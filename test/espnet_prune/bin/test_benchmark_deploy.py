@@ -10,6 +10,7 @@ from espnet_prune.ssl.config import tiny_config
 ARCH = json.dumps(tiny_config().to_dict())
 
 
+@pytest.mark.slow  # builds, exports and times every deployment variant
 def test_one_round_prints_every_variant(tmp_path, capsys):
     rows = benchmark_deploy.main(["--arch", ARCH, "--seconds", "1", "--targets", "0.5", "--threads", "1,2",
                                   "--rounds", "1", "--warmup", "0", "--json", str(tmp_path / "rows.json"),

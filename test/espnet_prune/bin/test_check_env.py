@@ -10,6 +10,7 @@ from espnet_prune.bin import check_env
 from espnet_prune.bin.check_env import Piece, check, read_constraints
 
 
+@pytest.mark.slow  # a launcher subprocess (imports ESPnet's tasks)
 def test_the_environment_passes_the_check_through_the_launcher():
     result = subprocess.run([sys.executable, "-m", "espnet_prune", "--check"], capture_output=True, text=True,
                             timeout=300)

@@ -31,6 +31,7 @@ def lm_prune_args(experiment, output_dir, **options):
     return [f"--{key}={value}" for key, value in args.items()]
 
 
+@pytest.mark.slow  # end to end: lm_prune with four ESPnet fine-tuning runs, then lm_calc_perplexity
 def test_incremental_lowrank_cli_emits_every_size_for_espnet_tools(tiny_lm, tmp_path):  # noqa: F811
     output_dir = tmp_path / "pruned"
     cmd = [sys.executable, "-m", "espnet_prune.bin.lm_prune"] + lm_prune_args(
