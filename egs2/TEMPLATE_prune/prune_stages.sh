@@ -18,6 +18,9 @@ its RESULTS.md).
   --export auto   export when the trained config (EXP/config.yaml) prunes (default)
   --export true   always export (an error for a config without pruning)
   --export false  decode the checkpoint as trained (unpruned baseline, or the gated model)
+A config with several sizes (frontend_conf.pruning.targets) is exported from EXP/latest.pth to
+EXP_pruned/<size>/ (target0.80, ...), each decoded and scored as its own experiment, and
+EXP_pruned/RESULTS.md gets one row per size and test set.
 The experiment directory EXP is --asr_exp / --slu_exp if given, else EXPDIR/asr_TAG or
 EXPDIR/slu_TAG with TAG from --asr_tag / --slu_tag or else named as asr.sh / slu.sh name it:
 the config's file name without .yaml, _FEATS_TYPE, _LANG (unless noinfo), _TOKEN_TYPE (and
@@ -165,6 +168,57 @@ print("true" if config.get("frontend") == "pruned_ssl" and frontend_conf.get("pr
 EOF
 )
 fi
+
+# --- several sizes from one run (frontend_conf.pruning.targets; issue 12) -----------------
+# Every size is exported from EXP/latest.pth (the last epoch: it holds the snapshot of every size
+# but the last, and the last size at the end of training; an average of the n best epochs could
+# mix epochs from before a size's hold) to EXP_pruned/<size>/ (target0.80, target0.60, ...),
+# each its own experiment that stages 12 and later decode, score (and pack) with
+# --inference_MODEL latest.pth; EXP_pruned/RESULTS.md then has one row per size and test set.
+sizes=
+if [ "${export_model}" = true ] && grep -Eqs '^ +(targets|cnn_targets|transformer_targets):' "${exp}/config.yaml"; then
+    sizes=$("${interpreter}" - "${exp}/config.yaml" <<'EOF'
+import sys
+
+from espnet_prune.bin.export import pruning_sizes
+from espnet_prune.pruning.multisize import size_name
+
+sizes = pruning_sizes(sys.argv[1])
+print(" ".join(size_name(size) for size in sizes) if len(sizes) > 1 else "")
+EOF
+) || error "cannot read the pruning sizes of ${exp}/config.yaml"
+    if [ -n "${sizes}" ]; then
+        sizes_exp=${exp}_pruned
+        sizes_model=latest.pth
+        if [ "${stage}" -le 12 ]; then
+            [ -e "${exp}/${sizes_model}" ] ||
+                error "${exp}/${sizes_model} does not exist: train the model first (stage 11)"
+            log "Export of every size (${sizes}): ${exp}/${sizes_model} -> ${sizes_exp}/<size>/ (log: ${exp}/export.log)"
+            # shellcheck disable=SC2086  # ${python} is a command line
+            if ! ${python} -m espnet_prune.bin.export --train_config "${exp}/config.yaml" \
+                --model_file "${exp}/${sizes_model}" --output_dir "${sizes_exp}" >"${exp}/export.log" 2>&1; then
+                tail -n 20 "${exp}/export.log" >&2
+                error "export failed; see ${exp}/export.log"
+            fi
+            grep "missed its target" "${exp}/export.log" >&2 || true
+        fi
+        for size in ${sizes}; do
+            log "Stages $((stage > 12 ? stage : 12)) to ${stop_stage} of ${task_script} use ${sizes_exp}/${size}/${sizes_model}"
+            run_task "$((stage > 12 ? stage : 12))" "${stop_stage}" "${sizes_model}" "${sizes_exp}/${size}"
+            if [ "${stage}" -le 13 ] && [ "${stop_stage}" -ge 13 ] && [ -x local/results.sh ]; then
+                log "local/results.sh ${sizes_exp}/${size}"
+                local/results.sh "${sizes_exp}/${size}"
+            fi
+        done
+        if [ "${stage}" -le 13 ] && [ "${stop_stage}" -ge 13 ]; then
+            log "${sizes_exp}/RESULTS.md: every size"
+            # shellcheck disable=SC2086  # ${python} is a command line
+            ${python} -m espnet_prune.bin.size_results "${sizes_exp}"
+        fi
+        exit 0
+    fi
+fi
+# --- end of several sizes ----------------------------------------------------------------
 
 decode_exp=${exp}
 if [ "${export_model}" = true ]; then

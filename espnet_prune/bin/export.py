@@ -25,6 +25,13 @@ As a single model file beside the gated one::
 writes the compact checkpoint and its ``.json`` report; it loads with the unchanged training
 ``config.yaml`` (which still needs the original SSL checkpoint to build the model).
 
+A run with several sizes (``frontend_conf.pruning.targets``, see
+:mod:`espnet_prune.pruning.multisize`) is exported with ``--output_dir D`` to one such
+experiment per size, ``D/target0.80/``, ``D/target0.60/`` ... (each size's model state comes
+from its snapshot in the model file, the last size's from the model itself), plus the summary
+of every size (params, MACs, their ratios), printed and written to ``D/summary.md`` and
+``D/summary.json``.
+
 The report gives parameters and MACs per component before and after, their ratios, the
 compact structure, and the largest difference between the gated and the compact frontend's
 features on a probe input (and, for ``--output_dir``, of the model rebuilt from the written
@@ -122,6 +129,7 @@ def budget_summary(controller, compact_config) -> Dict[str, Any]:
                        "too coarse (whole sublayers, heads) or decided; the training steers the exported "
                        "structure, not the expectation, to the target")
     return {"metric": controller.metric, "steps": int(controller.step), "warmup_steps": controller.warmup_steps,
+            **({"hold_steps": controller.pruning.effective_hold_steps} if controller.size_schedule is not None else {}),
             "budgets": budgets, "undecided_units": undecided, "explanation": explanation,
             "warnings": controller.budget_warnings()}
 
@@ -134,8 +142,12 @@ def _probe(frontend, check_seconds: float) -> Tuple[torch.Tensor, torch.Tensor]:
 
 
 def compact_model(train_config: Path, model_file: Path, task: Optional[str] = None,
-                  check_seconds: float = 1.0) -> Tuple[torch.nn.Module, Dict[str, Any], torch.Tensor]:
+                  check_seconds: float = 1.0, size: Optional[int] = None
+                  ) -> Tuple[torch.nn.Module, Dict[str, Any], torch.Tensor]:
     """Load the gated model, prune its frontend physically and check it against the gated one.
+
+    ``size``: for a run with several sizes (``targets``), which one (0 = the largest), required
+    there; the model state of that size comes from its snapshot (the last size: the model).
 
     Returns:
         the compact model (eval mode), the report (without output paths) and the gated
@@ -151,6 +163,8 @@ def compact_model(train_config: Path, model_file: Path, task: Optional[str] = No
     if not isinstance(frontend, PrunedSSLFrontend) or frontend.controller is None:
         raise ValueError(f"{train_config} does not describe a pruning frontend "
                          "(frontend: pruned_ssl with frontend_conf.pruning); nothing to export")
+    size_report = select_size(model, model_file, size)
+    frontend = model.frontend
     seconds = frontend.controller.reference_seconds
     model_params_before = sum(p.numel() for p in model.parameters())
     dense = encoder_cost(frontend.encoder.config, seconds)
@@ -180,7 +194,54 @@ def compact_model(train_config: Path, model_file: Path, task: Optional[str] = No
         "max_abs_diff_gated_vs_compact": max_diff,
         "pruning": budget_summary(controller, frontend.encoder.config),
     }
+    if size_report is not None:
+        report["size"] = size_report
     return model, report, gated_features
+
+
+def select_size(model: torch.nn.Module, model_file: Path, size: Optional[int]) -> Optional[Dict[str, Any]]:
+    """Put the model state of ``size`` of a run with several sizes into ``model`` (gated).
+
+    Sizes but the last come from their snapshots; the last is the model file's own state, which
+    is that size only if the file was saved after every snapshot. Returns ``{"index", "name",
+    "targets", "step"}``, or ``None`` for a run with one size (where ``size`` must be ``None``).
+    """
+    from espnet_prune.pruning.multisize import size_label, size_name
+
+    controller = model.frontend.controller
+    schedule = controller.size_schedule
+    if schedule is None:
+        if size is not None:
+            raise ValueError("size is only for a run with several sizes (frontend_conf.pruning.targets)")
+        return None
+    count = len(controller.sizes)
+    if size is None or not 0 <= size < count:
+        raise ValueError(f"this run has {count} sizes ({[size_label(s) for s in controller.sizes]}); give the "
+                         f"index of one (0 to {count - 1}), got {size!r}")
+    # The last size is the model itself: it is that size only once every snapshot was taken.
+    needed = size if size < count - 1 else count - 2
+    stage = schedule.stages[needed]
+    taken = controller.snapshots.taken(needed)
+    if taken != 1.0:
+        what = ("was saved before that step" if taken == 0.0 else
+                f"averages checkpoints from before and after that step (taken = {taken:g})")
+        subject = (f"the model state of size {size + 1} (target {size_label(controller.sizes[size])})" if size == needed
+                   else f"the last size (target {size_label(controller.sizes[size])}): the model is that size only "
+                        f"after the snapshot of size {needed + 1}")
+        last = stage.hold_end + schedule.max_extension
+        raise ValueError(f"{model_file} does not hold {subject}, which is kept at the end of that size's hold (step "
+                         f"{stage.hold_end}, or up to {last} if the hold is extended); {model_file} {what}. Export a "
+                         f"model file saved after step {last}: the last epoch's (latest.pth, or NNepoch.pth), or an "
+                         "average of epochs after it")
+    step = int(controller.step)
+    if size < count - 1:
+        model.load_state_dict(controller.snapshots.model_state(size))
+        controller = model.frontend.controller
+        step = int(controller.snapshots.info(size)["step"])
+        controller.step.fill_(step)
+    controller.select_size(size)
+    return {"index": size, "name": size_name(controller.sizes[size]), "targets": dict(controller.sizes[size]),
+            "step": step}
 
 
 def _write_report(report: Dict[str, Any], path: Path) -> None:
@@ -256,9 +317,11 @@ def standalone_config(config: Dict[str, Any], structure: Dict[str, Any], output_
 
 
 def export_experiment(train_config: Path, model_file: Path, output_dir: Path, task: Optional[str] = None,
-                      check_seconds: float = 1.0, onnx: Optional[Path] = None) -> Dict[str, Any]:
+                      check_seconds: float = 1.0, onnx: Optional[Path] = None,
+                      size: Optional[int] = None) -> Dict[str, Any]:
     """Write the standalone experiment directory ``output_dir`` (see the module docstring),
-    and the compact frontend to the ONNX file ``onnx`` if given.
+    and the compact frontend to the ONNX file ``onnx`` if given; ``size``: which size of a run
+    with several sizes (see :func:`compact_model`).
 
     The directory is rebuilt from its own files (with ESPnet's ``build_model_from_file``)
     and checked against the gated model before this returns. Returns the report.
@@ -269,7 +332,7 @@ def export_experiment(train_config: Path, model_file: Path, output_dir: Path, ta
         if target.resolve() == source.resolve():
             raise ValueError(f"--output_dir {output_dir} would overwrite {source}; choose another directory")
     config = read_config(train_config)
-    model, report, gated_features = compact_model(train_config, model_file, task, check_seconds)
+    model, report, gated_features = compact_model(train_config, model_file, task, check_seconds, size)
     new_config = standalone_config(config, report["structure"]["after"], output_dir)
 
     from espnet2.utils.yaml_no_alias_safe_dump import yaml_no_alias_safe_dump
@@ -303,6 +366,84 @@ def export_experiment(train_config: Path, model_file: Path, output_dir: Path, ta
         report["onnx"] = _write_onnx(model.frontend, onnx, check_seconds)
     _write_report(report, (output_dir / model_name).with_suffix(".json"))
     return report
+
+
+def pruning_sizes(train_config: Path) -> List[Dict[str, float]]:
+    """The sizes a training config's pruning yields (one entry for a single target, none without pruning)."""
+    from espnet_prune.pruning.config import PruningConfig
+
+    config = read_config(train_config)
+    pruning = (config.get("frontend_conf") or {}).get("pruning")
+    if config.get("frontend") != "pruned_ssl" or pruning is None:
+        return []
+    return PruningConfig.from_dict(pruning, where="frontend_conf.pruning").sizes()
+
+
+def export_sizes(train_config: Path, model_file: Path, output_dir: Path, task: Optional[str] = None,
+                 check_seconds: float = 1.0, onnx: Optional[Path] = None) -> Dict[str, Any]:
+    """Every size of a run with several sizes as its own standalone experiment,
+    ``output_dir/target0.80/``, ``output_dir/target0.60/`` ... (each as :func:`export_experiment`
+    writes it; ``onnx`` ``F.onnx`` becomes ``F.target0.80.onnx`` ...), and the summary of every
+    size, ``output_dir/summary.json`` and ``output_dir/summary.md``.
+
+    Returns:
+        ``{"sizes": [report of each size], "summary": [row of each size], "table": markdown}``.
+    """
+    from espnet_prune.pruning.multisize import size_name
+
+    sizes = pruning_sizes(train_config)
+    if len(sizes) < 2:
+        raise ValueError(f"{train_config} prunes to one size; export it with export_experiment")
+    reports = []
+    for index, size in enumerate(sizes):
+        name = size_name(size)
+        size_onnx = None if onnx is None else onnx.with_name(f"{onnx.stem}.{name}{onnx.suffix}")
+        logging.info("size %d of %d: %s -> %s", index + 1, len(sizes), name, output_dir / name)
+        reports.append(export_experiment(train_config, model_file, output_dir / name, task, check_seconds,
+                                         size_onnx, size=index))
+    rows = summary_rows(reports)
+    table = summary_table(rows, reports[0]["reference_seconds"])
+    output_dir.mkdir(parents=True, exist_ok=True)
+    _write_report({"train_config": str(train_config), "model_file": str(model_file), "sizes": rows},
+                  output_dir / "summary.json")
+    (output_dir / "summary.md").write_text(table + "\n", encoding="utf-8")
+    return {"sizes": reports, "summary": rows, "table": table}
+
+
+def summary_rows(reports: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """One row per size: directory, targets, encoder params and MACs after export and their
+    ratios to the dense encoder, the exported budget ratios and whether each is reached."""
+    rows = []
+    for report in reports:
+        encoder = report["encoder"]
+        rows.append({
+            "size": report["size"]["name"], "output_dir": report["output_dir"], "targets": report["size"]["targets"],
+            "step": report["size"]["step"],
+            "params": encoder["after"]["params"]["total"], "params_ratio": encoder["ratio"]["params"]["total"],
+            "macs": encoder["after"]["macs"]["total"], "macs_ratio": encoder["ratio"]["macs"]["total"],
+            "dense_params": encoder["before"]["params"]["total"], "dense_macs": encoder["before"]["macs"]["total"],
+            "exported": {name: b["exported"] for name, b in report["pruning"]["budgets"].items()},
+            "reached": all(b["reached"] for b in report["pruning"]["budgets"].values()),
+        })
+    return rows
+
+
+def summary_table(rows: List[Dict[str, Any]], seconds: float) -> str:
+    """The summary rows as a markdown table (dense encoder first)."""
+    fmt = cost.format_cost
+    lines = [f"| size | target | step | params | params ratio | MACs ({seconds:g} s) | MACs ratio | exported "
+             "| reached |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    if rows:
+        lines.append(f"| dense | – | – | {fmt(rows[0]['dense_params'])} | 1.000 | {fmt(rows[0]['dense_macs'])} "
+                     "| 1.000 | – | – |")
+    for row in rows:
+        targets = ", ".join(f"{name} {value:.2f}" for name, value in row["targets"].items())
+        exported = ", ".join(f"{name} {value:.3f}" for name, value in row["exported"].items())
+        lines.append(f"| {row['size']} | {targets} | {row['step']} | {fmt(row['params'])} | "
+                     f"{row['params_ratio']:.3f} | {fmt(row['macs'])} | {row['macs_ratio']:.3f} | {exported} | "
+                     f"{'yes' if row['reached'] else 'no'} |")
+    return "\n".join(lines)
 
 
 def pack_command(report: Dict[str, Any]) -> List[str]:
@@ -346,11 +487,26 @@ def main(cmd: Optional[List[str]] = None) -> None:
     for path in (args.train_config, args.model_file):
         if not path.is_file():
             sys.exit(f"export: {path} does not exist")
+    if len(pruning_sizes(args.train_config)) > 1:
+        if args.output_dir is None:
+            sys.exit(f"export: {args.train_config} yields several sizes (frontend_conf.pruning.targets): export "
+                     "them with --output_dir D, one standalone experiment per size in D/target0.80/ ...")
+        result = export_sizes(args.train_config, args.model_file, args.output_dir, args.task, onnx=args.onnx)
+        for report in result["sizes"]:
+            _log_report(report, args)
+        print(result["table"])
+        logging.info("wrote %s and %s", args.output_dir / "summary.md", args.output_dir / "summary.json")
+        return
     if args.output_dir is not None:
         report = export_experiment(args.train_config, args.model_file, args.output_dir, args.task,
                                    onnx=args.onnx)
     else:
         report = export(args.train_config, args.model_file, args.output, args.task, onnx=args.onnx)
+    _log_report(report, args)
+
+
+def _log_report(report: Dict[str, Any], args: argparse.Namespace) -> None:
+    """Log the sizes, budgets, warnings and written files of one export."""
     enc = report["encoder"]
     logging.info("encoder params %s -> %s (%.1f%%), MACs for %.0f s %s -> %s (%.1f%%)",
                  cost.format_cost(enc["before"]["params"]["total"]),

@@ -18,6 +18,9 @@ from espnet_prune.ssl.units import UNIT_TYPES
 #: Pruning units, in the order the encoder consumes their masks.
 UNITS = UNIT_TYPES
 METRICS = ("macs", "params")
+#: Budget keys of one model size and of several (``targets``: one run, several sizes).
+SINGLE_SIZE_KEYS = ("target", "cnn_target", "transformer_target")
+MULTI_SIZE_KEYS = ("targets", "cnn_targets", "transformer_targets")
 
 
 def _is_number(value: Any) -> bool:
@@ -42,8 +45,23 @@ class PruningConfig:
         cnn_target: ... or a keep ratio in (0, 1] for the CNN feature extractor and
         transformer_target: one for the rest (feature projection, positional conv, layers):
             separate budgets, exclusive with ``target``.
+        targets: several model sizes from one run (exclusive with every single-size budget):
+            at least two joint keep ratios in (0, 1], strictly decreasing (``[0.8, 0.6, 0.4]``);
+            the run ramps to each in turn and holds it for ``hold_steps``, see
+            :mod:`espnet_prune.pruning.multisize` ...
+        cnn_targets: ... or, for separate budgets, lists of CNN and
+        transformer_targets: Transformer keep ratios of equal length (one of them may be
+            omitted), each non-increasing, every size smaller than the previous one in at
+            least one of them.
         warmup_steps: optimizer steps (a whole number >= 0) over which each target ramps
-            linearly from 1.0 to its final value.
+            linearly from 1.0 to its final value (with ``targets``: from the previous size's
+            target to the next one's).
+        hold_steps: with ``targets`` / ``cnn_targets`` / ``transformer_targets`` only: optimizer
+            steps (a whole number >= 0) each size is held after its ramp before the next ramp
+            starts, extended by at most as many steps until the exported structure is within
+            ``BUDGET_TOLERANCE`` of the size's target (the model state of every size but the last
+            is kept at the end of its hold; the last is held until training ends); ``None``:
+            ``warmup_steps``.
         reference_seconds: input duration (s, > 0) the MACs are counted for.
         reg_lr: learning rate (> 0) of the gates (their own parameter group) and full-rate
             step of lambda1 (see ``PruningController.advance``).
@@ -58,7 +76,11 @@ class PruningConfig:
     target: Optional[float] = None
     cnn_target: Optional[float] = None
     transformer_target: Optional[float] = None
+    targets: Optional[List[float]] = None
+    cnn_targets: Optional[List[float]] = None
+    transformer_targets: Optional[List[float]] = None
     warmup_steps: int = 5000
+    hold_steps: Optional[int] = None
     reference_seconds: float = 10.0
     reg_lr: float = 0.02
     lambda2_lr_scale: float = 10.0
@@ -93,7 +115,11 @@ class PruningConfig:
             if not isinstance(name, str):
                 raise ValueError(f"{where}.preset must be the name of a file in conf/pruning/, got "
                                  f"{type(name).__name__} {name!r}")
-            values = {**read_preset("pruning", name), **values}
+            preset_values = read_preset("pruning", name)
+            if any(values.get(key) is not None for key in MULTI_SIZE_KEYS):
+                # Several sizes given beside a preset replace its single-size target(s).
+                preset_values = {k: v for k, v in preset_values.items() if k not in SINGLE_SIZE_KEYS}
+            values = {**preset_values, **values}
         return cls(**values, where=where)
 
     def to_dict(self) -> Dict[str, Any]:
@@ -148,14 +174,22 @@ class PruningConfig:
         if self.target is not None and (self.cnn_target is not None or self.transformer_target is not None):
             raise ValueError(f"{self._where}: 'target' (joint budget) is exclusive with 'cnn_target'/"
                              "'transformer_target' (separate budgets); give one or the other")
-        if self.target is None and self.cnn_target is None and self.transformer_target is None:
+        self._check_sizes()
+        if (self.target is None and self.cnn_target is None and self.transformer_target is None
+                and not self.is_multi_size):
             raise ValueError(f"{self._where}: pruning needs a budget: 'target', or 'cnn_target' and/or "
-                             "'transformer_target'")
-        if self.cnn_target is not None and self.cnn_target < 1.0 and "conv" not in units:
-            raise ValueError(f"{self._name('cnn_target')} < 1 needs the 'conv' unit in {self._name('units')}")
-        if (self.transformer_target is not None and self.transformer_target < 1.0
+                             "'transformer_target' (or, for several sizes from one run, 'targets', or "
+                             "'cnn_targets' and/or 'transformer_targets')")
+        cnn_smallest = self.cnn_target if self.cnn_targets is None else self.cnn_targets[-1]
+        transformer_smallest = (self.transformer_target if self.transformer_targets is None
+                                else self.transformer_targets[-1])
+        if cnn_smallest is not None and cnn_smallest < 1.0 and "conv" not in units:
+            key = "cnn_target" if self.cnn_targets is None else "cnn_targets"
+            raise ValueError(f"{self._name(key)} < 1 needs the 'conv' unit in {self._name('units')}")
+        if (transformer_smallest is not None and transformer_smallest < 1.0
                 and not set(units) - {"conv"}):
-            raise ValueError(f"{self._name('transformer_target')} < 1 needs a Transformer unit "
+            key = "transformer_target" if self.transformer_targets is None else "transformer_targets"
+            raise ValueError(f"{self._name(key)} < 1 needs a Transformer unit "
                              f"(head, attn_layer, interm, ffn_layer) in {self._name('units')}")
         warmup = self.warmup_steps
         if not _is_number(warmup) or not float(warmup).is_integer():
@@ -164,9 +198,107 @@ class PruningConfig:
         if warmup < 0:
             raise ValueError(f"{self._name('warmup_steps')} must be >= 0, got {warmup}")
         self.warmup_steps = int(warmup)
+        self._check_hold_steps()
         for key in ("reference_seconds", "reg_lr", "lambda2_lr_scale", "temperature"):
             setattr(self, key, self._positive(key))
         keep = self._number("init_keep_prob", self.init_keep_prob)
         if not 0.0 < keep < 1.0:
             raise ValueError(f"{self._name('init_keep_prob')} must lie in (0, 1), got {self.init_keep_prob!r}")
         self.init_keep_prob = keep
+
+    # ------------------------------------------------------------------ several sizes
+    @property
+    def is_multi_size(self) -> bool:
+        """Whether one run yields several sizes (``targets``, ``cnn_targets`` or ``transformer_targets``)."""
+        return any(getattr(self, key) is not None for key in MULTI_SIZE_KEYS)
+
+    def sizes(self) -> List[Dict[str, float]]:
+        """The budgets of every model size the run yields, largest first: ``[{"total": 0.8},
+        {"total": 0.6}]``, ``[{"cnn": 0.7, "transformer": 0.6}, ...]``; one entry without ``targets``."""
+        if self.targets is not None:
+            return [{"total": t} for t in self.targets]
+        if self.is_multi_size:
+            lists = {name: getattr(self, f"{name}_targets") for name in ("cnn", "transformer")}
+            lists = {name: values for name, values in lists.items() if values is not None}
+            count = len(next(iter(lists.values())))
+            return [{name: values[i] for name, values in lists.items()} for i in range(count)]
+        if self.target is not None:
+            return [{"total": self.target}]
+        return [{name: value for name, value in (("cnn", self.cnn_target), ("transformer", self.transformer_target))
+                 if value is not None}]
+
+    @property
+    def effective_hold_steps(self) -> int:
+        """``hold_steps``, or ``warmup_steps`` where it is ``None``."""
+        return self.warmup_steps if self.hold_steps is None else self.hold_steps
+
+    def _ratio_list(self, key: str) -> Optional[List[float]]:
+        values = getattr(self, key)
+        if values is None:
+            return None
+        if isinstance(values, (str, bytes, Mapping)) or not isinstance(values, Sequence):
+            raise ValueError(f"{self._name(key)} must be a list of keep ratios, e.g. [0.8, 0.6, 0.4], got "
+                             f"{type(values).__name__} {values!r}")
+        if len(values) < 2:
+            single = key[:-1]
+            raise ValueError(f"{self._name(key)} needs at least two sizes, got {list(values)!r}; for one size "
+                             f"give '{single}: {values[0] if values else 0.5}'")
+        ratios = []
+        for i, value in enumerate(values):
+            if not _is_number(value) or not math.isfinite(float(value)):
+                raise ValueError(f"{self._name(key)}[{i}] must be a number, got {type(value).__name__} {value!r}")
+            if not 0.0 < float(value) <= 1.0:
+                raise ValueError(f"{self._name(key)}[{i}]: every size's target must be a keep ratio in (0, 1], "
+                                 f"got {value}")
+            ratios.append(float(value))
+        return ratios
+
+    def _check_sizes(self) -> None:
+        """Types, ranges, order and exclusivity of ``targets`` / ``cnn_targets`` / ``transformer_targets``."""
+        for key in MULTI_SIZE_KEYS:
+            setattr(self, key, self._ratio_list(key))
+        if not self.is_multi_size:
+            return
+        given = [key for key in MULTI_SIZE_KEYS if getattr(self, key) is not None]
+        singles = [key for key in SINGLE_SIZE_KEYS if getattr(self, key) is not None]
+        if singles:
+            raise ValueError(f"{self._where}: {given} (several sizes) is exclusive with {singles} (one size); "
+                             "give the sizes' lists only")
+        if self.targets is not None and len(given) > 1:
+            raise ValueError(f"{self._where}: 'targets' (joint budget) is exclusive with 'cnn_targets'/"
+                             "'transformer_targets' (separate budgets); give one or the other")
+        if self.targets is not None:
+            for i, (before, after) in enumerate(zip(self.targets, self.targets[1:])):
+                if not after < before:
+                    raise ValueError(f"{self._name('targets')} must be strictly decreasing (largest size first), "
+                                     f"got {self.targets}: entry {i + 1} ({after}) is not below entry {i} ({before})")
+            return
+        lengths = {key: len(getattr(self, key)) for key in given}
+        if len(set(lengths.values())) > 1:
+            raise ValueError(f"{self._where}: 'cnn_targets' and 'transformer_targets' must list the same number "
+                             f"of sizes, got {lengths}")
+        for key in given:
+            values = getattr(self, key)
+            for i, (before, after) in enumerate(zip(values, values[1:])):
+                if after > before:
+                    raise ValueError(f"{self._name(key)} must not increase (largest size first), got {values}: "
+                                     f"entry {i + 1} ({after}) is above entry {i} ({before})")
+        sizes = self.sizes()
+        for i, (before, after) in enumerate(zip(sizes, sizes[1:])):
+            if after == before:
+                raise ValueError(f"{self._where}: sizes {i} and {i + 1} of {given} are equal ({after}); every size "
+                                 "must be smaller than the previous one in at least one budget")
+
+    def _check_hold_steps(self) -> None:
+        hold = self.hold_steps
+        if hold is None:
+            return
+        if not self.is_multi_size:
+            raise ValueError(f"{self._name('hold_steps')} applies to several sizes from one run ('targets', "
+                             "'cnn_targets', 'transformer_targets'); one target is held until training ends")
+        if not _is_number(hold) or not float(hold).is_integer():
+            raise ValueError(f"{self._name('hold_steps')} must be a whole number of steps, got "
+                             f"{type(hold).__name__} {hold!r}")
+        if hold < 0:
+            raise ValueError(f"{self._name('hold_steps')} must be >= 0, got {hold}")
+        self.hold_steps = int(hold)

@@ -31,6 +31,7 @@ from torch import Tensor, nn
 
 from espnet_prune.layers.hard_concrete import HardConcreteGate
 from espnet_prune.pruning.config import PruningConfig
+from espnet_prune.pruning.multisize import SNAPSHOTS_ATTRIBUTE, SizeSchedule, SizeSnapshots, size_label
 from espnet_prune.ssl import cost
 from espnet_prune.ssl.config import EncoderConfig
 from espnet_prune.ssl.model import Masks
@@ -84,7 +85,6 @@ class PruningController(nn.Module):
         self.pruning = pruning
         units = list(pruning.units)
         metric = pruning.metric
-        target, cnn_target, transformer_target = pruning.target, pruning.cnn_target, pruning.transformer_target
         warmup_steps, reference_seconds = pruning.warmup_steps, pruning.reference_seconds
         temperature, init_keep_prob = pruning.temperature, pruning.init_keep_prob
 
@@ -93,10 +93,8 @@ class PruningController(nn.Module):
         self.metric = metric
         self.warmup_steps = int(warmup_steps)
         self.reference_seconds = float(reference_seconds)
-        self.budgets: Dict[str, float] = (
-            {"total": float(target)} if target is not None else
-            {name: float(value) for name, value in (("cnn", cnn_target), ("transformer", transformer_target))
-             if value is not None})
+        # The budgets of the (last, with ``targets``: smallest) size; see _init_sizes.
+        self.budgets: Dict[str, float] = {name: float(value) for name, value in pruning.sizes()[-1].items()}
 
         # One gate per gated layer of a vector unit (``gates[unit][str(layer)]``, for the CNN
         # ``gates["conv"][layer]`` with min_keep=1), one gate over the gated layers of a scalar
@@ -136,6 +134,7 @@ class PruningController(nn.Module):
         self._last_expected_gaps: Dict[str, float] = {}
         self._previous_expected_gaps: Dict[str, float] = {}
         self.multiplier_lr: Optional[float] = None  # reg_lr, as last given to advance()
+        self._init_sizes()
 
     # ------------------------------------------------------------------ masks
     def _per_layer(self, unit: Unit, vector, scalar, default: List) -> List:
@@ -369,6 +368,8 @@ class PruningController(nn.Module):
     def current_targets(self) -> Dict[str, float]:
         """Each budget's target at the current step: linear from its start (1.0, see
         ``ramp_start``) to its final value over ``warmup_steps``, then constant."""
+        if self.size_schedule is not None:
+            return self.size_schedule.targets_at(int(self.step))
         progress = 1.0 if self.warmup_steps == 0 else min(1.0, int(self.step) / self.warmup_steps)
         return {name: self.ramp_start[name] - (self.ramp_start[name] - final) * progress
                 for name, final in self.budgets.items()}
@@ -480,6 +481,8 @@ class PruningController(nn.Module):
         """Where every budget stands: ``{budget: {target, expected, deterministic, reached,
         advice}}``; ``reached`` when the deterministic ratio is within ``tolerance`` of the
         final target, ``advice`` (a sentence, or ``None``) says what to change otherwise."""
+        if self.size_schedule is not None:
+            return self._size_budget_report(tolerance)
         with torch.no_grad():
             expected = {name: float(value) for name, value in self.expected_ratios().items()}
         kept = self.deterministic_ratios()
@@ -518,4 +521,132 @@ class PruningController(nn.Module):
                     f"pruning budget '{name}' ({self.metric}) missed its target: the pruned structure keeps "
                     f"{entry['deterministic']:.3f} (expected under the gates {entry['expected']:.3f}) against a "
                     f"target of {entry['target']:.3f} after {int(self.step)} optimizer steps; {entry['advice']}")
+        return warnings
+
+    # ------------------------------------------------------------------ several sizes
+    # (``targets`` / ``cnn_targets`` / ``transformer_targets``; see espnet_prune.pruning.multisize)
+    def _init_sizes(self) -> None:
+        """The stage schedule and the snapshots of a run with several sizes (``None`` otherwise)."""
+        self.sizes: List[Dict[str, float]] = self.pruning.sizes()
+        self.size_schedule: Optional[SizeSchedule] = None
+        self.selected_size = len(self.sizes) - 1
+        if len(self.sizes) < 2:
+            return
+        start = {name: max(float(value), self.sizes[0][name]) for name, value in self.deterministic_ratios().items()}
+        self.ramp_start = start
+        setattr(self, SNAPSHOTS_ATTRIBUTE, SizeSnapshots(len(self.sizes) - 1, list(self.budgets)))
+        # The steps the snapshots were taken at are part of the checkpointed state (their records).
+        self.size_schedule = SizeSchedule(self.sizes, self.warmup_steps, self.pruning.effective_hold_steps, start,
+                                          ends=self.snapshots.ends)
+
+    @property
+    def snapshots(self) -> Optional[SizeSnapshots]:
+        """The :class:`SizeSnapshots` of a run with several sizes, else ``None``."""
+        return getattr(self, SNAPSHOTS_ATTRIBUTE, None)
+
+    def select_size(self, index: int) -> None:
+        """Report (``budget_report``) on size ``index``: its targets become ``budgets``."""
+        if not 0 <= index < len(self.sizes):
+            raise IndexError(f"size {index} of {len(self.sizes)}")
+        self.selected_size = index
+        self.budgets = {name: float(value) for name, value in self.sizes[index].items()}
+
+    def schedule_stats(self) -> Dict[str, float]:
+        """Reporter statistics of a run with several sizes (``{}`` otherwise): ``stage`` (1-based
+        size being ramped to or held), ``holding`` (1 once its ramp is over) and ``size_<budget>``
+        (that size's target; ``target_<budget>`` of :meth:`regularization` is the ramped one)."""
+        if self.size_schedule is None:
+            return {}
+        step = int(self.step)
+        stage = self.size_schedule.stage_at(step)
+        stats = {"stage": float(stage.index + 1), "holding": float(self.size_schedule.holding(step))}
+        stats.update({f"size_{name}": value for name, value in stage.targets.items()})
+        return stats
+
+    def take_due_snapshots(self, model: nn.Module, tolerance: float = BUDGET_TOLERANCE) -> None:
+        """After an optimizer step: keep ``model``'s state of the size whose hold ends now (once it
+        lasted ``hold_steps`` and the structure is within ``tolerance`` of the size's targets, or the
+        extension is used up; see :class:`~espnet_prune.pruning.multisize.SizeSchedule`)."""
+        if self.size_schedule is None:
+            return
+        step = int(self.step)
+        stage = self.size_schedule.stage_at(step)
+        if stage.index == len(self.sizes) - 1 or step < stage.hold_end:
+            return
+        deterministic = self.deterministic_ratios()
+        on_target = all(abs(deterministic[name] - target) <= tolerance for name, target in stage.targets.items())
+        if self.size_schedule.due(step, on_target) is None:
+            return
+        with torch.no_grad():
+            expected = {name: float(value) for name, value in self.expected_ratios().items()}
+        self.snapshots.take(stage.index, model, step, deterministic, expected)
+
+    def _size_budget_report(self, tolerance: float) -> Dict[str, Dict]:
+        """:meth:`budget_report` of the selected size (the live gates hold its state)."""
+        with torch.no_grad():
+            expected = {name: float(value) for name, value in self.expected_ratios().items()}
+        kept = self.deterministic_ratios()
+        stage = self.size_schedule.stages[self.selected_size]
+        report = {}
+        for name, target in self.budgets.items():
+            reached = abs(kept[name] - target) <= tolerance
+            report[name] = {"target": target, "expected": expected[name], "deterministic": kept[name],
+                            "reached": reached,
+                            "advice": None if reached else self.size_schedule.advice(int(self.step), stage)}
+        return report
+
+    def sizes_report(self, tolerance: float = BUDGET_TOLERANCE) -> List[Dict]:
+        """Where every size stands (a run with several sizes): per size ``{"size": k, "targets",
+        "taken", "step", "budgets": {budget: {target, expected, deterministic, reached, advice}}}``.
+        Sizes but the last come from their snapshots (``taken`` 0 when training stopped before
+        the end of their hold), the last from the live gates."""
+        schedule = self.size_schedule
+        step = int(self.step)
+        entries = []
+        for stage in schedule.stages:
+            if stage.index == len(schedule.stages) - 1:
+                saved = (self.selected_size, self.budgets)
+                self.select_size(stage.index)
+                budgets = self._size_budget_report(tolerance)
+                self.selected_size, self.budgets = saved
+                entries.append({"size": stage.index, "targets": stage.targets, "taken": 1.0, "step": step,
+                                "budgets": budgets})
+                continue
+            info = self.snapshots.info(stage.index)
+            budgets = {}
+            for name, target in stage.targets.items():
+                if info["taken"] == 1.0:
+                    kept = info[f"deterministic_{name}"]
+                    reached = abs(kept - target) <= tolerance
+                    advice = None if reached else schedule.advice(int(info["step"]), stage)
+                    budgets[name] = {"target": target, "expected": info[f"expected_{name}"], "deterministic": kept,
+                                     "reached": reached, "advice": advice}
+                else:
+                    budgets[name] = {"target": target, "expected": None, "deterministic": None, "reached": False,
+                                     "advice": f"training stopped at step {step}, before this size's hold ended at "
+                                               f"step {stage.hold_end}: train at least {schedule.recommended_steps} "
+                                               "optimizer steps"}
+            entries.append({"size": stage.index, "targets": stage.targets, "taken": info["taken"],
+                            "step": int(info["step"]) if info["taken"] == 1.0 else None, "budgets": budgets})
+        return entries
+
+    def size_warnings(self, tolerance: float = BUDGET_TOLERANCE) -> List[str]:
+        """One sentence per budget of every size that ends more than ``tolerance`` from its target
+        (or was never reached); ``[]`` for a run with one size."""
+        if self.size_schedule is None:
+            return []
+        warnings = []
+        count = len(self.sizes)
+        for entry in self.sizes_report(tolerance):
+            for name, budget in entry["budgets"].items():
+                if budget["reached"]:
+                    continue
+                where = (f"size {entry['size'] + 1} of {count} (target {size_label(entry['targets'])}): pruning "
+                         f"budget '{name}' ({self.metric}) missed its target")
+                if budget["deterministic"] is None:
+                    warnings.append(f"{where}: {budget['advice']}")
+                else:
+                    warnings.append(f"{where}: the pruned structure keeps {budget['deterministic']:.3f} (expected "
+                                    f"under the gates {budget['expected']:.3f}) against a target of "
+                                    f"{budget['target']:.3f} at step {entry['step']}; {budget['advice']}")
         return warnings

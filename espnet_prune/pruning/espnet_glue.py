@@ -50,6 +50,7 @@ class PruningLossMixin:
             return loss
         regularization, values = controller.regularization()
         added = {"loss_task": loss.detach(), "loss_prune": regularization.detach()}
+        values.update(controller.schedule_stats())  # several sizes: prune_stage, prune_holding, prune_size_*
         added.update({f"prune_{name}": float(value) for name, value in values.items()})
         loss = loss + regularization
         added["loss"] = loss.detach()
@@ -80,7 +81,16 @@ def build_optimizer(optim_class, model: nn.Module, optim_conf: Dict) -> torch.op
             group["lr"] = lr
 
     optimizer.register_step_pre_hook(restore_pruning_lrs)
-    optimizer.register_step_post_hook(lambda *_: controller.advance(reg_lr, lambda2_lr_scale))
+    if controller.snapshots is not None:
+        # Several sizes: the snapshots' keys exist from the first checkpoint on (ESPnet's averaging
+        # needs the same keys in every file); each is filled when its size's hold ends.
+        controller.snapshots.allocate(model)
+
+    def after_step(*_):
+        controller.advance(reg_lr, lambda2_lr_scale)
+        controller.take_due_snapshots(model)
+
+    optimizer.register_step_post_hook(after_step)
     num_gates, num_budgets = len(controller.gate_parameters()), len(controller.budgets)
     optimizer.register_load_state_dict_pre_hook(
         lambda optimizer, state: migrate_optimizer_state(optimizer, state, num_gates, num_budgets))
@@ -135,12 +145,32 @@ def report_budgets(model: nn.Module) -> List[str]:
     controller = find_controller(model)
     if controller is None:
         return []
+    if controller.size_schedule is not None:
+        return _report_sizes(controller)
     for name, entry in controller.budget_report().items():
         if entry["reached"]:
             logging.info("pruning budget '%s' (%s) reached: the pruned structure keeps %.3f (expected under the "
                          "gates %.3f), target %.3f", name, controller.metric, entry["deterministic"],
                          entry["expected"], entry["target"])
     warnings = controller.budget_warnings()
+    for warning in warnings:
+        logging.warning(warning)
+    return warnings
+
+
+def _report_sizes(controller: PruningController) -> List[str]:
+    """:func:`report_budgets` for a run with several sizes: one line per budget of every size."""
+    from espnet_prune.pruning.multisize import size_label
+
+    count = len(controller.sizes)
+    for entry in controller.sizes_report():
+        for name, budget in entry["budgets"].items():
+            if budget["reached"]:
+                logging.info("size %d of %d (target %s): pruning budget '%s' (%s) reached at step %d: the pruned "
+                             "structure keeps %.3f (expected under the gates %.3f), target %.3f", entry["size"] + 1,
+                             count, size_label(entry["targets"]), name, controller.metric, entry["step"],
+                             budget["deterministic"], budget["expected"], budget["target"])
+    warnings = controller.size_warnings()
     for warning in warnings:
         logging.warning(warning)
     return warnings

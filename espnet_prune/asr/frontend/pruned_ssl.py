@@ -20,6 +20,7 @@ from typeguard import typechecked
 
 from espnet_prune.pruning.config import PruningConfig
 from espnet_prune.pruning.controller import PruningController
+from espnet_prune.pruning.multisize import SNAPSHOTS_ATTRIBUTE
 from espnet_prune.ssl.config import EncoderConfig, get_config
 from espnet_prune.ssl.load import load_encoder
 from espnet_prune.ssl.model import SSLEncoder
@@ -59,7 +60,8 @@ class PrunedSSLFrontend(AbsFrontend):
         pruning: ``None`` for no pruning, or a dict of
             :class:`~espnet_prune.pruning.config.PruningConfig` keys (``preset``: a budget
             in ``conf/pruning/``, ``units``, ``metric``,
-            ``target`` or ``cnn_target``/``transformer_target``, ``warmup_steps``,
+            ``target`` or ``cnn_target``/``transformer_target``, or for several sizes from one
+            run ``targets`` or ``cnn_targets``/``transformer_targets`` with ``hold_steps``, ``warmup_steps``,
             ``reference_seconds``, ``reg_lr``, ``lambda2_lr_scale``, ``temperature``,
             ``init_keep_prob``); checked (keys, types, ranges) before the encoder is built.
     """
@@ -117,7 +119,8 @@ class PrunedSSLFrontend(AbsFrontend):
         self.controller = None
         if self.pruning_conf is not None:
             self.controller = PruningController(config, self.pruning_conf)
-            logging.info("pruned_ssl: pruning %s to %s", self.pruning_conf.units, self.controller.budgets)
+            logging.info("pruned_ssl: pruning %s to %s", self.pruning_conf.units,
+                         self.controller.sizes if len(self.controller.sizes) > 1 else self.controller.budgets)
         #: Utterances shorter than the receptive field that ``forward`` zero-padded (see ``_pad_short``).
         self.num_padded_utterances = 0
         self.hop_length = 1
@@ -225,8 +228,11 @@ class PrunedSSLFrontend(AbsFrontend):
                 self.encoder = SSLEncoder(structure).to(next(self.parameters()).device)
             self.controller = None
             self.register_buffer(_STRUCTURE_KEY, state_dict[key].clone())
-        own = {prefix + name for name in self.state_dict()}
-        given = {name for name in state_dict if name.startswith(prefix)}
+        # The snapshots of a run with several sizes check their own keys (SizeSnapshots); a
+        # snapshot being restored into the model for export comes without them.
+        snapshots = f"{prefix}controller.{SNAPSHOTS_ATTRIBUTE}."
+        own = {prefix + name for name in self.state_dict() if not (prefix + name).startswith(snapshots)}
+        given = {name for name in state_dict if name.startswith(prefix) and not name.startswith(snapshots)}
         if given and own != given:
             missing = sorted(own - given)
             extra = sorted(given - own)
