@@ -76,6 +76,12 @@ def test_run_sh_stages_1_to_13_on_the_real_scripts(task, tmp_path):
                   f"--{task}_args", f"{TRAIN} --frontend_conf pruning.warmup_steps=4"], recipe, 3000)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
 
+    check_outputs(recipe, task, NUM_TEST)
+
+
+def check_outputs(recipe: Path, task: str, num_test: int) -> None:
+    """What a stages 1-13 run of espeak_demo/<task>1 must leave: the compact model exported to the
+    standalone experiment EXP_pruned, and its RESULTS.md scoring exactly the test set."""
     trained_exps = [path for path in (recipe / "exp").glob(f"{task}_train_{task}_pruned_ssl_raw_char_*")
                     if not path.name.endswith("_pruned")]
     assert len(trained_exps) == 1, trained_exps
@@ -87,7 +93,7 @@ def test_run_sh_stages_1_to_13_on_the_real_scripts(task, tmp_path):
     assert '"ratio"' in report
     assert "ssl_encoder.pth" not in (exp / "config.yaml").read_text()  # standalone: no pretrained weights
     test_utterances = len((recipe / "dump" / "raw" / "test" / "text").read_text().splitlines())
-    assert test_utterances == NUM_TEST
+    assert test_utterances == num_test
     rows = results_rows(exp / "RESULTS.md")
     decoded = [key for key in rows if "valid.cer_ctc.ave/test " in key]
     assert decoded, rows
