@@ -1,4 +1,5 @@
-# Targets: env (create .venv, install editable with test extras from the lock), check, test,
+# Targets: env (create .venv, install editable with test extras from the lock), check, test (lint
+# and every test), test-fast (lint and the tests not marked slow),
 # lock (re-resolve setup.py's ranges in a scratch venv and pin the result), demo, bench.
 # DEMO_ARGS passes options to the demo, e.g. make demo DEMO_ARGS="--task slu".
 PYTHON ?= python3
@@ -7,7 +8,7 @@ PY := $(VENV)/bin/python
 # Every package of the tested environment, pinned; `make env` installs with it as constraints.
 LOCK := espnet_prune/constraints.txt
 
-.PHONY: env check test lock demo bench clean
+.PHONY: env check test test-fast lock demo bench clean
 DEMO_ARGS ?=
 
 env: $(VENV)/.installed
@@ -23,7 +24,13 @@ check: env
 
 test: env
 	$(PY) -m espnet_prune --check
+	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q test
+
+# The quick loop: lint and every test but the end-to-end ones (marked slow; see setup.cfg).
+test-fast: env
+	$(VENV)/bin/ruff check .
+	$(PY) -m pytest -q -m "not slow" test
 
 lock:
 	rm -rf .lock-venv

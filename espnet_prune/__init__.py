@@ -24,7 +24,8 @@ REGISTRATIONS: List[Tuple[str, str, str, str]] = [
     ("espnet2.tasks.slu", "frontend_choices", "pruned_ssl", "espnet_prune.asr.frontend.pruned_ssl:PrunedSSLFrontend"),
     ("espnet2.tasks.asr", "model_choices", "pruned_espnet", "espnet_prune.asr.espnet_model:PrunedESPnetASRModel"),
     ("espnet2.tasks.slu", "model_choices", "pruned_espnet", "espnet_prune.slu.espnet_model:PrunedESPnetSLUModel"),
-    ("espnet2.tasks.lm", "lm_choices", "pruned_transformer", "espnet_prune.lm.pruned_transformer_lm:PrunedTransformerLM"),
+    ("espnet2.tasks.lm", "lm_choices", "pruned_transformer",
+     "espnet_prune.lm.pruned_transformer_lm:PrunedTransformerLM"),
 ]
 
 

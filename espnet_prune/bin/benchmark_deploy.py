@@ -37,12 +37,10 @@ import torch
 import yaml
 
 from espnet_prune.bin.benchmark_ssl import compact_at
-from espnet_prune.bin.export import cost_str
 from espnet_prune.ssl import cost
 from espnet_prune.ssl.config import get_config
 from espnet_prune.ssl.model import SSLEncoder
-from espnet_prune.ssl.onnx_export import (EncoderFeatures, export_onnx, inference_session, quantize_onnx,
-                                          run_session)
+from espnet_prune.ssl.onnx_export import EncoderFeatures, export_onnx, inference_session, quantize_onnx, run_session
 from espnet_prune.ssl.quantize import quantize_dynamic
 from espnet_prune.utils.timing import time_interleaved
 
@@ -134,7 +132,8 @@ def build_variants(arch: Any, seconds: float, targets: Sequence[float], backends
     return variants
 
 
-def caller(variant: Dict[str, Any], threads: Optional[int], speech: torch.Tensor, lengths: torch.Tensor) -> Callable[[], object]:
+def caller(variant: Dict[str, Any], threads: Optional[int], speech: torch.Tensor,
+           lengths: torch.Tensor) -> Callable[[], object]:
     """A zero-argument call that runs ``variant`` once on the input."""
     if "module" in variant:
         module = variant["module"]
@@ -213,8 +212,8 @@ def format_table(rows: Sequence[Dict[str, Any]], seconds: float) -> str:
              "| speed-up | speed-up / MAC cut |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for row in rows:
         lines.append(
-            f"| {row['model']} | {row['backend']} | {row['threads']} | {cost_str(row['params'])} "
-            f"| {cost_str(row['macs'])} ({100 * row['macs_ratio']:.1f} %) | {row['size'] / 2 ** 20:.1f} MiB "
+            f"| {row['model']} | {row['backend']} | {row['threads']} | {cost.format_cost(row['params'])} "
+            f"| {cost.format_cost(row['macs'])} ({100 * row['macs_ratio']:.1f} %) | {row['size'] / 2 ** 20:.1f} MiB "
             f"| {100 * row['rel_diff']:.1f} % "
             f"| {row['latency_ms']:.1f} ms | {row['rtf']:.4f} | ×{row['speedup']:.2f} "
             f"| {row['speedup_over_mac_cut']:.2f} |")

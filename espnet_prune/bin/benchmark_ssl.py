@@ -36,7 +36,7 @@ def torchaudio_twin(encoder: SSLEncoder) -> torch.nn.Module:
     from torchaudio.models import wav2vec2_model
 
     config = encoder.config
-    if config.model_type == "wavlm":
+    if config.relative_position_bias:
         raise ValueError("the overhead benchmark compares against torchaudio's wav2vec2_model; "
                          "pick a wav2vec2 or hubert architecture")
     reference = wav2vec2_model(
@@ -91,7 +91,7 @@ def compact_at(encoder: SSLEncoder, target: float, seconds: float) -> SSLEncoder
         keep = (low + high) / 2
         masks = uniform_masks(encoder, keep)  # the compact model's unit counts, without building it
         counts = {"conv": [int(m.count_nonzero()) for m in masks["conv"]],
-                  "heads": [int(m.count_nonzero()) for m in masks["head"]],
+                  "head": [int(m.count_nonzero()) for m in masks["head"]],
                   "interm": [int(m.count_nonzero()) for m in masks["interm"]]}
         ratio = cost.count_macs(encoder.config, seconds, counts)["total"] / dense
         if ratio > target:

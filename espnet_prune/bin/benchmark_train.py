@@ -17,15 +17,14 @@ the script prints median step times and their ratios.
 
 import argparse
 import dataclasses
-import statistics
 import tempfile
-import time
 from pathlib import Path
 from typing import Dict, List, Optional
 
 import torch
 
 from espnet_prune import register
+from espnet_prune.utils.timing import time_interleaved
 
 TOKENS = ["<blank>", "<unk>"] + list("abcdefghijklmnopqrstuvwxyz' ") + ["<sos/eos>"]
 
@@ -78,24 +77,19 @@ def run(batch: int, seconds: float, rounds: int, target: float) -> Dict[str, flo
                                                              "path_or_url": checkpoint}}, "espnet"),
         }
 
-    def step(name: str) -> float:
+    def step(name: str) -> None:
         model, optimizer = systems[name]
-        start = time.perf_counter()
         loss, _, _ = model(speech, speech_lengths, text, text_lengths)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        return time.perf_counter() - start
 
-    times: Dict[str, List[float]] = {name: [] for name in systems}
-    for name in systems:  # warm-up
-        step(name)
-    for index in range(rounds):
-        for name in systems:
-            times[name].append(step(name))
-        print(f"round {index + 1}/{rounds}: " + ", ".join(f"{n} {1000 * t[-1]:.0f} ms" for n, t in times.items()),
+    def progress(index: int, seconds: Dict[str, float]) -> None:
+        print(f"round {index + 1}/{rounds}: " + ", ".join(f"{n} {1000 * t:.0f} ms" for n, t in seconds.items()),
               flush=True)
-    medians = {name: statistics.median(values) for name, values in times.items()}
+
+    medians = time_interleaved({name: (lambda name=name: step(name)) for name in systems}, rounds, warmup=1,
+                               on_round=progress)
     results = {f"{name}_ms": 1000 * value for name, value in medians.items()}
     results["pruned_over_plain"] = medians["pruned"] / medians["plain"]
     results["pruned_over_s3prl"] = medians["pruned"] / medians["s3prl"]

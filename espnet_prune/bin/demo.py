@@ -26,8 +26,16 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-from espnet_prune.demo.pipeline import (SIZES, DemoError, DemoPaths, DemoRecipe, DemoSettings, Progress,
-                                        parse_lm_pruning, parse_system)
+from espnet_prune.demo.pipeline import (
+    SIZES,
+    DemoError,
+    DemoPaths,
+    DemoRecipe,
+    DemoSettings,
+    Progress,
+    parse_lm_pruning,
+    parse_system,
+)
 
 
 def positive_int(value: str) -> int:

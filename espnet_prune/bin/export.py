@@ -350,9 +350,10 @@ def main(cmd: Optional[List[str]] = None) -> None:
         report = export(args.train_config, args.model_file, args.output, args.task, onnx=args.onnx)
     enc = report["encoder"]
     logging.info("encoder params %s -> %s (%.1f%%), MACs for %.0f s %s -> %s (%.1f%%)",
-                 cost_str(enc["before"]["params"]["total"]), cost_str(enc["after"]["params"]["total"]),
+                 cost.format_cost(enc["before"]["params"]["total"]),
+                 cost.format_cost(enc["after"]["params"]["total"]),
                  100 * enc["ratio"]["params"]["total"], report["reference_seconds"],
-                 cost_str(enc["before"]["macs"]["total"]), cost_str(enc["after"]["macs"]["total"]),
+                 cost.format_cost(enc["before"]["macs"]["total"]), cost.format_cost(enc["after"]["macs"]["total"]),
                  100 * enc["ratio"]["macs"]["total"])
     pruning = report["pruning"]
     for name, budget in pruning["budgets"].items():
@@ -369,13 +370,6 @@ def main(cmd: Optional[List[str]] = None) -> None:
             logging.info("pack it with: %s", " ".join(pack_command(report)))
     else:
         logging.info("wrote %s and %s", written, written.with_suffix(".json"))
-
-
-def cost_str(value: float) -> str:
-    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if value >= scale:
-            return f"{value / scale:.2f}{unit}"
-    return f"{value:.0f}"
 
 
 if __name__ == "__main__":

@@ -22,8 +22,17 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Dict, List, Sequence
 
-from espnet_prune.demo.pipeline import (INFERENCE_TAG, LM_TAG, SSL_STANDIN, TEMPLATE_PRUNE, DemoError, Step,
-                                        System, fusion_lms, lm_pruning_steps)
+from espnet_prune.demo.pipeline import (
+    INFERENCE_TAG,
+    LM_TAG,
+    SSL_STANDIN,
+    TEMPLATE_PRUNE,
+    DemoError,
+    Step,
+    System,
+    fusion_lms,
+    lm_pruning_steps,
+)
 
 if TYPE_CHECKING:
     from espnet_prune.demo.pipeline import DemoRecipe
@@ -119,7 +128,8 @@ def recipe_steps(recipe: "DemoRecipe") -> List[Step]:
         recipe.paths.ssl_checkpoint.unlink(missing_ok=True)
         prune_stages(recipe, 10, 10, ["--standin_args", train_args], logs / "stage10-11_standin.log")
         if not recipe.paths.ssl_checkpoint.is_file():
-            raise DemoError(f"run.sh did not write {recipe.paths.ssl_checkpoint}; see {logs / 'stage10-11_standin.log'}")
+            raise DemoError(f"run.sh did not write {recipe.paths.ssl_checkpoint}; "
+                            f"see {logs / 'stage10-11_standin.log'}")
         return f"{recipe.paths.ssl_checkpoint}"
 
     steps.append(Step(SSL_STANDIN, "10-11", standin, after=("data",),

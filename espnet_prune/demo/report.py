@@ -15,8 +15,6 @@ follow, with the LMs' parameters and dev perplexities from ``lm_prune``'s report
 import contextlib
 import io
 import json
-import statistics
-import time
 import warnings
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
@@ -25,10 +23,20 @@ import numpy as np
 import soundfile
 import torch
 
-from espnet_prune.demo.pipeline import (INFERENCE_TAG, SSL_STANDIN, DemoPaths, DemoSettings, Progress,
-                                        decode_files, final_model_file, fusion_lms, lm_target_name)
+from espnet_prune.demo.pipeline import (
+    INFERENCE_TAG,
+    SSL_STANDIN,
+    DemoPaths,
+    DemoSettings,
+    Progress,
+    decode_files,
+    final_model_file,
+    fusion_lms,
+    lm_target_name,
+)
 from espnet_prune.ssl import cost
 from espnet_prune.ssl.config import get_config
+from espnet_prune.utils.timing import time_interleaved
 
 WARMUP_ROUNDS = 2
 
@@ -87,20 +95,14 @@ def time_encoders(models: Dict[str, torch.nn.Module], waveform: torch.Tensor, ro
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     lengths = torch.tensor([waveform.shape[1]])
-    times: Dict[str, List[float]] = {name: [] for name in models}
+    calls = {name: (lambda model=model: model.encode(waveform, lengths)) for name, model in models.items()}
     try:
         with torch.inference_mode(), warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)
-            for round_index in range(WARMUP_ROUNDS + rounds):
-                for name, model in models.items():
-                    start = time.perf_counter()
-                    model.encode(waveform, lengths)
-                    elapsed = time.perf_counter() - start
-                    if round_index >= WARMUP_ROUNDS:
-                        times[name].append(elapsed)
+            medians = time_interleaved(calls, rounds, WARMUP_ROUNDS)
     finally:
         torch.set_num_threads(previous)
-    return {name: 1000.0 * statistics.median(values) for name, values in times.items()}
+    return {name: 1000.0 * seconds for name, seconds in medians.items()}
 
 
 def _read_json(path: Path) -> Dict:

@@ -88,7 +88,8 @@ class HardConcreteGate(nn.Module):
         high_s = torch.tensor((1.0 - self.stretch_low) / span)  # s where z reaches 1
         u0 = torch.sigmoid(self.temperature * _logit(low_s) - self.log_alpha)
         u1 = torch.sigmoid(self.temperature * _logit(high_s) - self.log_alpha)
-        steps = (torch.arange(grid_points, dtype=self.log_alpha.dtype, device=self.log_alpha.device) + 0.5) / grid_points
+        grid = torch.arange(grid_points, dtype=self.log_alpha.dtype, device=self.log_alpha.device)
+        steps = (grid + 0.5) / grid_points
         u = u0[:, None] + (u1 - u0)[:, None] * steps[None, :]
         z = torch.sigmoid((_logit(u) + self.log_alpha[:, None]) / self.temperature) * span + self.stretch_low
         return (1.0 - u1) + (u1 - u0) * z.clamp(0.0, 1.0).mean(1)

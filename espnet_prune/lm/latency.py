@@ -5,22 +5,23 @@ running hypotheses: ``(beam, t)`` prefixes plus each hypothesis's per-layer cach
 ``(beam, vocab)`` log-probabilities and new caches. :func:`time_lms` times exactly
 that loop — ``num_steps`` consecutive steps from ``<sos>`` with caches carried over,
 the tokens fixed in advance so every LM sees the same prefixes — for several LMs in
-the same process, interleaving the models over ``repeats`` rounds, and reports each
-model's median time per step.
+the same process, interleaving the models over ``repeats`` rounds (the shared timer,
+:func:`espnet_prune.utils.timing.time_interleaved`, with a rotating order), and reports
+each model's median time per step.
 """
 
-import statistics
 import time
 from typing import Dict
 
 import torch
 
 from espnet_prune.lm.pruned_transformer_lm import PrunedTransformerLM
+from espnet_prune.utils.timing import time_interleaved
 
 
 @torch.inference_mode()
-def time_beam_steps(lm: PrunedTransformerLM, tokens: torch.Tensor, sos: int) -> float:
-    """Seconds per ``batch_score`` step.
+def run_beam_steps(lm: PrunedTransformerLM, tokens: torch.Tensor, sos: int) -> None:
+    """``num_steps`` consecutive ``batch_score`` steps from ``<sos>``, caches carried over.
 
     Args:
         lm: LM in eval mode.
@@ -30,11 +31,16 @@ def time_beam_steps(lm: PrunedTransformerLM, tokens: torch.Tensor, sos: int) -> 
     num_steps, beam = tokens.shape
     ys = torch.full((beam, 1), sos, dtype=torch.long)
     states = [None] * beam
-    start = time.perf_counter()
     for t in range(num_steps):
         _, states = lm.batch_score(ys, states, None)
         ys = torch.cat([ys, tokens[t][:, None]], dim=1)
-    return (time.perf_counter() - start) / num_steps
+
+
+def time_beam_steps(lm: PrunedTransformerLM, tokens: torch.Tensor, sos: int) -> float:
+    """Seconds per ``batch_score`` step of one :func:`run_beam_steps` (arguments as there)."""
+    start = time.perf_counter()
+    run_beam_steps(lm, tokens, sos)
+    return (time.perf_counter() - start) / tokens.shape[0]
 
 
 def time_lms(
@@ -64,13 +70,9 @@ def time_lms(
     torch.set_num_threads(num_threads)
     try:
         for lm in cpu_lms.values():  # warm-up
-            time_beam_steps(lm, tokens[: min(3, num_steps)], sos)
-        timings = {name: [] for name in cpu_lms}
-        names = list(cpu_lms)
-        for round_index in range(repeats):
-            shift = round_index % len(names)
-            for name in names[shift:] + names[:shift]:
-                timings[name].append(time_beam_steps(cpu_lms[name], tokens, sos))
+            run_beam_steps(lm, tokens[: min(3, num_steps)], sos)
+        calls = {name: (lambda lm=lm: run_beam_steps(lm, tokens, sos)) for name, lm in cpu_lms.items()}
+        medians = time_interleaved(calls, repeats, warmup=0, rotate=True)
     finally:
         torch.set_num_threads(previous_threads)
-    return {name: statistics.median(values) for name, values in timings.items()}
+    return {name: seconds / num_steps for name, seconds in medians.items()}

@@ -15,6 +15,7 @@ from typing import Callable, Iterable, Tuple
 import torch
 from espnet2.lm.espnet_model import ESPnetLanguageModel
 
+from espnet_prune.lm import lowrank, structured, unstructured
 from espnet_prune.lm.criteria import (
     CRITERIA,
     collect_input_statistics,
@@ -22,7 +23,6 @@ from espnet_prune.lm.criteria import (
     unit_magnitude_scores,
     weight_scores,
 )
-from espnet_prune.lm import lowrank, structured, unstructured
 from espnet_prune.lm.lowrank import DEFAULT_DAMPING, prune_lowrank
 from espnet_prune.lm.pruned_transformer_lm import PrunedTransformerLM
 from espnet_prune.lm.structured import prune_structured

@@ -13,11 +13,11 @@ into it unchanged (``load_state_dict(strict=True)``).
 from typing import Any, Dict, List, Optional, Tuple
 
 import torch
-from espnet2.lm.abs_model import AbsLM
 from espnet.nets.pytorch_backend.transformer.embedding import PositionalEncoding
 from espnet.nets.pytorch_backend.transformer.encoder_layer import EncoderLayer
 from espnet.nets.pytorch_backend.transformer.layer_norm import LayerNorm
 from espnet.nets.pytorch_backend.transformer.mask import subsequent_mask
+from espnet2.lm.abs_model import AbsLM
 from torch import nn
 from typeguard import typechecked
 

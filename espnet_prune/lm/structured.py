@@ -21,6 +21,7 @@ from typing import Dict, List
 
 import torch
 
+from espnet_prune.layers.unit_selection import head_rows, keep_units
 from espnet_prune.lm.criteria import UnitGroup
 from espnet_prune.lm.pruned_transformer_lm import (
     PrunedTransformerLM,
@@ -94,11 +95,6 @@ def select_units(
     }
 
 
-def _rows(keep_heads: torch.Tensor, d_k: int) -> torch.Tensor:
-    """Row indices of the kept heads in a (heads·d_k, ·) projection."""
-    return (keep_heads[:, None] * d_k + torch.arange(d_k)[None, :]).flatten()
-
-
 def remove_units(
     lm: PrunedTransformerLM, keep: Dict[UnitGroup, torch.Tensor]
 ) -> PrunedTransformerLM:
@@ -117,29 +113,21 @@ def remove_units(
     layer_units: List[int] = list(lm.conf["layer_units"])
     embed_unit = lm.conf["embed_unit"]
 
-    def take(key: str, index: torch.Tensor, dim: int) -> None:
-        state[key] = state[key].index_select(dim, index.to(state[key].device))
-
     if ("embed", -1) in keep:
         dims = keep[("embed", -1)]
-        take("embed.weight", dims, 1)
-        take("encoder.embed.0.weight", dims, 1)
+        keep_units(state, dims, consumers=["embed", "encoder.embed.0"])
         embed_unit = dims.numel()
     for i in range(num_layers):
         if ("heads", i) in keep:
-            rows = _rows(keep[("heads", i)], lm.head_dim)
             att = attention_prefix(i)
-            for projection in ("linear_q", "linear_k", "linear_v"):
-                take(f"{att}.{projection}.weight", rows, 0)
-                take(f"{att}.{projection}.bias", rows, 0)
-            take(f"{att}.linear_out.weight", rows, 1)
+            keep_units(state, head_rows(keep[("heads", i)], lm.head_dim),
+                       [f"{att}.{projection}" for projection in ("linear_q", "linear_k", "linear_v")],
+                       [f"{att}.linear_out"])
             layer_heads[i] = keep[("heads", i)].numel()
         if ("units", i) in keep:
             units = keep[("units", i)]
             ffn = feed_forward_prefix(i)
-            take(f"{ffn}.w_1.weight", units, 0)
-            take(f"{ffn}.w_1.bias", units, 0)
-            take(f"{ffn}.w_2.weight", units, 1)
+            keep_units(state, units, [f"{ffn}.w_1"], [f"{ffn}.w_2"])
             layer_units[i] = units.numel()
     return rebuild(
         lm, state, embed_unit=embed_unit, layer_heads=layer_heads, layer_units=layer_units

@@ -13,7 +13,7 @@ from dataclasses import MISSING, InitVar, asdict, dataclass, field, fields
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from espnet_prune.presets import preset as read_preset
-from espnet_prune.ssl.model import UNIT_TYPES
+from espnet_prune.ssl.units import UNIT_TYPES
 
 #: Pruning units, in the order the encoder consumes their masks.
 UNITS = UNIT_TYPES

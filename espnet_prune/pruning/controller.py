@@ -32,6 +32,11 @@ from espnet_prune.pruning.config import PruningConfig
 from espnet_prune.ssl import cost
 from espnet_prune.ssl.config import EncoderConfig
 from espnet_prune.ssl.model import Masks
+from espnet_prune.ssl.units import UNITS, Unit
+
+#: The order in which gates are created and sampled (their initial noise and samples come from
+#: the global RNG in this order, so seeded runs reproduce): vector units, then scalar units.
+GATE_ORDER = tuple(unit for unit in UNITS if not unit.scalar) + tuple(unit for unit in UNITS if unit.scalar)
 
 #: Gap (ratio points) at and above which a multiplier moves at its full rate per step;
 #: below it the step is proportional to the gap (lambda1) or to its square (lambda2).
@@ -83,27 +88,25 @@ class PruningController(nn.Module):
             {name: float(value) for name, value in (("cnn", cnn_target), ("transformer", transformer_target))
              if value is not None})
 
-        def gate(n: int) -> HardConcreteGate:
-            return HardConcreteGate(n, temperature=temperature, init_keep_prob=init_keep_prob)
-
-        num_layers = config.num_layers
+        # One gate per gated layer of a vector unit (``gates[unit][str(layer)]``, for the CNN
+        # ``gates["conv"][layer]`` with min_keep=1), one gate over the gated layers of a scalar
+        # unit (``gates[unit]``).
         self.gates = nn.ModuleDict()
-        if "conv" in units:
-            # A CNN layer must keep one channel, or the encoder's input is cut off.
-            self.gates["conv"] = nn.ModuleList(
-                HardConcreteGate(c, temperature=temperature, init_keep_prob=init_keep_prob, min_keep=1)
-                for c in config.conv_channels)
-        for unit, widths, present in (("head", config.num_heads, config.use_attention),
-                                      ("interm", config.ffn_dims, config.use_ffn)):
-            if unit in units:
-                self.gates[unit] = nn.ModuleDict(
-                    {str(l): gate(widths[l]) for l in range(num_layers) if present[l] and widths[l] > 0})
-        for unit, present in (("attn_layer", config.use_attention), ("ffn_layer", config.use_ffn)):
-            if unit in units:
-                layers = [l for l in range(num_layers) if present[l]]
-                if layers:
-                    self.gates[unit] = gate(len(layers))
-                    self.register_buffer(f"_{unit}_layers", torch.tensor(layers), persistent=False)
+        self.gated_units: List[Unit] = [unit for unit in GATE_ORDER if unit.name in units]
+        for unit in self.gated_units:
+            layers = unit.gated_layers(config)
+            widths = unit.widths(config)
+            if not unit.scalar:
+                gates = {str(layer): HardConcreteGate(widths[layer], temperature=temperature,
+                                                      init_keep_prob=init_keep_prob, min_keep=unit.min_keep)
+                         for layer in layers}
+                # A unit that every layer has (the CNN's channels) gets a list indexed by layer.
+                self.gates[unit.name] = (nn.ModuleList(gates.values()) if unit.present is None
+                                         else nn.ModuleDict(gates))
+            elif layers:
+                self.gates[unit.name] = HardConcreteGate(len(layers), temperature=temperature,
+                                                         init_keep_prob=init_keep_prob)
+                self.register_buffer(f"_{unit.name}_layers", torch.tensor(layers), persistent=False)
 
         # The multipliers are state updated by advance(), not trained by the optimizer
         # (module docstring); parameters without gradient so that checkpoints keep them.
@@ -124,14 +127,23 @@ class PruningController(nn.Module):
         self.multiplier_lr: Optional[float] = None  # reg_lr, as last given to advance()
 
     # ------------------------------------------------------------------ masks
-    def _layer_masks(self, unit: str, values: Optional[Tensor]) -> List[Tensor]:
-        """Scatter per-present-layer gate values to a list of L scalars (1 where ungated)."""
-        ones = [torch.ones((), device=self.step.device) for _ in range(self.config.num_layers)]
-        if values is None:
-            return ones
-        for value, layer in zip(values, getattr(self, f"_{unit}_layers").tolist()):
-            ones[layer] = value
-        return ones
+    def _per_layer(self, unit: Unit, vector, scalar, default: List) -> List:
+        """One value per layer of ``unit``: ``vector(gate)`` from each gated layer's gate of a
+        vector unit, or the entries of ``scalar(gate)`` scattered to the gated layers of a
+        scalar unit; ``default[l]`` where a layer has no gate."""
+        values = list(default)
+        if unit.name not in self.gates:
+            return values
+        gates = self.gates[unit.name]
+        if unit.scalar:
+            for value, layer in zip(scalar(gates), getattr(self, f"_{unit.name}_layers").tolist()):
+                values[layer] = value
+        else:
+            layers = enumerate(gates) if isinstance(gates, nn.ModuleList) else (
+                (int(name), gate) for name, gate in gates.items())
+            for layer, gate in layers:
+                values[layer] = vector(gate)
+        return values
 
     def forward(self) -> Masks:
         """Masks for the encoder: samples in training mode, deterministic masks in eval mode.
@@ -140,19 +152,11 @@ class PruningController(nn.Module):
             ``{"conv": [(C_i,)...], "head": [(H_l,)...], "attn_layer": [() ...], ...}`` for
             the gated unit types; ungated layers of a gated type get all-ones masks.
         """
-        masks: Dict[str, List[Tensor]] = {}
-        if "conv" in self.gates:
-            masks["conv"] = [g() for g in self.gates["conv"]]
-        for unit, widths in (("head", self.config.num_heads), ("interm", self.config.ffn_dims)):
-            if unit in self.gates:
-                gates = self.gates[unit]
-                masks[unit] = [gates[str(l)]() if str(l) in gates else
-                               torch.ones(widths[l], device=self.step.device)
-                               for l in range(self.config.num_layers)]
-        for unit in ("attn_layer", "ffn_layer"):
-            if unit in self.gates:
-                masks[unit] = self._layer_masks(unit, self.gates[unit]())
-        return masks
+        device = self.step.device
+        return {unit.name: self._per_layer(unit, lambda gate: gate(), lambda gate: gate(),
+                                           [torch.ones(unit.mask_shape(self.config, layer), device=device)
+                                            for layer in range(unit.num_layers(self.config))])
+                for unit in self.gated_units if unit.name in self.gates}
 
     # ------------------------------------------------------------------ cost
     def expected_counts(self) -> cost.UnitCounts:
@@ -161,19 +165,10 @@ class PruningController(nn.Module):
         Heads and FFN units of a layer count as kept only with their sublayer; the
         sublayer probability multiplies them in the cost model.
         """
-        exact = cost.structure_counts(self.config)
-        counts: Dict[str, list] = {key: list(values) for key, values in exact.items()}
-        if "conv" in self.gates:
-            counts["conv"] = [g.expected_kept() for g in self.gates["conv"]]
-        for unit, key in (("head", "heads"), ("interm", "interm")):
-            if unit in self.gates:
-                for name, g in self.gates[unit].items():
-                    counts[key][int(name)] = g.expected_kept()
-        for unit in ("attn_layer", "ffn_layer"):
-            if unit in self.gates:
-                probs = self.gates[unit].keep_prob()
-                for p, layer in zip(probs, getattr(self, f"_{unit}_layers").tolist()):
-                    counts[unit][layer] = p
+        counts = cost.structure_counts(self.config)
+        for unit in self.gated_units:
+            counts[unit.name] = self._per_layer(unit, lambda gate: gate.expected_kept(),
+                                                lambda gate: gate.keep_prob(), counts[unit.name])
         return counts
 
     def _cost(self, counts: cost.UnitCounts) -> Dict[str, Tensor]:
@@ -207,16 +202,10 @@ class PruningController(nn.Module):
         """Exact unit counts of the deterministic (eval / export) mask, as Python numbers."""
         counts = cost.structure_counts(self.config)
         with torch.no_grad():
-            if "conv" in self.gates:
-                counts["conv"] = [int(g.kept().sum()) for g in self.gates["conv"]]
-            for unit, key in (("head", "heads"), ("interm", "interm")):
-                if unit in self.gates:
-                    for name, g in self.gates[unit].items():
-                        counts[key][int(name)] = int(g.kept().sum())
-            for unit in ("attn_layer", "ffn_layer"):
-                if unit in self.gates:
-                    for kept, layer in zip(self.gates[unit].kept().tolist(), getattr(self, f"_{unit}_layers").tolist()):
-                        counts[unit][layer] = int(kept)
+            for unit in self.gated_units:
+                counts[unit.name] = self._per_layer(unit, lambda gate: int(gate.kept().sum()),
+                                                    lambda gate: [int(kept) for kept in gate.kept().tolist()],
+                                                    counts[unit.name])
         return counts
 
     def deterministic_ratios(self) -> Dict[str, float]:
@@ -378,18 +367,3 @@ class PruningController(nn.Module):
                     f"{entry['deterministic']:.3f} (expected under the gates {entry['expected']:.3f}) against a "
                     f"target of {entry['target']:.3f} after {int(self.step)} optimizer steps; {entry['advice']}")
         return warnings
-
-    def describe(self) -> str:
-        """One line per unit type: kept / total units of the deterministic mask."""
-        was_training = self.training
-        self.eval()
-        with torch.no_grad():
-            masks = self()
-        self.train(was_training)
-        lines = []
-        for unit, values in masks.items():
-            kept = sum(int((v != 0).sum()) for v in values)
-            total = sum(v.numel() for v in values)
-            lines.append(f"{unit}: {kept}/{total} kept")
-        return "; ".join(lines)
-

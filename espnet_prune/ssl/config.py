@@ -8,13 +8,22 @@ holds only YAML/JSON types and is rebuilt with ``from_dict``.
 """
 
 import copy
-from dataclasses import asdict, dataclass, field, fields
 from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Dict, List, Optional, Sequence, Union
 
 from espnet_prune.presets import presets
 
 MODEL_TYPES = ("wav2vec2", "hubert", "wavlm")
+#: The model types whose attention adds WavLM's bucketed relative position bias (shared by all
+#: layers, indexed by head, optionally gated per head by ``gru_rel_pos``), the one architecture
+#: difference between the model types; HuBERT shares wav2vec 2.0's encoder.
+RELATIVE_POSITION_BIAS_TYPES = ("wavlm",)
+
+
+def has_relative_position_bias(model_type: str) -> bool:
+    """Whether encoders of ``model_type`` add WavLM's relative position bias (before a config exists)."""
+    return model_type in RELATIVE_POSITION_BIAS_TYPES
 EXTRACTOR_MODES = ("group_norm", "layer_norm")
 
 _BASE_CONV = [[512, 10, 5]] + [[512, 3, 2]] * 4 + [[512, 2, 2]] * 2
@@ -125,6 +134,21 @@ class EncoderConfig:
                 raise ValueError(f"{name} has {len(value)} entries but num_layers is {self.num_layers}")
             return [kind(v) for v in value]
         return [kind(value)] * self.num_layers
+
+    @property
+    def relative_position_bias(self) -> bool:
+        """Whether the attention adds WavLM's relative position bias (see ``kept_heads``)."""
+        return has_relative_position_bias(self.model_type)
+
+    @property
+    def position_bias_table(self) -> bool:
+        """Whether the encoder holds the shared relative position bias table (WavLM with layers)."""
+        return self.relative_position_bias and self.num_layers > 0
+
+    @property
+    def gated_position_bias(self) -> bool:
+        """Whether every attention layer gates its position bias per head (WavLM's ``gru_rel_pos``)."""
+        return self.relative_position_bias and self.gru_rel_pos
 
     @property
     def total_heads(self) -> int:

@@ -6,7 +6,7 @@ layer, and whether each attention / FFN sublayer exists. Called with the exact c
 of a config (the default, :func:`structure_counts`) the functions return plain Python
 numbers equal to what :class:`~espnet_prune.ssl.model.SSLEncoder` holds and computes.
 Called with differentiable tensors -- expected counts under independent hard-concrete
-gates, e.g. ``heads[l] = sum of P(z_h != 0)`` and ``attn_layer[l] = P(z_l != 0)`` -- they
+gates, e.g. ``head[l] = sum of P(z_h != 0)`` and ``attn_layer[l] = P(z_l != 0)`` -- they
 return the expected cost as a tensor through which gradients reach the gates. The
 expectation is exact for independent gates, because every term is a product of counts
 of different gates (``E[a_l * H_l] = E[a_l] * E[H_l]``, ``E[C_{i-1} C_i] = E[C_{i-1}] E[C_i]``).
@@ -26,13 +26,15 @@ from typing import Dict, List, Optional, Sequence, Union
 from torch import Tensor
 
 from espnet_prune.ssl.config import EncoderConfig, receptive_field
+from espnet_prune.ssl.units import UNIT_BY_NAME, UNIT_TYPES, UNITS
 
-#: ``{"conv": [C_0, ...], "heads": [H_0, ...], "attn_layer": [a_0, ...], "interm": [F_0, ...],
-#: "ffn_layer": [f_0, ...]}``; Python numbers for a concrete structure, scalar tensors for
-#: expectations.
+#: ``{"conv": [C_0, ...], "head": [H_0, ...], "attn_layer": [a_0, ...], "interm": [F_0, ...],
+#: "ffn_layer": [f_0, ...]}``: one cost term per layer of each pruning unit, keyed by the unit
+#: names of :mod:`espnet_prune.ssl.units` (the keys of the encoder's masks); Python numbers for
+#: a concrete structure, scalar tensors for expectations.
 UnitCounts = Dict[str, Sequence]
-#: Keys of a :data:`UnitCounts` dict.
-UNIT_COUNT_KEYS = ("conv", "heads", "attn_layer", "interm", "ffn_layer")
+#: Keys of a :data:`UnitCounts` dict: the pruning units.
+UNIT_COUNT_KEYS = UNIT_TYPES
 #: Keys of the dicts returned by :func:`count_params` and :func:`count_macs`.
 COST_PARTS = ("cnn", "pos_conv", "transformer", "total")
 
@@ -40,18 +42,12 @@ Number = Union[int, float, Tensor]
 
 
 def structure_counts(config: EncoderConfig) -> UnitCounts:
-    """Exact unit counts of a (possibly pruned) config.
+    """Exact unit counts of a (possibly pruned) config (:meth:`Unit.exact_counts` of every unit).
 
-    ``heads`` and ``interm`` list the config's widths even for layers whose sublayer is
+    ``head`` and ``interm`` list the config's widths even for layers whose sublayer is
     removed; the 0 in ``attn_layer`` / ``ffn_layer`` cancels them in every cost.
     """
-    return {
-        "conv": list(config.conv_channels),
-        "heads": list(config.num_heads),
-        "attn_layer": [int(used) for used in config.use_attention],
-        "interm": list(config.ffn_dims),
-        "ffn_layer": [int(used) for used in config.use_ffn],
-    }
+    return {unit.name: unit.exact_counts(config) for unit in UNITS}
 
 
 def _resolve_counts(config: EncoderConfig, counts: Optional[UnitCounts]) -> Dict[str, List[Number]]:
@@ -63,11 +59,12 @@ def _resolve_counts(config: EncoderConfig, counts: Optional[UnitCounts]) -> Dict
     if unknown:
         raise ValueError(f"Unknown unit count keys {unknown}; expected keys among {list(UNIT_COUNT_KEYS)}")
     for key, values in counts.items():
-        expected = len(config.conv_layers) if key == "conv" else config.num_layers
+        unit = UNIT_BY_NAME[key]
+        expected = unit.num_layers(config)
         values = list(values)
         if len(values) != expected:
-            where = "CNN layers" if key == "conv" else "Transformer layers"
-            raise ValueError(f"counts['{key}'] has {len(values)} entries but the config has {expected} {where}")
+            raise ValueError(f"counts['{key}'] has {len(values)} entries but the config has {expected} "
+                             f"{unit.layer_kind} layers")
         for index, value in enumerate(values):
             if isinstance(value, Tensor) and value.numel() != 1:
                 raise ValueError(f"counts['{key}'][{index}] must be a scalar count, got a tensor of shape "
@@ -106,10 +103,6 @@ def _total(parts: Dict[str, Number]) -> Dict[str, Number]:
     return {**parts, "total": parts["cnn"] + parts["pos_conv"] + parts["transformer"]}
 
 
-def _has_gru_rel_pos(config: EncoderConfig) -> bool:
-    return config.model_type == "wavlm" and config.gru_rel_pos
-
-
 def count_params(config: EncoderConfig, counts: Optional[UnitCounts] = None) -> Dict[str, Number]:
     """Number of parameters of the encoder, exact or expected.
 
@@ -144,13 +137,13 @@ def count_params(config: EncoderConfig, counts: Optional[UnitCounts] = None) -> 
     transformer: Number = 2 * last_channels + last_channels * dim + dim  # feature projection
     if config.final_layer_norm:  # the encoder LN (post-LN: on the input; pre-LN: after the last layer)
         transformer = transformer + layer_norm
-    if config.model_type == "wavlm" and config.num_layers > 0:
+    if config.position_bias_table:
         transformer += config.num_buckets * config.total_heads
-    for heads, attn_used, interm, ffn_used in zip(counts["heads"], counts["attn_layer"], counts["interm"],
+    for heads, attn_used, interm, ffn_used in zip(counts["head"], counts["attn_layer"], counts["interm"],
                                                   counts["ffn_layer"]):
         # q, k, v: weight and bias per head; out_proj: weight per head, bias always.
         attention = heads * (4 * dim * head_dim + 3 * head_dim) + dim
-        if _has_gru_rel_pos(config):
+        if config.gated_position_bias:
             attention = attention + heads + 8 * head_dim + 8  # gru_rel_pos_const, gru_rel_pos_linear
         feed_forward = interm * (2 * dim + 1) + dim
         if pre_ln:  # a pre-LN sublayer owns its LayerNorm
@@ -170,7 +163,7 @@ def attention_product_macs(config: EncoderConfig, seconds: float,
     counts = _resolve_counts(config, counts)
     frames = frames_for(config, seconds)
     kept_heads: Number = 0
-    for heads, attn_used in zip(counts["heads"], counts["attn_layer"]):
+    for heads, attn_used in zip(counts["head"], counts["attn_layer"]):
         kept_heads = kept_heads + attn_used * heads
     return 2 * frames * frames * config.head_dim * kept_heads
 
@@ -205,18 +198,41 @@ def count_macs(config: EncoderConfig, seconds: float, counts: Optional[UnitCount
     pos_conv = pos_frames * dim * (dim // config.pos_conv_groups) * kernel
 
     transformer: Number = frames * counts["conv"][-1] * dim  # feature projection
-    for heads, attn_used, interm, ffn_used in zip(counts["heads"], counts["attn_layer"], counts["interm"],
+    for heads, attn_used, interm, ffn_used in zip(counts["head"], counts["attn_layer"], counts["interm"],
                                                   counts["ffn_layer"]):
         per_head = 4 * frames * dim * head_dim  # q, k, v and out_proj
-        if _has_gru_rel_pos(config):
+        if config.gated_position_bias:
             per_head += 8 * frames * head_dim  # gru_rel_pos_linear
         transformer = transformer + attn_used * heads * per_head + ffn_used * interm * 2 * frames * dim
     transformer = transformer + attention_product_macs(config, seconds, counts)
     return _total({"cnn": cnn, "pos_conv": pos_conv, "transformer": transformer})
 
 
-def _scaled(value: Number, unit: float) -> float:
-    return float(value) / unit
+#: Decimal prefixes of cost numbers, largest first.
+_PREFIXES = (("G", 1e9), ("M", 1e6), ("k", 1e3))
+
+
+def format_cost(value: Number, prefix: Optional[str] = None, width: int = 0, sep: str = "") -> str:
+    """A parameter or MAC count as text, the one formatter of cost numbers.
+
+    Args:
+        value: a number or scalar tensor.
+        prefix: ``"G"``, ``"M"`` or ``"k"``; ``None`` picks the largest one that ``value``
+            reaches (whole numbers below 1000, without prefix).
+        width: minimum width of the number (right-aligned).
+        sep: text between the number and the prefix.
+    Returns:
+        e.g. ``format_cost(94.37e6) == "94.37M"``, ``format_cost(2.45e9, "G", 6, " ") == "  2.45 G"``.
+    """
+    value = float(value)
+    scales = dict(_PREFIXES)
+    if prefix is None:
+        prefix = next((name for name, scale in _PREFIXES if value >= scale), None)
+        if prefix is None:
+            return f"{value:>{width}.0f}"
+    elif prefix not in scales:
+        raise ValueError(f"Unknown prefix {prefix!r}; expected one of {list(scales)}")
+    return f"{value / scales[prefix]:>{width}.2f}{sep}{prefix}"
 
 
 def describe_cost(params: Dict[str, Number], macs: Dict[str, Number]) -> str:
@@ -234,5 +250,6 @@ def describe_cost(params: Dict[str, Number], macs: Dict[str, Number]) -> str:
         raise ValueError(f"params and macs must both have the parts {list(COST_PARTS)}; missing {missing}")
     lines = [f"{'part':<12}{'params':>15}{'MACs':>15}"]
     for part in COST_PARTS:
-        lines.append(f"{part:<12}{_scaled(params[part], 1e6):>8.2f} M params{_scaled(macs[part], 1e9):>9.2f} GMACs")
+        lines.append(f"{part:<12}{format_cost(params[part], 'M', 8, ' ')} params"
+                     f"{format_cost(macs[part], 'G', 9, ' ')}MACs")
     return "\n".join(lines)

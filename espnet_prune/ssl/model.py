@@ -2,7 +2,8 @@
 
 The modules take masks; they own no gates. A mask multiplies a pruning unit's output
 where the next linear map reads it, so physical pruning can fold kept mask values into
-that map's weights and drop the zero units (see :mod:`espnet_prune.ssl.prune`):
+that map's weights and drop the zero units (see :mod:`espnet_prune.ssl.prune`). The units
+are described once in :mod:`espnet_prune.ssl.units`; this is where their masks apply:
 
 * ``conv`` (one ``(C_i,)`` mask per CNN layer): scales channel ``c`` of layer ``i``
   after its activation. For the last CNN layer it scales the feature projection's
@@ -26,10 +27,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from espnet_prune.ssl.config import EncoderConfig, receptive_field
+from espnet_prune.ssl.units import LAYER_UNITS
 
-#: ``{"conv": [C_0 mask, ...], "head": [H_0 mask, ...], "attn_layer": [...], ...}``
+#: ``{"conv": [C_0 mask, ...], "head": [H_0 mask, ...], "attn_layer": [...], ...}``: one mask per
+#: layer of each unit, shaped as :meth:`espnet_prune.ssl.units.Unit.mask_shape` says.
 Masks = Dict[str, Sequence[Tensor]]
-UNIT_TYPES = ("conv", "head", "attn_layer", "interm", "ffn_layer")
 
 
 class EmptyLinear(nn.Linear):
@@ -314,7 +316,7 @@ class EncoderLayer(nn.Module):
         if config.use_attention[index]:
             self.attention = SelfAttention(dim, config.num_heads[index], config.head_dim, config.attention_dropout,
                                            head_index=config.head_indices(index),
-                                           gru_rel_pos=config.model_type == "wavlm" and config.gru_rel_pos)
+                                           gru_rel_pos=config.gated_position_bias)
         self.dropout = nn.Dropout(config.encoder_dropout)
         self.layer_norm = nn.LayerNorm(dim, eps=eps) if (self.attention or not self.layer_norm_first) else None
         self.feed_forward = None
@@ -401,7 +403,7 @@ class Transformer(nn.Module):
         self.dropout = nn.Dropout(config.encoder_dropout)
         self.layers = nn.ModuleList(EncoderLayer(config, i) for i in range(config.num_layers))
         self.position_bias = None
-        if config.model_type == "wavlm" and config.num_layers > 0:
+        if config.position_bias_table:
             self.position_bias = RelativePositionBias(config.total_heads, config.num_buckets, config.max_distance)
 
     def forward(self, x: Tensor, attention_bias: Optional[Tensor],
@@ -426,7 +428,7 @@ class Transformer(nn.Module):
             if not skip:
                 layer_masks = {}
                 if masks:
-                    layer_masks = {unit: masks[unit][index] for unit in UNIT_TYPES[1:] if unit in masks}
+                    layer_masks = {unit: masks[unit][index] for unit in LAYER_UNITS if unit in masks}
                 x = layer(x, attention_bias, position_bias, layer_masks)
             hidden_states.append(x)
         if self.layer_norm_first and self.layer_norm is not None:

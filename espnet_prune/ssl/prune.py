@@ -2,7 +2,9 @@
 
 :func:`prune_encoder` reads the unit masks (see :mod:`espnet_prune.ssl.model`), removes
 the units whose mask is exactly zero and folds the kept units' mask values into the
-weights of the linear map that reads them, the place where the gated model applies them:
+weights of the linear map that reads them, the place where the gated model applies them
+(the units are described in :mod:`espnet_prune.ssl.units`; the CNN is pruned per layer, the
+Transformer per :data:`~espnet_prune.ssl.units.SUBLAYERS` entry):
 
 ===============  ===========================================  ==========================================
 unit             removed by index selection                   mask value folded into
@@ -32,15 +34,15 @@ from typing import Any, BinaryIO, Dict, List, Optional, Tuple, Union
 import torch
 from torch import Tensor
 
+from espnet_prune.layers.unit_selection import StateDict, head_rows, keep_units
 from espnet_prune.ssl.config import EncoderConfig
-from espnet_prune.ssl.model import UNIT_TYPES, Masks, SSLEncoder
-
-StateDict = Dict[str, Tensor]
+from espnet_prune.ssl.model import Masks, SSLEncoder
+from espnet_prune.ssl.units import SUBLAYERS, UNIT_BY_NAME, check_unit_names
 
 
 def _where(unit: str, index: int) -> str:
     """Names a mask in error messages, e.g. ``'conv' mask of CNN layer 3``."""
-    return f"'{unit}' mask of {'CNN ' if unit == 'conv' else ''}layer {index}"
+    return f"'{unit}' mask of {'CNN ' if UNIT_BY_NAME[unit].cnn else ''}layer {index}"
 
 
 def _as_tensor(value: Any, unit: str, index: int) -> Tensor:
@@ -52,14 +54,15 @@ def _as_tensor(value: Any, unit: str, index: int) -> Tensor:
     return mask
 
 
-def _layer_masks(masks: Masks, unit: str, num_layers: int, layer_kind: str) -> Optional[List[Any]]:
+def _layer_masks(masks: Masks, unit: str, config: EncoderConfig) -> Optional[List[Any]]:
     """The per-layer entries of ``masks[unit]`` (``None`` if the unit is not gated), length-checked."""
     if unit not in masks or masks[unit] is None:
         return None
     entries = list(masks[unit])
+    num_layers = UNIT_BY_NAME[unit].num_layers(config)
     if len(entries) != num_layers:
         raise ValueError(f"'{unit}' masks have {len(entries)} entries but the encoder has {num_layers} "
-                         f"{layer_kind} layers")
+                         f"{UNIT_BY_NAME[unit].layer_kind} layers")
     return entries
 
 
@@ -90,55 +93,34 @@ def _kept(mask: Optional[Tensor], size: int) -> Tensor:
     return mask.nonzero().squeeze(1)
 
 
-def _fold_columns(weight: Tensor, mask: Optional[Tensor], kept: Tensor) -> Tensor:
-    """Scale dim 1 of ``weight`` by ``mask`` (``(weight.shape[1],)``), then keep the ``kept`` indices."""
-    if mask is not None:
-        shape = [1] * weight.ndim
-        shape[1] = -1
-        weight = weight * mask.to(weight).view(shape)
-    return weight.index_select(1, kept.to(weight.device))
-
-
-def _select_rows(state: StateDict, key: str, kept: Tensor) -> None:
-    """Keep rows ``kept`` of ``state[key]`` if the key exists (biases are optional)."""
-    if key in state:
-        state[key] = state[key].index_select(0, kept.to(state[key].device))
-
-
 def _drop(state: StateDict, prefix: str) -> None:
     """Delete every entry whose name starts with ``prefix``."""
     for key in [key for key in state if key.startswith(prefix)]:
         del state[key]
 
 
-def _check_mask_keys(masks: Masks) -> None:
-    unknown = sorted(set(masks) - set(UNIT_TYPES))
-    if unknown:
-        raise ValueError(f"Unknown mask keys {unknown}; known pruning units are {list(UNIT_TYPES)}")
-
-
 def _prune_feature_extractor(config: EncoderConfig, masks: Masks, state: StateDict) -> List[List[int]]:
     """Prune the CNN channels in ``state`` in place; returns the new ``conv_layers``."""
     num_conv = len(config.conv_layers)
-    entries = _layer_masks(masks, "conv", num_conv, "CNN")
+    entries = _layer_masks(masks, "conv", config)
     channel_masks = [_vector_mask(entries, "conv", i, channels) for i, channels in enumerate(config.conv_channels)]
     kept = [_kept(mask, channels) for mask, channels in zip(channel_masks, config.conv_channels)]
     for i, kept_channels in enumerate(kept):
         if kept_channels.numel() == 0:
             raise ValueError(f"{_where('conv', i)} is zero for every channel; a CNN layer needs at least one "
                              f"channel")
-    for i in range(num_conv):
-        prefix = f"feature_extractor.conv_layers.{i}."
-        for name in ("conv.weight", "conv.bias", "layer_norm.weight", "layer_norm.bias"):
-            _select_rows(state, prefix + name, kept[i])
-        if i > 0:
-            state[prefix + "conv.weight"] = _fold_columns(state[prefix + "conv.weight"], channel_masks[i - 1],
-                                                          kept[i - 1])
     projection = "encoder.feature_projection."
-    _select_rows(state, projection + "layer_norm.weight", kept[-1])
-    _select_rows(state, projection + "layer_norm.bias", kept[-1])
-    state[projection + "projection.weight"] = _fold_columns(state[projection + "projection.weight"],
-                                                            channel_masks[-1], kept[-1])
+    for i in range(num_conv):
+        # Channels of layer i: its conv's rows and norm, read by the next conv (or, for the last
+        # layer, through the projection's LayerNorm by the projection).
+        prefix = f"feature_extractor.conv_layers.{i}."
+        producers = [prefix + "conv", prefix + "layer_norm"]
+        if i + 1 < num_conv:
+            consumer = f"feature_extractor.conv_layers.{i + 1}.conv"
+        else:
+            producers.append(projection + "layer_norm")
+            consumer = projection + "projection"
+        keep_units(state, kept[i], producers, [consumer], channel_masks[i])
     return [[int(k.numel()), kernel, stride] for k, (_, kernel, stride) in zip(kept, config.conv_layers)]
 
 
@@ -148,13 +130,10 @@ def _prune_attention(config: EncoderConfig, index: int, head_mask: Optional[Tens
     prefix = f"encoder.transformer.layers.{index}.attention."
     head_dim = config.head_dim
     kept_heads = _kept(head_mask, config.num_heads[index])
-    rows = (kept_heads[:, None] * head_dim + torch.arange(head_dim)[None, :]).reshape(-1)
-    for name in ("q_proj", "k_proj", "v_proj"):
-        _select_rows(state, f"{prefix}{name}.weight", rows)
-        _select_rows(state, f"{prefix}{name}.bias", rows)
     column_mask = None if head_mask is None else head_mask.repeat_interleave(head_dim)
-    out_weight = _fold_columns(state[prefix + "out_proj.weight"], column_mask, rows)
-    state[prefix + "out_proj.weight"] = out_weight * layer_scale
+    keep_units(state, head_rows(kept_heads, head_dim), [prefix + name for name in ("q_proj", "k_proj", "v_proj")],
+               [prefix + "out_proj"], column_mask)
+    state[prefix + "out_proj.weight"] = state[prefix + "out_proj.weight"] * layer_scale
     state[prefix + "out_proj.bias"] = state[prefix + "out_proj.bias"] * layer_scale
     if prefix + "gru_rel_pos_const" in state:
         const = state[prefix + "gru_rel_pos_const"]
@@ -162,17 +141,20 @@ def _prune_attention(config: EncoderConfig, index: int, head_mask: Optional[Tens
     return kept_heads.tolist()
 
 
-def _prune_feed_forward(index: int, ffn_dim: int, interm_mask: Optional[Tensor], layer_scale: float,
-                        state: StateDict) -> int:
-    """Prune layer ``index``'s FFN units in ``state`` in place; returns the new FFN width."""
+def _prune_feed_forward(config: EncoderConfig, index: int, interm_mask: Optional[Tensor], layer_scale: float,
+                        state: StateDict) -> List[int]:
+    """Prune layer ``index``'s FFN units in ``state`` in place; returns the kept unit positions."""
     prefix = f"encoder.transformer.layers.{index}.feed_forward."
-    kept_units = _kept(interm_mask, ffn_dim)
-    _select_rows(state, prefix + "intermediate_dense.weight", kept_units)
-    _select_rows(state, prefix + "intermediate_dense.bias", kept_units)
-    out_weight = _fold_columns(state[prefix + "output_dense.weight"], interm_mask, kept_units)
-    state[prefix + "output_dense.weight"] = out_weight * layer_scale
+    kept_units = _kept(interm_mask, config.ffn_dims[index])
+    keep_units(state, kept_units, [prefix + "intermediate_dense"], [prefix + "output_dense"], interm_mask)
+    state[prefix + "output_dense.weight"] = state[prefix + "output_dense.weight"] * layer_scale
     state[prefix + "output_dense.bias"] = state[prefix + "output_dense.bias"] * layer_scale
-    return int(kept_units.numel())
+    return kept_units.tolist()
+
+
+#: Physical pruning of each :data:`~espnet_prune.ssl.units.SUBLAYERS` entry's width unit:
+#: ``(config, layer, width mask or None, layer scale, state) -> kept positions``, in place.
+_SUBLAYER_PRUNERS = {"attention": _prune_attention, "feed_forward": _prune_feed_forward}
 
 
 def _compact_config_and_state(model: SSLEncoder, masks: Masks) -> Tuple[EncoderConfig, StateDict]:
@@ -181,43 +163,36 @@ def _compact_config_and_state(model: SSLEncoder, masks: Masks) -> Tuple[EncoderC
     state = dict(model.state_dict())
     conv_layers = _prune_feature_extractor(config, masks, state)
 
-    num_layers = config.num_layers
-    head_entries = _layer_masks(masks, "head", num_layers, "Transformer")
-    attn_entries = _layer_masks(masks, "attn_layer", num_layers, "Transformer")
-    interm_entries = _layer_masks(masks, "interm", num_layers, "Transformer")
-    ffn_entries = _layer_masks(masks, "ffn_layer", num_layers, "Transformer")
-    record_heads = config.model_type == "wavlm" or config.kept_heads is not None
-    num_heads, ffn_dims, use_attention, use_ffn, kept_heads = [], [], [], [], []
-    for index in range(num_layers):
+    entries = {sub.module: (_layer_masks(masks, sub.layer_unit, config), _layer_masks(masks, sub.width_unit, config))
+               for sub in SUBLAYERS}
+    # Per sublayer: the kept units' positions in every layer (None where the sublayer goes).
+    kept: Dict[str, List[Optional[List[int]]]] = {sub.module: [] for sub in SUBLAYERS}
+    for index in range(config.num_layers):
         prefix = f"encoder.transformer.layers.{index}."
-        # A sublayer the model no longer has ignores its masks.
-        attn_scale = _scalar_mask(attn_entries, "attn_layer", index) if config.use_attention[index] else 0.0
-        if attn_scale == 0.0:
-            _drop(state, prefix + "attention.")
-            if config.layer_norm_first:
-                _drop(state, prefix + "layer_norm.")
-            heads = []
-        else:
-            head_mask = _vector_mask(head_entries, "head", index, config.num_heads[index])
-            positions = _prune_attention(config, index, head_mask, attn_scale, state)
-            original = config.head_indices(index)
-            heads = [original[p] for p in positions]
-        use_attention.append(attn_scale != 0.0)
-        num_heads.append(len(heads))
-        kept_heads.append(heads)
+        for sub in SUBLAYERS:
+            layer_entries, width_entries = entries[sub.module]
+            width_unit = UNIT_BY_NAME[sub.width_unit]
+            # A sublayer the model no longer has ignores its masks.
+            present = width_unit.layer_present(config)[index]
+            scale = _scalar_mask(layer_entries, sub.layer_unit, index) if present else 0.0
+            if scale == 0.0:
+                _drop(state, f"{prefix}{sub.module}.")
+                if config.layer_norm_first:
+                    _drop(state, f"{prefix}{sub.norm}.")
+                kept[sub.module].append(None)
+                continue
+            width = width_unit.widths(config)[index]
+            mask = _vector_mask(width_entries, sub.width_unit, index, width)
+            kept[sub.module].append(_SUBLAYER_PRUNERS[sub.module](config, index, mask, scale, state))
 
-        ffn_scale = _scalar_mask(ffn_entries, "ffn_layer", index) if config.use_ffn[index] else 0.0
-        if ffn_scale == 0.0:
-            _drop(state, prefix + "feed_forward.")
-            if config.layer_norm_first:
-                _drop(state, prefix + "final_layer_norm.")
-            width = 0
-        else:
-            interm_mask = _vector_mask(interm_entries, "interm", index, config.ffn_dims[index])
-            width = _prune_feed_forward(index, config.ffn_dims[index], interm_mask, ffn_scale, state)
-        use_ffn.append(ffn_scale != 0.0)
-        ffn_dims.append(width)
-
+    original = [config.head_indices(index) for index in range(config.num_layers)]
+    kept_heads = [[] if positions is None else [original[index][p] for p in positions]
+                  for index, positions in enumerate(kept["attention"])]
+    ffn_dims = [0 if units is None else len(units) for units in kept["feed_forward"]]
+    num_heads = [len(heads) for heads in kept_heads]
+    use_attention = [positions is not None for positions in kept["attention"]]
+    use_ffn = [units is not None for units in kept["feed_forward"]]
+    record_heads = config.relative_position_bias or config.kept_heads is not None
     new_config = config.replace(conv_layers=conv_layers, num_heads=num_heads, ffn_dims=ffn_dims,
                                 use_attention=use_attention, use_ffn=use_ffn,
                                 kept_heads=kept_heads if record_heads else None)
@@ -245,7 +220,7 @@ def prune_encoder(model: SSLEncoder, masks: Masks) -> SSLEncoder:
         ValueError: unknown mask keys, wrong numbers of layers or mask shapes, values outside
             [0, 1], or a CNN layer whose channels are all zero.
     """
-    _check_mask_keys(masks)
+    check_unit_names(masks)
     new_config, state = _compact_config_and_state(model, masks)
     reference = next(model.parameters())
     compact = SSLEncoder(new_config).to(device=reference.device, dtype=reference.dtype)
@@ -304,7 +279,8 @@ def keep_first_layers(model: SSLEncoder, num_layers: int) -> SSLEncoder:
         raise ValueError(f"keep_first_layers: num_layers={num_layers} is not in 0..{config.num_layers}")
     if num_layers == config.num_layers:
         return model
-    per_layer = {key: getattr(config, key)[:num_layers] for key in ("num_heads", "ffn_dims", "use_attention", "use_ffn")}
+    per_layer = {key: getattr(config, key)[:num_layers]
+                 for key in ("num_heads", "ffn_dims", "use_attention", "use_ffn")}
     if config.kept_heads is not None:
         per_layer["kept_heads"] = config.kept_heads[:num_layers]
     new_config = config.replace(num_layers=num_layers, head_dim=config.head_dim,

@@ -7,17 +7,21 @@ median over rounds is reported.
 
 import statistics
 import time
-from typing import Callable, Dict, List, Mapping
+from typing import Callable, Dict, List, Mapping, Optional
 
 
-def time_interleaved(calls: Mapping[str, Callable[[], object]], rounds: int,
-                     warmup: int = 2) -> Dict[str, float]:
+def time_interleaved(calls: Mapping[str, Callable[[], object]], rounds: int, warmup: int = 2,
+                     rotate: bool = False,
+                     on_round: Optional[Callable[[int, Dict[str, float]], None]] = None) -> Dict[str, float]:
     """Median seconds per call of every entry of ``calls``.
 
     Args:
         calls: ``{name: zero-argument callable}``; each round calls them in this order.
         rounds: timed rounds (at least 1).
         warmup: untimed rounds first (allocator, caches, lazy initialisation).
+        rotate: start each timed round one entry later (round r calls entry r mod n first), so
+            that no call always runs right after the same other one.
+        on_round: called after each timed round with its index (0-based) and ``{name: seconds}``.
     Returns:
         ``{name: median seconds}``.
     """
@@ -26,10 +30,14 @@ def time_interleaved(calls: Mapping[str, Callable[[], object]], rounds: int,
     for _ in range(warmup):
         for call in calls.values():
             call()
-    times: Dict[str, List[float]] = {name: [] for name in calls}
-    for _ in range(rounds):
-        for name, call in calls.items():
+    names = list(calls)
+    times: Dict[str, List[float]] = {name: [] for name in names}
+    for index in range(rounds):
+        shift = index % len(names) if rotate and names else 0
+        for name in names[shift:] + names[:shift]:
             start = time.perf_counter()
-            call()
+            calls[name]()
             times[name].append(time.perf_counter() - start)
+        if on_round is not None:
+            on_round(index, {name: values[-1] for name, values in times.items()})
     return {name: statistics.median(values) for name, values in times.items()}

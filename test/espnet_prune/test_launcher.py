@@ -31,7 +31,8 @@ def test_register_is_idempotent_and_covers_every_registration():
 
 
 def test_code_mode_passes_arguments_and_sees_the_registry():
-    result = launch("-c", "import sys, espnet2.tasks.slu as t; print(sys.argv, 'pruned_espnet' in t.model_choices.classes)",
+    result = launch("-c",
+                    "import sys, espnet2.tasks.slu as t; print(sys.argv, 'pruned_espnet' in t.model_choices.classes)",
                     "a", "--b")
     assert result.returncode == 0, result.stderr
     assert result.stdout == "['-c', 'a', '--b'] True\n"

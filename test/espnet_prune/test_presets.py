@@ -64,4 +64,5 @@ def test_a_non_editable_install_carries_and_finds_the_presets(tmp_path):
     module, conf, summary = result.stdout.splitlines()
     assert module == str(target / "espnet_prune" / "presets.py")
     assert conf == str(installed)
-    assert summary == "8 {'units': ['conv', 'head', 'attn_layer', 'interm', 'ffn_layer'], 'metric': 'macs', 'target': 0.5}"
+    assert summary == ("8 {'units': ['conv', 'head', 'attn_layer', 'interm', 'ffn_layer'], 'metric': 'macs', "
+                       "'target': 0.5}")

@@ -96,7 +96,8 @@ def collect_stats(task: str, work: Path, data: Dict[str, Path], config: Path, te
     """Stage 10: ``<task>_train --collect_stats true`` then ``aggregate_stats_dirs``."""
     stats = work / f"{task}_stats"
     launch([
-        "-m", f"espnet2.bin.{task}_train", "--collect_stats", "true", *token_args(data["token_list"], data.get("nlsyms")),
+        "-m", f"espnet2.bin.{task}_train", "--collect_stats", "true",
+        *token_args(data["token_list"], data.get("nlsyms")),
         *data_args("--train_data_path_and_name_and_type", data["train"], text_files),
         *data_args("--valid_data_path_and_name_and_type", data["valid"], text_files),
         "--train_shape_file", data["train"] / "wav.scp", "--valid_shape_file", data["valid"] / "wav.scp",

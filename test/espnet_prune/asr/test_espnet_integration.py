@@ -12,6 +12,9 @@ import torch
 from espnet_prune import register
 from test.espnet_prune.asr.recipe_steps import collect_stats, decode, train, training_config, write_config
 
+#: End-to-end (ESPnet training runs): deselected by ``pytest -m "not slow"``, run by ``make test``.
+pytestmark = pytest.mark.slow
+
 TARGET = 0.6
 EPOCHS_FIRST, EPOCHS_TOTAL = 2, 4
 # 600 optimizer steps: the expected cost has settled at the target by then.

@@ -95,6 +95,7 @@ def first_utterance(data_dir: Path):
     return key, waveform
 
 
+@pytest.mark.slow
 def test_directory_holds_the_config_the_model_and_the_report(asr_export):
     compact = asr_export["compact"]
     assert sorted(p.name for p in compact.iterdir()) == ["config.yaml", "images", "valid.acc.ave.json", MODEL]
@@ -111,6 +112,7 @@ def test_directory_holds_the_config_the_model_and_the_report(asr_export):
     assert report["encoder"]["ratio"]["macs"]["total"] < 1.0
 
 
+@pytest.mark.slow
 def test_config_names_no_pretrained_weights(asr_export):
     text = (asr_export["compact"] / "config.yaml").read_text(encoding="utf-8")
     assert "tiny_wav2vec2" not in text and "pruning" not in text
@@ -123,6 +125,7 @@ def test_config_names_no_pretrained_weights(asr_export):
         assert config[key] == gated[key], key
 
 
+@pytest.mark.slow
 def test_the_gated_config_needs_the_hidden_checkpoint(asr_export):
     """What the directory replaces: the training config cannot build the model any more."""
     from espnet2.tasks.asr import ASRTask
@@ -131,12 +134,14 @@ def test_the_gated_config_needs_the_hidden_checkpoint(asr_export):
         ASRTask.build_model_from_file(str(asr_export["exp"] / "config.yaml"), str(asr_export["single"]), "cpu")
 
 
+@pytest.mark.slow
 def test_output_still_writes_a_model_file_for_the_training_config(asr_export):
     report = json.loads(asr_export["single"].with_suffix(".json").read_text(encoding="utf-8"))
     assert report["output"] == str(asr_export["single"])
     assert asr_export["single_decoded"] == asr_export["gated"]
 
 
+@pytest.mark.slow
 def test_asr_inference_decodes_the_directory_without_the_original_weights(asr_export):
     work, compact = asr_export["work"], asr_export["compact"]
     decoded = decode("asr", work, asr_export["valid"], compact / "config.yaml", compact / MODEL,
@@ -144,6 +149,7 @@ def test_asr_inference_decodes_the_directory_without_the_original_weights(asr_ex
     assert len(decoded) == 4 and decoded == asr_export["gated"]
 
 
+@pytest.mark.slow
 def test_speech2text_decodes_the_directory(asr_export):
     from espnet2.bin.asr_inference import Speech2Text
 
@@ -156,6 +162,7 @@ def test_speech2text_decodes_the_directory(asr_export):
     assert speech2text(waveform)[0][0] == asr_export["gated"][key]
 
 
+@pytest.mark.slow
 def test_packed_directory_decodes_after_unpacking_elsewhere(asr_export, tmp_path, monkeypatch):
     """asr.sh's packing stage (``espnet2.bin.pack asr`` with the statistics as an option),
     then decoding from another working directory, with asr_inference and from_pretrained."""
@@ -192,6 +199,7 @@ def test_packed_directory_decodes_after_unpacking_elsewhere(asr_export, tmp_path
     assert speech2text(waveform)[0][0] == asr_export["gated"][key]
 
 
+@pytest.mark.slow
 def test_slu_directory_decodes_without_the_original_weights(tmp_path, slu_corpus):
     work = tmp_path
     exp = gated_experiment("slu", work, slu_corpus)

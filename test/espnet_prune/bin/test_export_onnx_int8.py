@@ -19,6 +19,9 @@ from espnet_prune.utils.espeak import synthesize
 from test.espnet_prune.asr.recipe_steps import training_config
 from test.espnet_prune.conftest import make_batch, perturb_
 
+#: End-to-end (ESPnet training runs): deselected by ``pytest -m "not slow"``, run by ``make test``.
+pytestmark = pytest.mark.slow
+
 TOKENS = ["<blank>", "<unk>", *"abcdefghijklmnopqrstuvwxyz'", "<space>", "<sos/eos>"]
 PRUNING = {"units": ["conv", "head", "interm"], "target": 0.5}
 SENTENCES = ("turn on the light", "play some music", "what time is it")

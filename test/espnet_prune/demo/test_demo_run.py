@@ -12,6 +12,9 @@ import pytest
 
 from espnet_prune.demo.pipeline import SIZES
 
+#: End-to-end (ESPnet training runs): deselected by ``pytest -m "not slow"``, run by ``make test``.
+pytestmark = pytest.mark.slow
+
 TINY = SIZES["tiny"]
 SYSTEM_FIELDS = {"name", "method", "target", "expected_ratio", "params", "params_ratio", "macs", "macs_ratio",
                  "reference_seconds", "model_params", "latency_ms", "wer", "cer", "train_config", "model_file"}

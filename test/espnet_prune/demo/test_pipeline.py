@@ -114,8 +114,9 @@ def test_steps_run_after_their_dependencies_and_at_most_lanes_at_a_time():
             return f"{name} ok"
         return action
 
-    steps = [Step("a", "1", work("a")), Step("b", "2", work("b"), after=("a",)), Step("c", "2", work("c"), after=("a",)),
-             Step("d", "3", work("d"), after=("b", "c")), Step("e", "9", work("e"))]
+    steps = [Step("a", "1", work("a")), Step("b", "2", work("b"), after=("a",)),
+             Step("c", "2", work("c"), after=("a",)), Step("d", "3", work("d"), after=("b", "c")),
+             Step("e", "9", work("e"))]
     recorder = Recorder()
     run_steps(steps, lanes=2, progress=recorder)
     order = [name for kind, name in events if kind == "end"]
@@ -160,8 +161,8 @@ def test_a_failure_stops_what_depends_on_it_and_is_reported(tmp_path):
     def fail():
         raise DemoError("exit status 1 of asr_train; last lines of train.log: boom")
 
-    steps = [Step("bad", "11", fail, marker=tmp_path / ".done_bad"), Step("after_bad", "12", lambda: ran.append(1) or "",
-                                                                          after=("bad",)),
+    steps = [Step("bad", "11", fail, marker=tmp_path / ".done_bad"),
+             Step("after_bad", "12", lambda: ran.append(1) or "", after=("bad",)),
              Step("other", "6", lambda: time.sleep(0.1) or ran.append(2) or "")]
     recorder = Recorder()
     with pytest.raises(DemoError, match="bad: exit status 1 of asr_train.*boom"):

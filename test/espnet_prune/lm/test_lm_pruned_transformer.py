@@ -2,10 +2,10 @@
 
 import pytest
 import torch
-from espnet2.lm.transformer_lm import TransformerLM
-from espnet2.tasks.lm import LMTask
 from espnet.nets.batch_beam_search import BatchBeamSearch
 from espnet.nets.beam_search import BeamSearch
+from espnet2.lm.transformer_lm import TransformerLM
+from espnet2.tasks.lm import LMTask
 
 from espnet_prune import register
 from espnet_prune.lm.experiment import save_lm_experiment

@@ -5,17 +5,20 @@ Tiny ASR runs (asr.sh stage 11 through the launcher) of the length the README re
 ``RUN_LENGTH_PER_WARMUP * warmup_steps`` optimizer steps.
 """
 
+import contextlib
 import json
 import re
-import subprocess
-import sys
 
 import pytest
 import torch
 
 from espnet_prune import register
+from espnet_prune.bin import export as export_cli
 from espnet_prune.pruning.controller import BUDGET_TOLERANCE, RUN_LENGTH_PER_WARMUP
 from test.espnet_prune.asr.recipe_steps import collect_stats, train, training_config, write_config
+
+#: End-to-end (ESPnet training runs): deselected by ``pytest -m "not slow"``, run by ``make test``.
+pytestmark = pytest.mark.slow
 
 WARMUP = 60
 REG_LR = 0.2  # WARMUP * REG_LR = 12: the gates start moving early in the ramp (README rule: >= 10)
@@ -56,10 +59,12 @@ def load_controller(exp, model_file):
 
 
 def export(exp, work):
+    """The export command line, run in this process (ESPnet is already imported here: a
+    subprocess would spend most of its time importing it again)."""
     compact = exp / "last.pruned.pth"
-    subprocess.run([sys.executable, "-m", "espnet_prune.bin.export", "--train_config", exp / "config.yaml",
-                    "--model_file", exp / f"{EPOCHS}epoch.pth", "--output", compact], check=True, cwd=work,
-                   capture_output=True)
+    with contextlib.chdir(work):
+        export_cli.main(["--train_config", str(exp / "config.yaml"), "--model_file", str(exp / f"{EPOCHS}epoch.pth"),
+                         "--output", str(compact)])
     return json.loads(compact.with_suffix(".json").read_text(encoding="utf-8"))
 
 

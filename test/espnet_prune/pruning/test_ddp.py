@@ -102,6 +102,7 @@ def ddp_run(tmp_path_factory):
             "resumed_from": resumed_from, "work": work}
 
 
+@pytest.mark.slow
 def test_both_ranks_end_with_identical_controller_and_model_state(ddp_run):
     for ranks in (ddp_run["first_ranks"], ddp_run["ranks"]):
         zero, one = ranks
@@ -118,6 +119,7 @@ def test_both_ranks_end_with_identical_controller_and_model_state(ddp_run):
     assert float(zero["lambda_1.total"]) != 0.0 and float(zero["lambda_2.total"]) != 0.0
 
 
+@pytest.mark.slow
 def test_layerdrop_runs_with_espnets_unused_parameters_option_and_layers_above_are_not_built(ddp_run):
     for rank in ddp_run["ranks"]:
         assert rank["unused_parameters"] is True
@@ -133,6 +135,7 @@ def epoch_losses(log: str):
     return {int(e): float(v) for e, v in re.findall(r"(\d+)epoch results: \[train\] .*?\bloss=([-0-9.e+]+)", log)}
 
 
+@pytest.mark.slow
 def test_loss_is_finite_and_decreases(ddp_run):
     losses = {**epoch_losses(ddp_run["first"]), **epoch_losses(ddp_run["second"])}
     assert sorted(losses) == list(range(1, TOTAL_EPOCHS + 1)), losses
@@ -140,6 +143,7 @@ def test_loss_is_finite_and_decreases(ddp_run):
     assert losses[TOTAL_EPOCHS] < losses[1], losses
 
 
+@pytest.mark.slow
 def test_resume_continues_the_schedule_on_every_rank(ddp_run):
     assert "The training was resumed" in ddp_run["second"] or "resumed from" in ddp_run["second"].lower()
     first_steps = [int(r["controller"]["step"]) for r in ddp_run["first_ranks"]]
@@ -157,6 +161,7 @@ def test_resume_continues_the_schedule_on_every_rank(ddp_run):
     assert not torch.equal(last["lambda_1.total"], ddp_run["first_ranks"][0]["controller"]["lambda_1.total"])
 
 
+@pytest.mark.slow
 def test_short_utterances_neither_stop_training_nor_decoding(ddp_run):
     from test.espnet_prune.asr.recipe_steps import decode
 

@@ -23,10 +23,11 @@ EGS2 = REPO / "egs2"
 ESPNET_ROOT = os.environ.get("ESPNET_ROOT")
 LINKED = ("asr.sh", "slu.sh", "pyscripts", "scripts", "utils", "steps", "data", "dump", "exp")
 
-pytestmark = pytest.mark.skipif(
+pytestmark = [pytest.mark.skipif(
     not ESPNET_ROOT or not (Path(ESPNET_ROOT) / "egs2" / "TEMPLATE" / "asr1" / "asr.sh").is_file(),
     reason="ESPNET_ROOT is not set to an ESPnet 202511 checkout (egs2/TEMPLATE): the real-recipe tests "
-           "run asr.sh / slu.sh only with one")
+           "run asr.sh / slu.sh only with one"),
+    pytest.mark.slow]  # end-to-end: deselected by ``pytest -m "not slow"``
 
 NUM_TEST = 4
 CORPUS = f"--num_train 24 --num_dev 4 --num_test {NUM_TEST} --num_lm_sentences 100 --num_dev_voices 2 " \

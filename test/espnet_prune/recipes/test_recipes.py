@@ -222,7 +222,8 @@ def test_setup_links_espnet_scripts(tmp_path, fake_espnet, task):
 def test_setup_warns_about_what_it_cannot_find(tmp_path, fake_espnet):
     """The links are made, and each warning names the problem and the fix."""
     recipe = copy_recipe(tmp_path, "asr")
-    result = run(["../../TEMPLATE_prune/setup.sh", fake_espnet], recipe, {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin"})
+    result = run(["../../TEMPLATE_prune/setup.sh", fake_espnet], recipe,
+                 {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin"})
     assert result.returncode == 0, result.stderr
     assert (recipe / "asr.sh").is_symlink()
     # The fake asr.sh is not 202511's, and there is no espnet/version.txt to tell.
@@ -234,7 +235,8 @@ def test_setup_warns_about_what_it_cannot_find(tmp_path, fake_espnet):
     (fake_espnet / "espnet" / "version.txt").write_text("202601\n")
     result = run(["../../TEMPLATE_prune/setup.sh", fake_espnet], recipe)
     assert result.returncode == 0, result.stderr
-    assert "the checkout is ESPnet 202601 (espnet/version.txt); the recipes are tested with ESPnet\n202511" in result.stderr
+    assert ("the checkout is ESPnet 202601 (espnet/version.txt); the recipes are tested with ESPnet\n202511"
+            in result.stderr)
     assert "but " in result.stderr and "has espnet 202511 installed: use the same release for both" in result.stderr
 
     # The checkout's tools/activate_python.sh picks the Python that is checked.
@@ -594,7 +596,8 @@ def test_intent_accuracy_is_added_to_results_md(tmp_path):
     intent table once, however often it runs."""
     recipe = EGS2 / RECIPES["slu"]
     exp = tmp_path / "exp"
-    for subset, result in (("devel", "intent accuracy: 50.00 % (3 / 6)"), ("test", "intent accuracy: 100.00 % (6 / 6)")):
+    for subset, result in (("devel", "intent accuracy: 50.00 % (3 / 6)"),
+                           ("test", "intent accuracy: 100.00 % (6 / 6)")):
         (exp / "decode_slu" / subset / "score_intent").mkdir(parents=True)
         (exp / "decode_slu" / subset / "score_intent" / "result.txt").write_text(result + "\n")
     (exp / "RESULTS.md").write_text("# RESULTS\n## WER\n|dataset|Snt|\n")

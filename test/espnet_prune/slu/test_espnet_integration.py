@@ -12,6 +12,9 @@ from espnet_prune import register
 from test.espnet_prune.asr.recipe_steps import collect_stats, decode, train, training_config, write_config
 
 EPOCHS, STEPS_PER_EPOCH, ACCUM_GRAD = 2, 100, 2  # 100 optimizer steps
+#: End-to-end (ESPnet training runs): deselected by ``pytest -m "not slow"``, run by ``make test``.
+pytestmark = pytest.mark.slow
+
 PRUNING = {"units": ["conv", "head", "interm", "ffn_layer"], "metric": "params", "cnn_target": 0.7,
            "transformer_target": 0.5, "warmup_steps": 40, "reference_seconds": 2, "reg_lr": 0.1}
 

@@ -14,6 +14,7 @@ from espnet_prune.ssl.cost import (
     count_macs,
     count_params,
     describe_cost,
+    format_cost,
     frames_for,
     structure_counts,
 )
@@ -176,7 +177,7 @@ def test_expected_cost_with_certain_gates_equals_exact():
     ones = {key: [torch.tensor(float(v), dtype=torch.float64, requires_grad=True) for v in values]
             for key, values in exact.items()}
     # Expected counts as the controller forms them: sums of keep probabilities that are all 1.
-    ones["heads"] = [torch.ones(h, dtype=torch.float64).sum() for h in config.num_heads]
+    ones["head"] = [torch.ones(h, dtype=torch.float64).sum() for h in config.num_heads]
     expected_params = count_params(config, ones)
     expected_macs = count_macs(config, 0.5, ones)
     exact_params, exact_macs = count_params(config), count_macs(config, 0.5)
@@ -190,7 +191,7 @@ def test_expected_cost_with_certain_gates_equals_exact():
 def test_partial_counts_take_the_rest_from_the_config():
     config = random_pruned_config(3, "hubert", True, "layer_norm")
     heads = [torch.tensor(float(h)) for h in config.num_heads]
-    partial = count_macs(config, 1.0, {"heads": heads})
+    partial = count_macs(config, 1.0, {"head": heads})
     assert partial["total"].item() == pytest.approx(count_macs(config, 1.0)["total"], rel=1e-6)
     assert partial["cnn"] == count_macs(config, 1.0)["cnn"]  # untouched parts stay exact numbers
 
@@ -198,7 +199,7 @@ def test_partial_counts_take_the_rest_from_the_config():
 def _gates(config: EncoderConfig) -> Dict[str, list]:
     return {
         "conv": [HardConcreteGate(c) for c in config.conv_channels],
-        "heads": [HardConcreteGate(h) for h in config.num_heads],
+        "head": [HardConcreteGate(h) for h in config.num_heads],
         "attn_layer": [HardConcreteGate(1) for _ in range(config.num_layers)],
         "interm": [HardConcreteGate(f) for f in config.ffn_dims],
         "ffn_layer": [HardConcreteGate(1) for _ in range(config.num_layers)],
@@ -226,7 +227,7 @@ def test_expected_cost_is_the_mean_cost_of_sampled_structures():
     rng = torch.Generator().manual_seed(0)
     probs = {
         "conv": [torch.rand(c, generator=rng, dtype=torch.float64) for c in config.conv_channels],
-        "heads": [torch.rand(h, generator=rng, dtype=torch.float64) for h in config.num_heads],
+        "head": [torch.rand(h, generator=rng, dtype=torch.float64) for h in config.num_heads],
         "attn_layer": [torch.rand(1, generator=rng, dtype=torch.float64) for _ in range(config.num_layers)],
         "interm": [torch.rand(f, generator=rng, dtype=torch.float64) for f in config.ffn_dims],
         "ffn_layer": [torch.rand(1, generator=rng, dtype=torch.float64) for _ in range(config.num_layers)],
@@ -246,15 +247,15 @@ def test_expected_cost_is_the_mean_cost_of_sampled_structures():
 def test_fewer_heads_cost_less():
     config = get_config("wavlm_base")
     heads = torch.full((config.num_layers,), 12.0, requires_grad=True)
-    full = count_macs(config, 2.0, {"heads": heads})["total"]
+    full = count_macs(config, 2.0, {"head": heads})["total"]
     full.backward()
     assert (heads.grad > 0).all()
     previous = full.item()
     for kept in (11.5, 8.0, 4.0, 0.0):
-        fewer = count_macs(config, 2.0, {"heads": torch.full((config.num_layers,), kept)})["total"].item()
+        fewer = count_macs(config, 2.0, {"head": torch.full((config.num_layers,), kept)})["total"].item()
         assert fewer < previous
         previous = fewer
-    assert count_macs(config, 2.0, {"heads": [12] * 11 + [11]})["total"] < count_macs(config, 2.0)["total"]
+    assert count_macs(config, 2.0, {"head": [12] * 11 + [11]})["total"] < count_macs(config, 2.0)["total"]
 
 
 @pytest.mark.parametrize("model_type", ["wav2vec2", "wavlm"])
@@ -276,11 +277,11 @@ def test_bad_input_is_rejected_with_a_clear_message():
     with pytest.raises(ValueError, match="positive"):
         count_macs(config, 0.0)
     with pytest.raises(ValueError, match="Unknown unit count keys"):
-        count_params(config, {"head": [4, 4]})
+        count_params(config, {"heads": [4, 4]})  # the mask key is "head"
     with pytest.raises(ValueError, match=r"counts\['interm'\] has 3 entries but the config has 2"):
         count_params(config, {"interm": [1, 2, 3]})
     with pytest.raises(ValueError, match=r"must be a scalar count.*shape \(4,\)"):
-        count_macs(config, 1.0, {"heads": [torch.ones(4), torch.ones(4)]})
+        count_macs(config, 1.0, {"head": [torch.ones(4), torch.ones(4)]})
     with pytest.raises(ValueError, match="missing"):
         describe_cost({"cnn": 1}, count_macs(config, 1.0))
 
@@ -294,3 +295,13 @@ def test_describe_cost_table():
     assert lines[-1].split()[:2] == ["total", "94.37"]
     params = {k: torch.tensor(float(v)) for k, v in count_params(config).items()}
     assert describe_cost(params, count_macs(config, 1.0)) == table  # tensors print like numbers
+
+
+def test_format_cost_is_the_one_formatter_of_cost_numbers():
+    assert format_cost(94_370_000) == "94.37M"
+    assert format_cost(torch.tensor(2.45e9)) == "2.45G"
+    assert format_cost(1500) == "1.50k" and format_cost(999) == "999"
+    assert format_cost(4.2e6, "M", 8, " ") == "    4.20 M"
+    assert format_cost(2e6, "G") == "0.00G"
+    with pytest.raises(ValueError, match="Unknown prefix"):
+        format_cost(1.0, "T")

@@ -9,8 +9,15 @@ import torch
 from espnet_prune.asr.frontend.pruned_ssl import PrunedSSLFrontend
 from espnet_prune.ssl.config import tiny_config
 from espnet_prune.ssl.model import EmptyLinear, SSLEncoder
-from espnet_prune.ssl.onnx_export import (INPUT_NAMES, OUTPUT_NAMES, EncoderFeatures, OnnxFrontend,
-                                          export_onnx, max_feature_diff, quantize_onnx)
+from espnet_prune.ssl.onnx_export import (
+    INPUT_NAMES,
+    OUTPUT_NAMES,
+    EncoderFeatures,
+    OnnxFrontend,
+    export_onnx,
+    max_feature_diff,
+    quantize_onnx,
+)
 from espnet_prune.utils.espeak import synthesize
 from test.espnet_prune.conftest import make_batch, perturb_
 
@@ -97,9 +104,8 @@ def test_a_frontend_with_its_gates_is_refused(tmp_path):
 
 def test_onnx_frontend_replaces_the_frontend_of_an_espnet_model(tmp_path):
     """The rest of the ESPnet model runs unchanged on onnxruntime's features."""
-    from test.espnet_prune.asr.test_pruned_ssl_frontend import build_asr_model
-
     from test.espnet_prune.asr.recipe_steps import training_config
+    from test.espnet_prune.asr.test_pruned_ssl_frontend import build_asr_model
 
     torch.manual_seed(0)
     model = build_asr_model(training_config()).eval()

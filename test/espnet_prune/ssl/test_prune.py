@@ -9,8 +9,9 @@ import torch
 import yaml
 
 from espnet_prune.ssl.config import EncoderConfig, tiny_config
-from espnet_prune.ssl.model import UNIT_TYPES, SSLEncoder
+from espnet_prune.ssl.model import SSLEncoder
 from espnet_prune.ssl.prune import load_compact, prune_encoder, save_compact
+from espnet_prune.ssl.units import UNIT_TYPES
 
 ARCHS = {
     "wav2vec2_post_ln": dict(model_type="wav2vec2"),

@@ -25,3 +25,13 @@ def test_medians_rank_the_calls_and_rounds_interleave():
 def test_rounds_must_be_positive():
     with pytest.raises(ValueError, match="rounds must be >= 1"):
         time_interleaved({"a": lambda: None}, rounds=0)
+
+
+def test_rotation_and_per_round_report():
+    order, reported = [], []
+    calls = {name: (lambda name=name: order.append(name)) for name in ("a", "b", "c")}
+    medians = time_interleaved(calls, rounds=3, warmup=1, rotate=True,
+                               on_round=lambda index, seconds: reported.append((index, sorted(seconds))))
+    assert order == ["a", "b", "c"] + ["a", "b", "c", "b", "c", "a", "c", "a", "b"]
+    assert reported == [(index, ["a", "b", "c"]) for index in range(3)]
+    assert set(medians) == {"a", "b", "c"} and all(value >= 0 for value in medians.values())
