@@ -23,7 +23,7 @@ EXP_pruned/<size>/ (target0.80, ...), each decoded and scored as its own experim
 EXP_pruned/RESULTS.md gets one row per size and test set.
 The experiment directory EXP is --asr_exp / --slu_exp if given, else EXPDIR/asr_TAG or
 EXPDIR/slu_TAG with TAG from --asr_tag / --slu_tag or else named as asr.sh / slu.sh name it:
-the config's file name without .yaml, _FEATS_TYPE, _LANG (unless noinfo), _TOKEN_TYPE (and
+the config's file name without .yaml (train without a config), _FEATS_TYPE, _LANG (unless noinfo), _TOKEN_TYPE (and
 NBPE for bpe), the --asr_args / --slu_args with '--', spaces, '|', '=' and '/' removed, and
 _sp with speed perturbation; so runs that differ only in their args get their own directory.
 EXP is passed on so that every stage uses the same directory. Every other option goes
@@ -120,13 +120,18 @@ case "${export_model}" in
 esac
 if [ -z "${exp}" ]; then
     if [ -z "${tag}" ]; then
-        [ -n "${config}" ] || error "--${task}_config (or --${task}_tag or --${task}_exp) is required"
-        # The same tag as asr.sh / slu.sh would make (their "Set tag for naming of model directory").
-        tag=$(basename "${config}" .yaml)_${feats_type}
+        # The same tag as asr.sh / slu.sh would make (their "Set tag for naming of model directory";
+        # test_real_espnet.py compares the two).
+        if [ -n "${config}" ]; then
+            tag=$(basename "${config}" .yaml)_${feats_type}
+        else
+            tag=train_${feats_type}
+        fi
         [ "${lang}" = noinfo ] || tag+=_${lang}
         tag+=_${token_type}
         [ "${token_type}" != bpe ] || tag+="${nbpe}"
-        [ "${token_type}" != hugging_face ] || tag+=_${hugging_face_model_name_or_path/\//-}
+        # (slu.sh has no hugging_face token type and adds nothing for it.)
+        [ "${task}" != asr ] || [ "${token_type}" != hugging_face ] || tag+=_${hugging_face_model_name_or_path/\//-}
         [ -z "${train_args}" ] || tag+=$(echo "${train_args}" | sed -e "s/--/\_/g" -e "s/[ |=/]//g")
         [ -z "${speed_perturb_factors}" ] || tag+=_sp
     fi

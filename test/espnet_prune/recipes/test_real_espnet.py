@@ -10,6 +10,7 @@ stand-in, training with HJ-Pruning, export, decoding of the compact model and sc
 import os
 import re
 import shutil
+from shlex import quote as shlex_quote
 import subprocess
 import sys
 from pathlib import Path
@@ -76,14 +77,26 @@ def test_run_sh_stages_1_to_13_on_the_real_scripts(task, tmp_path):
                   f"--{task}_args", f"{TRAIN} --frontend_conf pruning.warmup_steps=4"], recipe, 3000)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
 
-    (exp,) = [path for path in (recipe / "exp").glob(f"{task}_train_{task}_pruned_ssl_raw_char_*")]
-    assert (exp / "valid.cer_ctc.ave.pruned.pth").is_file()
-    report = (exp / "valid.cer_ctc.ave.pruned.json").read_text()
+    check_outputs(recipe, task, NUM_TEST)
+
+
+def check_outputs(recipe: Path, task: str, num_test: int) -> None:
+    """What a stages 1-13 run of espeak_demo/<task>1 must leave: the compact model exported to the
+    standalone experiment EXP_pruned, and its RESULTS.md scoring exactly the test set."""
+    trained_exps = [path for path in (recipe / "exp").glob(f"{task}_train_{task}_pruned_ssl_raw_char_*")
+                    if not path.name.endswith("_pruned")]
+    assert len(trained_exps) == 1, trained_exps
+    # prune_stages.sh exports the compact model to the standalone experiment <EXP>_pruned and
+    # decodes and scores it there.
+    exp = trained_exps[0].with_name(trained_exps[0].name + "_pruned")
+    assert (exp / "config.yaml").is_file() and (exp / "valid.cer_ctc.ave.pth").is_file()
+    report = (exp / "valid.cer_ctc.ave.json").read_text()
     assert '"ratio"' in report
+    assert "ssl_encoder.pth" not in (exp / "config.yaml").read_text()  # standalone: no pretrained weights
     test_utterances = len((recipe / "dump" / "raw" / "test" / "text").read_text().splitlines())
-    assert test_utterances == NUM_TEST
+    assert test_utterances == num_test
     rows = results_rows(exp / "RESULTS.md")
-    decoded = [key for key in rows if "valid.cer_ctc.ave.pruned/test " in key]
+    decoded = [key for key in rows if "valid.cer_ctc.ave/test " in key]
     assert decoded, rows
     for key in decoded:
         # sclite scored exactly the test set: one sentence per utterance, no shifted ids.
@@ -93,4 +106,60 @@ def test_run_sh_stages_1_to_13_on_the_real_scripts(task, tmp_path):
     if task == "slu":
         text = (exp / "RESULTS.md").read_text()
         assert "## Intent accuracy" in text
-        assert re.search(rf"\|[^|]*valid.cer_ctc.ave.pruned/test\|{test_utterances}\|\d+\|[\d.]+\|", text), text
+        assert re.search(rf"\|[^|]*valid.cer_ctc.ave/test\|{test_utterances}\|\d+\|[\d.]+\|", text), text
+
+
+def real_tag_block(task: str) -> str:
+    """asr.sh's / slu.sh's own "Set tag for naming of model directory" block, verbatim."""
+    script = Path(ESPNET_ROOT) / "egs2" / "TEMPLATE" / f"{task}1" / f"{task}.sh"
+    lines = script.read_text().splitlines()
+    start = lines.index("# Set tag for naming of model directory")
+    end = lines.index("fi", start)
+    return "\n".join(lines[start:end + 1])
+
+
+NAMING_CASES = [
+    {"config": "conf/train_asr_pruned_ssl.yaml", "token_type": "char",
+     "args": "--max_epoch 1 --frontend_conf pruning.preset=hj_params0.6"},
+    {"config": "conf/tuning/train_x.yaml", "lang": "en", "speed_perturb_factors": "0.9 1.0 1.1"},
+    {"token_type": "bpe", "nbpe": "5000", "feats_type": "fbank_pitch", "args": "--a=b|c --d /e/f"},
+    {"config": "conf/train_x.yaml", "token_type": "hugging_face", "hugging_face_model_name_or_path": "org/model"},
+]
+
+
+@pytest.mark.parametrize("case", range(len(NAMING_CASES)))
+@pytest.mark.parametrize("task", ["asr", "slu"])
+def test_experiment_directory_is_named_as_the_real_task_script_names_it(task, case, tmp_path):
+    """prune_stages.sh passes --asr_exp / --slu_exp to every stage; it must be the directory
+    the real script would have chosen (deliverable: runs that differ only in their args never
+    share a directory)."""
+    values = dict(expdir="exp", feats_type="raw", lang="noinfo", token_type="bpe", nbpe="30", config="",
+                  args="", speed_perturb_factors="", hugging_face_model_name_or_path="")
+    values.update(NAMING_CASES[case])
+    if task == "slu" and values["token_type"] == "hugging_face":
+        pytest.skip("slu.sh has no hugging_face token type")
+    # What the real script computes (its own lines, with the variables it parses set).
+    assignments = {f"{task}_tag": "", f"{task}_config": values["config"], f"{task}_args": values["args"],
+                   **{key: values[key] for key in ("feats_type", "lang", "token_type", "nbpe",
+                                                   "speed_perturb_factors", "hugging_face_model_name_or_path")}}
+    program = "".join(f"{key}={shlex_quote(value)}\n" for key, value in assignments.items())
+    program += real_tag_block(task) + f'\necho "{values["expdir"]}/{task}_${{{task}_tag}}"\n'
+    expected = subprocess.run(["bash", "-c", program], capture_output=True, text=True, check=True).stdout.strip()
+
+    # What prune_stages.sh passes on: a recipe whose task script only records its options.
+    (tmp_path / f"{task}.sh").write_text('#!/usr/bin/env bash\nprintf "%s\\n" "$@" > options.txt\n')
+    (tmp_path / f"{task}.sh").chmod(0o755)
+    (tmp_path / "path.sh").write_text("")
+    options = ["--expdir", values["expdir"]]
+    for key in ("feats_type", "lang", "token_type", "nbpe", "speed_perturb_factors", "hugging_face_model_name_or_path"):
+        if key in NAMING_CASES[case]:
+            options += [f"--{key}", values[key]]
+    if values["config"]:
+        options += [f"--{task}_config", values["config"]]
+    if values["args"]:
+        options += [f"--{task}_args", values["args"]]
+    result = run([str(EGS2 / "TEMPLATE_prune" / "prune_stages.sh"), task, "--stage", "2", "--stop_stage", "2",
+                  *options], tmp_path, 60)
+    assert result.returncode == 0, result.stderr
+    passed = (tmp_path / "options.txt").read_text().splitlines()
+    assert passed[passed.index(f"--{task}_exp") + 1] == expected
