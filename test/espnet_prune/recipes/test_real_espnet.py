@@ -10,10 +10,10 @@ stand-in, training with HJ-Pruning, export, decoding of the compact model and sc
 import os
 import re
 import shutil
-from shlex import quote as shlex_quote
 import subprocess
 import sys
 from pathlib import Path
+from shlex import quote as shlex_quote
 from typing import Dict, List
 
 import pytest
