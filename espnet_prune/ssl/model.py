@@ -58,6 +58,11 @@ def linear(in_features: int, out_features: int) -> nn.Linear:
         return EmptyLinear(in_features, out_features)
 
 
+def padding_mask(lengths: Tensor, length: int) -> Tensor:
+    """``(B,)`` valid lengths -> ``(B, length)`` bool, True at padded positions."""
+    return torch.arange(length, device=lengths.device)[None, :] >= lengths[:, None]
+
+
 def gated_layer_norm(x: Tensor, norm: nn.LayerNorm, mask: Optional[Tensor]) -> Tensor:
     """LayerNorm over the last dim, with statistics over the channels where ``mask != 0``.
 
@@ -515,8 +520,7 @@ class SSLEncoder(nn.Module):
         features, frame_lengths = self.feature_extractor(waveforms, lengths, conv_masks)
         x = self.encoder.feature_projection(features, None if conv_masks is None else conv_masks[-1])
         if frame_lengths is not None:
-            padded = torch.arange(x.shape[1], device=x.device)[None, :] >= frame_lengths[:, None]
-            x = x.masked_fill(padded[:, :, None], 0.0)
+            x = x.masked_fill(padding_mask(frame_lengths, x.shape[1])[:, :, None], 0.0)
         return x, frame_lengths
 
     def contextualize(self, features: Tensor, frame_lengths: Optional[Tensor] = None,
@@ -535,6 +539,6 @@ class SSLEncoder(nn.Module):
         """
         attention_bias = None
         if frame_lengths is not None:
-            padded = torch.arange(features.shape[1], device=features.device)[None, :] >= frame_lengths[:, None]
+            padded = padding_mask(frame_lengths, features.shape[1])
             attention_bias = (padded.to(features.dtype) * -10000.0)[:, None, None, :]
         return self.encoder.transformer(features, attention_bias, masks)
