@@ -195,7 +195,8 @@ class DemoSettings:
     lm_steps: int = 1000
     lm_finetune_steps: int = 200
     systems: Tuple[System, ...] = (System("dense"), System("hj_macs", 0.7), System("hj_macs", 0.5),
-                                   System("hj_params", 0.6))
+                                   System("hj_params", 0.6), System("separate", 0.7),
+                                   System("transformer_only", 0.7))
     lm_prunings: Tuple[LMPruning, ...] = (LMPruning("data", "lowrank", "incremental"),
                                           LMPruning("data", "lowrank", "oneshot"))
     lm_targets: Tuple[float, ...] = (0.5, 0.25)
