@@ -69,6 +69,9 @@ INT8_TAG = "decode_int8"
 DENSE = "dense"  # name of the unpruned system
 #: A pruned system's compact model is exported (as prune_stages.sh does) to exp/<task>_<system>_pruned
 PRUNED_SUFFIX = "_pruned"
+#: ``reg_lr`` of a params budget (the fine-tuning configs' 0.05 serves the MAC budgets): it needs
+#: about twice the multiplier (``MIN_WARMUP_TIMES_LR`` of espnet_prune.pruning.controller).
+PARAMS_REG_LR = 0.08
 MIN_WAV_SECONDS, MAX_WAV_SECONDS = 0.1, 20.0  # asr.sh's min_wav_duration / max_wav_duration
 #: Choices of ``espnet_prune.bin.lm_prune`` (its --criterion, --method, --scheduler), repeated
 #: here so that the demo's own process checks its options without importing ESPnet.
@@ -119,7 +122,8 @@ class System:
             return overrides + ["pruning.metric=macs", f"pruning.target={self.target}",
                                 f"pruning.units=[{','.join(LAYER_UNITS)}]"]
         if self.method == "hj_params":
-            return overrides + ["pruning.metric=params", f"pruning.target={self.target}"]
+            return overrides + ["pruning.metric=params", f"pruning.target={self.target}",
+                                f"pruning.reg_lr={PARAMS_REG_LR}"]
         # target=null: the config's budget preset has a joint target, exclusive with these.
         return overrides + ["pruning.metric=macs", "pruning.target=null", f"pruning.cnn_target={self.target}",
                             f"pruning.transformer_target={self.target}"]
@@ -194,9 +198,9 @@ class DemoSettings:
     batch_size: int = 8
     lm_steps: int = 1000
     lm_finetune_steps: int = 200
-    systems: Tuple[System, ...] = (System("dense"), System("hj_macs", 0.7), System("hj_macs", 0.5),
-                                   System("hj_params", 0.6), System("separate", 0.7),
-                                   System("transformer_only", 0.7))
+    systems: Tuple[System, ...] = (System("dense"), System("hj_macs", 0.8), System("hj_macs", 0.5),
+                                   System("hj_params", 0.6), System("separate", 0.8),
+                                   System("transformer_only", 0.8))
     lm_prunings: Tuple[LMPruning, ...] = (LMPruning("data", "lowrank", "incremental"),
                                           LMPruning("data", "lowrank", "oneshot"))
     lm_targets: Tuple[float, ...] = (0.5, 0.25)

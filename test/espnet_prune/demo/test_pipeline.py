@@ -87,8 +87,8 @@ def test_settings_are_checked():
     with pytest.raises(ValueError, match="batch_size must be a positive int"):
         DemoSettings(batch_size=0)
     assert not DemoSettings(task="slu").uses_lm and DemoSettings().uses_lm
-    assert DemoSettings().as_dict()["systems"] == ["dense", "hj_macs_0.70", "hj_macs_0.50", "hj_params_0.60",
-                                                  "separate_0.70", "transformer_only_0.70"]
+    assert DemoSettings().as_dict()["systems"] == ["dense", "hj_macs_0.80", "hj_macs_0.50", "hj_params_0.60",
+                                                  "separate_0.80", "transformer_only_0.80"]
 
 
 def test_training_length_and_one_cycle_schedule_agree(tmp_path):
