@@ -145,13 +145,18 @@ class PruningController(nn.Module):
         self.multiplier_lr: Optional[float] = None  # reg_lr, as last given to advance()
         self._init_sizes()
 
-    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
-                              error_msgs):
-        # Checkpoints written before ``previous_expected_gaps`` was kept resume as if the step
-        # before had none (lambda1 moves at the first step instead of possibly holding).
+    def complete_old_state(self, state_dict: Dict[str, Tensor], prefix: str) -> None:
+        """Add to ``state_dict`` (in place) the controller state that checkpoints of older versions
+        lack: without ``previous_expected_gaps`` a run resumes as if the step before had none
+        (lambda1 moves at the first step instead of possibly holding). A state dict without any
+        controller key under ``prefix`` is left alone."""
         key = prefix + "previous_expected_gaps"
         if key not in state_dict and any(name.startswith(prefix) for name in state_dict):
             state_dict[key] = torch.full_like(self.previous_expected_gaps, float("nan"))
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs):
+        self.complete_old_state(state_dict, prefix)
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                                       error_msgs)
 

@@ -228,6 +228,8 @@ class PrunedSSLFrontend(AbsFrontend):
                 self.encoder = SSLEncoder(structure).to(next(self.parameters()).device)
             self.controller = None
             self.register_buffer(_STRUCTURE_KEY, state_dict[key].clone())
+        if self.controller is not None:
+            self.controller.complete_old_state(state_dict, f"{prefix}controller.")
         # The snapshots of a run with several sizes check their own keys (SizeSnapshots); a
         # snapshot being restored into the model for export comes without them.
         snapshots = f"{prefix}controller.{SNAPSHOTS_ATTRIBUTE}."

@@ -90,6 +90,18 @@ def test_a_state_dict_that_does_not_fit_is_refused():
         frontend.load_state_dict(state, strict=False)
 
 
+def test_a_gated_checkpoint_of_an_older_version_without_the_previous_gaps_loads():
+    frontend = PrunedSSLFrontend(arch=TINY_ARCH, pruning={"target": 0.8})
+    state = frontend.state_dict()
+    del state["controller.previous_expected_gaps"]  # not saved before the controller kept it
+    frontend.load_state_dict(state, strict=False)  # as ESPnet loads model files
+    assert torch.isnan(frontend.controller.previous_expected_gaps).all()
+    state = frontend.state_dict()
+    del state["controller.lambda_1.total"]  # other missing controller keys are still refused
+    with pytest.raises(RuntimeError, match=r"missing keys \['controller.lambda_1.total'\]"):
+        frontend.load_state_dict(state, strict=False)
+
+
 @pytest.mark.parametrize("kwargs, message", [
     (dict(pruning={"units": ["conv", "channels"], "target": 0.5}), "Unknown pruning unit"),
     (dict(pruning={"target": 1.2}), r"\(0, 1\]"),
