@@ -9,6 +9,7 @@ Microsoft's code, so their state dicts are the real checkpoint formats).
 
 import argparse
 import json
+import os
 from pathlib import Path
 from typing import Callable, Optional, Sequence, Tuple
 
@@ -17,6 +18,12 @@ import torch
 from torch import Tensor, nn
 
 from espnet_prune.ssl.config import EncoderConfig, tiny_config
+
+if "PYTEST_XDIST_WORKER" in os.environ:
+    # `make test` runs the suite in pytest-xdist workers, one per core: each worker, and the ESPnet
+    # processes it starts, computes on one intra-op thread (OMP_NUM_THREADS, unless already set),
+    # or the workers' thread pools oversubscribe the cores and spin-wait for each other.
+    torch.set_num_threads(int(os.environ.setdefault("OMP_NUM_THREADS", "1")))
 
 #: (B,) valid samples of the test batch: about 0.5 s at 16 kHz, all of unequal length.
 LENGTHS = (8000, 6421, 4730)
