@@ -9,9 +9,10 @@ PY := $(VENV)/bin/python
 # Every package of the tested environment, pinned; `make env` installs with it as constraints.
 LOCK := espnet_prune/constraints.txt
 # pytest-xdist workers, one per core of the 2-core test machine; --dist loadfile keeps each test
-# file in one worker, so its module-scoped fixtures (ESPnet training runs) are built once.
+# file in one worker, so its module-scoped fixtures (ESPnet training runs) are built once; the
+# files run in the order the conftest gives (those with slow tests first), not by test count.
 TEST_WORKERS ?= 2
-PYTEST := $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
+PYTEST := $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 .PHONY: env check test test-fast lock demo bench pretrain clean
 DEMO_ARGS ?=
