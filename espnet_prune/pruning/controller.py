@@ -24,6 +24,7 @@ alone made an undecided sublayer cost all or nothing of it, steps of ~11 % on sm
 """
 
 import itertools
+import math
 from typing import Callable, Dict, List, Optional, Tuple, Union
 
 import torch
@@ -132,9 +133,23 @@ class PruningController(nn.Module):
                            for name, value in self.deterministic_ratios().items()}
         self._last_gaps: Dict[str, float] = {}
         self._last_expected_gaps: Dict[str, float] = {}
-        self._previous_expected_gaps: Dict[str, float] = {}
+        # The expected gaps of the step before, one per budget (NaN: none yet); a buffer, so
+        # that a resumed run holds or moves lambda1 at its first step exactly as an unbroken one.
+        self.budget_names: Tuple[str, ...] = tuple(self.budgets)
+        self.register_buffer("previous_expected_gaps", torch.full((len(self.budget_names),), float("nan"),
+                                                                  dtype=torch.float64))
         self.multiplier_lr: Optional[float] = None  # reg_lr, as last given to advance()
         self._init_sizes()
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs):
+        # Checkpoints written before ``previous_expected_gaps`` was kept resume as if the step
+        # before had none (lambda1 moves at the first step instead of possibly holding).
+        key = prefix + "previous_expected_gaps"
+        if key not in state_dict and any(name.startswith(prefix) for name in state_dict):
+            state_dict[key] = torch.full_like(self.previous_expected_gaps, float("nan"))
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
 
     # ------------------------------------------------------------------ masks
     def _per_layer(self, unit: Unit, vector, scalar, default: List) -> List:
@@ -437,13 +452,15 @@ class PruningController(nn.Module):
             self.multiplier_lr = float(multiplier_lr)
             for name, gap in self._last_gaps.items():
                 scaled = gap / GAP_SCALE
-                now, before = self._last_expected_gaps[name], self._previous_expected_gaps.get(name)
-                closing = (before is not None and now * before > 0
+                now = self._last_expected_gaps[name]
+                before = float(self.previous_expected_gaps[self.budget_names.index(name)])
+                closing = (not math.isnan(before) and now * before > 0
                            and (abs(before) - abs(now)) * CLOSING_STEPS > abs(now))
                 if not closing:
                     self.lambda_1[name].add_(multiplier_lr * max(-1.0, min(1.0, scaled)))
                 self.lambda_2[name].add_(multiplier_lr * lambda2_lr_scale * min(scaled * scaled, 1.0))
-        self._previous_expected_gaps = self._last_expected_gaps
+        self.previous_expected_gaps.copy_(torch.tensor(
+            [self._last_expected_gaps.get(name, float("nan")) for name in self.budget_names], dtype=torch.float64))
         self._last_gaps, self._last_expected_gaps = {}, {}
         self.step += 1
 

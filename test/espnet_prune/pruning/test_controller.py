@@ -134,6 +134,30 @@ def test_multipliers_move_by_clipped_gradient_ascent_without_gradients(config):
     assert float(controller.lambda_1["total"]) == pytest.approx(0.05) and int(controller.step) == 5
 
 
+def test_a_resumed_controller_holds_lambda1_exactly_as_an_unbroken_one(config):
+    def step(controller, gap):
+        controller._last_gaps = {"total": gap}
+        controller._last_expected_gaps = {"total": gap}
+        controller.advance(0.1)
+
+    unbroken = PruningController(config, target=0.5, warmup_steps=0)
+    step(unbroken, -0.5 * GAP_SCALE)
+    saved = {key: value.clone() for key, value in unbroken.state_dict().items()}
+    resumed = PruningController(config, target=0.5, warmup_steps=0)
+    resumed.load_state_dict(saved)
+    # The gap closes since the step before the checkpoint: both hold lambda1.
+    for controller in (unbroken, resumed):
+        step(controller, -0.2 * GAP_SCALE)
+        assert float(controller.lambda_1["total"]) == pytest.approx(-0.05)
+    # A checkpoint of an older version, without the previous gaps, still loads (strictly):
+    # its first step after resuming moves lambda1 as if there were no step before.
+    del saved["previous_expected_gaps"]
+    old = PruningController(config, target=0.5, warmup_steps=0)
+    old.load_state_dict(saved)
+    step(old, -0.2 * GAP_SCALE)
+    assert float(old.lambda_1["total"]) == pytest.approx(-0.05 - 0.02)
+
+
 def test_the_constraint_value_is_the_deterministic_structure_with_the_expected_gradient(config):
     # Sublayer gates only: at init the structure keeps every sublayer, the expectation 0.99 of each.
     controller = PruningController(config, units=["attn_layer", "ffn_layer"], metric="params", target=0.5)
