@@ -333,9 +333,12 @@ from test.espnet_prune.fixtures import asr_corpus, slu_corpus  # noqa: E402,F401
 
 
 def pytest_collection_modifyitems(config, items):
-    """Test files with end-to-end tests (marked ``slow``) first, in collection order, then the rest;
-    each file's own tests keep their order. ``make test``'s pytest-xdist workers take whole files in
-    this order (``--dist loadfile --no-loadscope-reorder``): the long files start first and the many
-    short ones fill in at the end, instead of one worker finishing a long file alone."""
+    """Under pytest-xdist: test files with end-to-end tests (marked ``slow``) first, in collection
+    order, then the rest; each file's own tests keep their order. ``make test``'s workers take
+    whole files in this order (``--dist loadfile --no-loadscope-reorder``): the long files start
+    first and the many short ones fill in at the end, instead of one worker finishing a long file
+    alone. A run in one process keeps pytest's order."""
+    if "PYTEST_XDIST_WORKER" not in os.environ:
+        return
     slow_files = {item.path for item in items if item.get_closest_marker("slow")}
     items.sort(key=lambda item: item.path not in slow_files)  # stable: False (slow file) first
