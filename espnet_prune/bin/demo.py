@@ -4,6 +4,8 @@
     python -m espnet_prune.bin.demo --output_dir demo            # ASR, about 15 min on 2 CPU cores
     python -m espnet_prune.bin.demo --output_dir demo_slu --task slu
     python -m espnet_prune.bin.demo --output_dir demo_tiny --size tiny   # every stage in minutes
+    python -m espnet_prune.bin.demo --output_dir demo_multisize \
+        --systems dense,hj_macs:0.8,hj_macs:0.6,hj_macs:0.4,hj_macs_multi:0.8/0.6/0.4   # one run vs three
 
 It synthesises an English voice-command corpus with eSpeak NG, trains a small
 wav2vec2-architecture model densely as the stand-in for a pretrained SSL model, fine-tunes
@@ -77,7 +79,8 @@ def get_parser() -> argparse.ArgumentParser:
                              "without it ESPnet's binaries run directly)")
     group = parser.add_argument_group("settings (default: from --size)")
     for name in ("num_train", "num_dev", "num_test", "num_lm_sentences", "num_dev_voices", "num_test_voices",
-                 "pretrain_steps", "finetune_steps", "prune_warmup_steps", "steps_per_epoch", "batch_size",
+                 "pretrain_steps", "finetune_steps", "prune_warmup_steps", "multisize_warmup_steps",
+                 "steps_per_epoch", "batch_size",
                  "lm_steps", "lm_finetune_steps", "beam_size", "latency_rounds"):
         group.add_argument(f"--{name}", type=positive_int, default=None)
     group.add_argument("--seed", type=int, default=None)
@@ -89,8 +92,10 @@ def get_parser() -> argparse.ArgumentParser:
                        help="audio duration the MACs budgets, costs and latency are for")
     group.add_argument("--systems", type=comma_list(parse_system), default=None,
                        help="comma-separated systems: dense, scratch (dense from random init), hj_macs:T, "
-                            "hj_params:T, separate:T, transformer_only:T "
-                            "(default: dense,hj_macs:0.7,hj_macs:0.5,hj_params:0.6)")
+                            "hj_params:T, separate:T, transformer_only:T, hj_macs_multi:T1/T2/... (several sizes "
+                            "from one run, strictly decreasing; compared with the hj_macs runs at those targets) "
+                            "(default: dense,hj_macs:0.7,hj_macs:0.5,hj_params:0.6,separate:0.7,"
+                            "transformer_only:0.7)")
     group.add_argument("--lm_prunings", type=comma_list(parse_lm_pruning), default=None,
                        help="comma-separated criterion/method/scheduler of lm_prune "
                             "(default: data/lowrank/incremental,data/lowrank/oneshot)")

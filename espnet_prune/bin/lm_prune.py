@@ -36,14 +36,14 @@ from typing import Dict, List, Optional, Sequence
 import torch
 
 from espnet_prune import register
-from espnet_prune.lm.criteria import CRITERIA
+from espnet_prune.lm.choices import CRITERIA, METHODS, SCHEDULERS, target_name
 from espnet_prune.lm.data import UNK_CHECK_SENTENCES, check_text_file, text_batches, unknown_token_rate
 from espnet_prune.lm.experiment import load_lm_experiment, read_lm_config, save_lm_experiment
 from espnet_prune.lm.finetune import EspnetFinetuner
 from espnet_prune.lm.latency import time_lms
-from espnet_prune.lm.methods import METHODS, minimum_params, prune_step
+from espnet_prune.lm.methods import minimum_params, prune_step
 from espnet_prune.lm.report import perplexity, write_report
-from espnet_prune.lm.schedulers import SCHEDULERS, plan_schedule, run_schedule
+from espnet_prune.lm.schedulers import plan_schedule, run_schedule
 
 
 def parse_targets(value: str) -> List[float]:
@@ -62,12 +62,6 @@ def parse_targets(value: str) -> List[float]:
             raise argparse.ArgumentTypeError(f"target {item} is given twice")
         targets.append(target)
     return targets
-
-
-def target_name(target: float) -> str:
-    """Directory name of a target: ``0.5`` -> ``target0.50``, ``0.125`` -> ``target0.125``."""
-    text = f"{target:.2f}"
-    return f"target{text if float(text) == target else repr(target)}"
 
 
 def positive_int(value: str) -> int:

@@ -52,9 +52,14 @@ TEMPLATE_PRUNE = REPO_ROOT / "egs2" / "TEMPLATE_prune"
 TASKS = ("asr", "slu")
 #: Fine-tuning methods: the dense baseline; ``scratch``, the dense model trained from random
 #: initialisation (the probe of what the stand-in's pretraining brings); HJ-Pruning by MACs, by
-#: size, with separate CNN/Transformer MAC budgets, and by MACs of the Transformer alone.
-METHODS = ("dense", "scratch", "hj_macs", "hj_params", "separate", "transformer_only")
+#: size, with separate CNN/Transformer MAC budgets, and by MACs of the Transformer alone;
+#: ``hj_macs_multi``, HJ-Pruning by MACs to several sizes in one run (``frontend_conf.pruning.targets``).
+METHODS = ("dense", "scratch", "hj_macs", "hj_params", "separate", "transformer_only", "hj_macs_multi")
 UNPRUNED_METHODS = ("dense", "scratch")
+#: Methods with several targets (one run, one model per size; :mod:`espnet_prune.pruning.multisize`).
+MULTI_SIZE_METHODS = ("hj_macs_multi",)
+#: The single-target method each multi-size method is compared with, size by size.
+SEPARATE_RUNS = {"hj_macs_multi": "hj_macs"}
 #: Where the SSL stand-in comes from: ``ctc``, trained with CTC on the fine-tuning set itself
 #: (``conf/train_<task>_ssl_standin.yaml``); ``pretrained``, the self-supervised encoder of
 #: ``make pretrain`` committed in :data:`PRETRAINED_STANDIN` (no labels, other audio).
@@ -69,6 +74,9 @@ INT8_TAG = "decode_int8"
 DENSE = "dense"  # name of the unpruned system
 #: A pruned system's compact model is exported (as prune_stages.sh does) to exp/<task>_<system>_pruned
 PRUNED_SUFFIX = "_pruned"
+#: ``reg_lr`` of a params budget (the fine-tuning configs' 0.05 serves the MAC budgets): it needs
+#: about twice the multiplier (``MIN_WARMUP_TIMES_LR`` of espnet_prune.pruning.controller).
+PARAMS_REG_LR = 0.08
 MIN_WAV_SECONDS, MAX_WAV_SECONDS = 0.1, 20.0  # asr.sh's min_wav_duration / max_wav_duration
 #: Choices of ``espnet_prune.bin.lm_prune`` (its --criterion, --method, --scheduler), repeated
 #: here so that the demo's own process checks its options without importing ESPnet.
@@ -86,16 +94,43 @@ class DemoError(RuntimeError):
 # ---------------------------------------------------------------------------------------------
 
 
+def size_dir_name(target: float) -> str:
+    """Directory of one size of a multi-size run, as ``espnet_prune.bin.export`` names it for a
+    joint budget (:func:`espnet_prune.pruning.multisize.size_name`): ``0.8`` -> ``target0.80``."""
+    return f"target{target:.2f}"
+
+
 @dataclass(frozen=True)
 class System:
-    """One fine-tuned system: ``method`` in :data:`METHODS` and its keep-ratio ``target``."""
+    """One fine-tuned system: ``method`` in :data:`METHODS` and its keep-ratio ``target``, or for a
+    method of :data:`MULTI_SIZE_METHODS` its keep ratios ``targets`` (strictly decreasing, in (0, 1))."""
 
     method: str
     target: Optional[float] = None
+    targets: Tuple[float, ...] = ()
 
     def __post_init__(self):
         if self.method not in METHODS:
             raise ValueError(f"unknown pruning method '{self.method}'; choose from {METHODS}")
+        if self.method in MULTI_SIZE_METHODS:
+            object.__setattr__(self, "targets", tuple(float(t) for t in self.targets))
+            if self.target is not None or len(self.targets) < 2:
+                raise ValueError(f"method '{self.method}' needs two or more targets, largest first "
+                                 f"(e.g. {self.method}:0.8/0.6/0.4)")
+            for target in self.targets:
+                if not 0.0 < target < 1.0:
+                    raise ValueError(f"targets of {self.method} must be keep ratios in (0, 1), got {target}")
+            for before, after in zip(self.targets, self.targets[1:]):
+                if not after < before:
+                    raise ValueError(f"targets of {self.method} must be strictly decreasing (largest size first), "
+                                     f"got {'/'.join(f'{t:g}' for t in self.targets)}")
+            if len({size_dir_name(t) for t in self.targets}) != len(self.targets):
+                raise ValueError(f"targets of {self.method} must differ in their first two decimals "
+                                 f"(each size's directory is target<0.XX>), got {self.targets}")
+            return
+        if self.targets:
+            raise ValueError(f"method '{self.method}' takes one target; several are for "
+                             f"{', '.join(MULTI_SIZE_METHODS)}")
         unpruned = self.method in UNPRUNED_METHODS
         if unpruned != (self.target is None):
             raise ValueError(f"method '{self.method}' {'takes no' if unpruned else 'needs a'} target")
@@ -104,10 +139,24 @@ class System:
 
     @property
     def name(self) -> str:
+        if self.targets:
+            return "_".join([self.method] + [f"{target:.2f}" for target in self.targets])
         return self.method if self.target is None else f"{self.method}_{self.target:.2f}"
 
-    def frontend_overrides(self, warmup_steps: int) -> List[str]:
-        """``--frontend_conf`` values that turn the fine-tuning config into this system."""
+    @property
+    def multi_size(self) -> bool:
+        return bool(self.targets)
+
+    @property
+    def sizes(self) -> List["SystemSize"]:
+        """The models stage 12 decodes: the system itself, or each size of a multi-size run."""
+        if not self.targets:
+            return [SystemSize(self)]
+        return [SystemSize(self, index) for index in range(len(self.targets))]
+
+    def frontend_overrides(self, warmup_steps: int, hold_steps: Optional[int] = None) -> List[str]:
+        """``--frontend_conf`` values that turn the fine-tuning config into this system
+        (``hold_steps``: each size's hold of a multi-size system, required there)."""
         if self.method == "dense":
             return ["pruning=null"]
         if self.method == "scratch":
@@ -115,24 +164,66 @@ class System:
         overrides = [f"pruning.warmup_steps={warmup_steps}"]
         if self.method == "hj_macs":
             return overrides + ["pruning.metric=macs", f"pruning.target={self.target}"]
+        if self.method == "hj_macs_multi":
+            if hold_steps is None:
+                raise ValueError(f"{self.name} needs hold_steps (several sizes from one run)")
+            # ``targets`` beside the config's budget preset replaces the preset's joint target.
+            return overrides + [f"pruning.hold_steps={hold_steps}", "pruning.metric=macs",
+                                f"pruning.targets=[{','.join(str(t) for t in self.targets)}]"]
         if self.method == "transformer_only":
             return overrides + ["pruning.metric=macs", f"pruning.target={self.target}",
                                 f"pruning.units=[{','.join(LAYER_UNITS)}]"]
         if self.method == "hj_params":
-            return overrides + ["pruning.metric=params", f"pruning.target={self.target}"]
+            return overrides + ["pruning.metric=params", f"pruning.target={self.target}",
+                                f"pruning.reg_lr={PARAMS_REG_LR}"]
         # target=null: the config's budget preset has a joint target, exclusive with these.
         return overrides + ["pruning.metric=macs", "pruning.target=null", f"pruning.cnn_target={self.target}",
                             f"pruning.transformer_target={self.target}"]
 
 
+@dataclass(frozen=True)
+class SystemSize:
+    """One model that stage 12 decodes: a system, or size ``size`` (0 = largest) of a multi-size one."""
+
+    system: System
+    size: Optional[int] = None
+
+    @property
+    def name(self) -> str:
+        """``hj_macs_0.50``; for a size ``hj_macs_multi_0.80_0.60/target0.80`` (its directory under the export)."""
+        return self.system.name if self.size is None else f"{self.system.name}/{self.size_dir}"
+
+    @property
+    def method(self) -> str:
+        return self.system.method
+
+    @property
+    def target(self) -> Optional[float]:
+        return self.system.target if self.size is None else self.system.targets[self.size]
+
+    @property
+    def size_dir(self) -> Optional[str]:
+        return None if self.size is None else size_dir_name(self.system.targets[self.size])
+
+    @property
+    def pruned(self) -> bool:
+        return self.method not in UNPRUNED_METHODS
+
+
 def parse_system(text: str) -> System:
-    """``dense``, ``scratch``, ``hj_macs:0.5``, ``hj_params:0.6``, ``separate:0.5`` or
-    ``transformer_only:0.7`` -> :class:`System`."""
+    """``dense``, ``scratch``, ``hj_macs:0.5``, ``hj_params:0.6``, ``separate:0.5``,
+    ``transformer_only:0.7`` or ``hj_macs_multi:0.8/0.6/0.4`` -> :class:`System`."""
     method, _, target = text.partition(":")
     try:
+        if method in MULTI_SIZE_METHODS:
+            return System(method, targets=tuple(float(t) for t in target.split("/")) if target else ())
+        if "/" in target:
+            raise ValueError(f"method '{method}' takes one target; several are for "
+                             f"{', '.join(MULTI_SIZE_METHODS)}")
         return System(method, float(target) if target else None)
     except ValueError as error:
-        raise ValueError(f"bad system '{text}': {error} (write e.g. dense, hj_macs:0.5, hj_params:0.6)") from None
+        raise ValueError(f"bad system '{text}': {error} (write e.g. dense, hj_macs:0.5, hj_params:0.6, "
+                         "hj_macs_multi:0.8/0.6/0.4)") from None
 
 
 @dataclass(frozen=True)
@@ -173,7 +264,11 @@ class DemoSettings:
     Training: ``pretrain_steps`` of the CTC stand-in, ``finetune_steps`` of every system
     (``prune_warmup_steps`` of them ramp the pruning target), ``steps_per_epoch`` between
     validations, ``batch_size`` utterances; ``lm_steps`` of LM training and
-    ``lm_finetune_steps`` after each LM pruning step.
+    ``lm_finetune_steps`` after each LM pruning step. A multi-size system (``hj_macs_multi``)
+    ramps to each of its K sizes over ``multisize_warmup_steps`` and holds it for
+    :attr:`multisize_hold_steps` (= ``finetune_steps - prune_warmup_steps``, what a single-target
+    run trains after its ramp), so it trains ``K (multisize_warmup_steps + multisize_hold_steps)``
+    steps (:meth:`training_steps`).
     Systems: ``systems`` (fine-tuned from the stand-in), ``lm_prunings`` at ``lm_targets``,
     decoded by shallow fusion with ``fusion_system`` (``lm_weight``); ``beam_size``.
     Report: costs and latency for ``reference_seconds`` of audio, ``latency_rounds`` rounds.
@@ -194,9 +289,10 @@ class DemoSettings:
     batch_size: int = 8
     lm_steps: int = 1000
     lm_finetune_steps: int = 200
-    systems: Tuple[System, ...] = (System("dense"), System("hj_macs", 0.7), System("hj_macs", 0.5),
-                                   System("hj_params", 0.6), System("separate", 0.7),
-                                   System("transformer_only", 0.7))
+    multisize_warmup_steps: int = 200
+    systems: Tuple[System, ...] = (System("dense"), System("hj_macs", 0.8), System("hj_macs", 0.5),
+                                   System("hj_params", 0.6), System("separate", 0.8),
+                                   System("transformer_only", 0.8))
     lm_prunings: Tuple[LMPruning, ...] = (LMPruning("data", "lowrank", "incremental"),
                                           LMPruning("data", "lowrank", "oneshot"))
     lm_targets: Tuple[float, ...] = (0.5, 0.25)
@@ -224,9 +320,29 @@ class DemoSettings:
             raise ValueError(f"systems repeat: {names}")
         if self.task == "asr" and self.fusion_system not in names:
             raise ValueError(f"fusion_system '{self.fusion_system}' is not one of the systems {names}")
+        if self.task == "asr" and any(system.multi_size and system.name == self.fusion_system
+                                      for system in self.systems):
+            raise ValueError(f"fusion_system '{self.fusion_system}' has several sizes; choose a system with one")
         for target in self.lm_targets:
             if not 0.0 < target < 1.0:
                 raise ValueError(f"LM targets are ratios of the dense LM's parameters in (0, 1), got {target}")
+
+    @property
+    def multisize_hold_steps(self) -> int:
+        """Steps each size of a multi-size system is held: a single-target run's steps after its ramp."""
+        return self.finetune_steps - self.prune_warmup_steps
+
+    def training_steps(self, system: System) -> int:
+        """Optimizer steps of ``system``'s fine-tuning: ``finetune_steps``, or for K sizes from one run
+        ``K (multisize_warmup_steps + multisize_hold_steps)`` (``espnet_prune.pruning.multisize``'s rule)."""
+        if not system.multi_size:
+            return self.finetune_steps
+        return len(system.targets) * (self.multisize_warmup_steps + self.multisize_hold_steps)
+
+    def sizes(self) -> List[SystemSize]:
+        """Every model stage 12 decodes, in the order of :attr:`systems` (a multi-size system's sizes
+        largest first)."""
+        return [size for system in self.systems for size in system.sizes]
 
     @property
     def uses_lm(self) -> bool:
@@ -244,7 +360,8 @@ class DemoSettings:
 #: ``--size`` presets: ``tiny`` runs every stage in minutes (CI); ``default`` is ``make demo``.
 SIZES: Dict[str, Dict] = {
     "tiny": dict(num_train=48, num_dev=6, num_test=6, num_lm_sentences=400, num_dev_voices=2, num_test_voices=2,
-                 pretrain_steps=30, finetune_steps=24, prune_warmup_steps=8, steps_per_epoch=12, batch_size=4,
+                 pretrain_steps=30, finetune_steps=24, prune_warmup_steps=8, multisize_warmup_steps=6,
+                 steps_per_epoch=12, batch_size=4,
                  lm_steps=20, lm_finetune_steps=4, beam_size=2, latency_rounds=3, reference_seconds=2.0,
                  systems=(System("dense"), System("hj_macs", 0.6), System("hj_params", 0.6)),
                  lm_prunings=(LMPruning("data", "lowrank", "incremental"),), lm_targets=(0.5,)),
@@ -327,10 +444,13 @@ class DemoPaths:
         return self.exp(SSL_STANDIN) / "ssl_encoder.pth"
 
     def decode_exp(self, system: str) -> Path:
-        """The experiment that stage 12 decodes for ``system`` (a :attr:`System.name`): the
+        """The experiment that stage 12 decodes for ``system`` (a :attr:`SystemSize.name`): the
         trained one for an unpruned system, else the compact model's standalone directory that
-        ``espnet_prune.bin.export --output_dir`` writes (as ``prune_stages.sh`` does)."""
-        return self.exp(system) if system in UNPRUNED_METHODS else self.exp(f"{system}{PRUNED_SUFFIX}")
+        ``espnet_prune.bin.export --output_dir`` writes (as ``prune_stages.sh`` does); for a size
+        of a multi-size system (``<system>/target0.80``) that size's directory in it."""
+        name, _, size_dir = system.partition("/")
+        experiment = self.exp(name) if name in UNPRUNED_METHODS else self.exp(f"{name}{PRUNED_SUFFIX}")
+        return experiment / size_dir if size_dir else experiment
 
     def decode_dir(self, system: str, inference_tag: str = INFERENCE_TAG) -> Path:
         return self.decode_exp(system) / inference_tag / "test"
@@ -377,11 +497,16 @@ def final_model_file(experiment: Path) -> Path:
     return latest
 
 
-def decode_files(paths: DemoPaths, system: System) -> Tuple[Path, Path]:
-    """What stage 12 decodes for ``system``: ``(config.yaml, model file)`` of
+def decode_files(paths: DemoPaths, size: SystemSize) -> Tuple[Path, Path]:
+    """What stage 12 decodes for ``size``: ``(config.yaml, model file)`` of
     :meth:`DemoPaths.decode_exp`, the final model (the compact one for a pruned system)."""
-    experiment = paths.decode_exp(system.name)
-    return experiment / "config.yaml", experiment / final_model_file(paths.exp(system.name)).name
+    experiment = paths.decode_exp(size.name)
+    return experiment / "config.yaml", experiment / final_model_file(paths.exp(size.system.name)).name
+
+
+def training_time_file(experiment: Path) -> Path:
+    """Where a fine-tuning step records its wall and CPU seconds (``{"wall_seconds", "cpu_seconds"}``)."""
+    return experiment / "train_time.json"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -526,27 +651,49 @@ class DemoRecipe:
                         PYTHONIOENCODING="UTF-8")
 
     # ------------------------------------------------------------------ processes
-    def run(self, command: Sequence, log: Path, cwd: Optional[Path] = None) -> None:
-        """Run ``command`` with its output in ``log``; a failure raises with the log's tail."""
+    def run(self, command: Sequence, log: Path, cwd: Optional[Path] = None) -> Dict[str, float]:
+        """Run ``command`` with its output in ``log``; a failure raises with the log's tail.
+
+        Returns:
+            ``{"wall_seconds", "cpu_seconds"}`` of the command: its wall time and the user + system
+            CPU time of the process and every descendant it waited for (``os.wait4``), so that steps
+            running side by side are each timed on their own.
+        """
         command = [str(part) for part in command]
         log.parent.mkdir(parents=True, exist_ok=True)
         with open(log, "w", encoding="utf-8") as out:
             out.write(f"# {shlex.join(command)}\n")
             out.flush()
-            result = subprocess.run(command, cwd=cwd or self.paths.root, env=self.env, stdout=out,
-                                    stderr=subprocess.STDOUT)
-        if result.returncode != 0:
+            started = time.monotonic()
+            process = subprocess.Popen(command, cwd=cwd or self.paths.root, env=self.env, stdout=out,
+                                       stderr=subprocess.STDOUT)
+            _, status, usage = os.wait4(process.pid, 0)
+            process.returncode = os.waitstatus_to_exitcode(status)
+            wall = time.monotonic() - started
+        if process.returncode != 0:
             tail = "\n".join(log.read_text(encoding="utf-8", errors="replace").splitlines()[-25:])
-            raise DemoError(f"exit status {result.returncode} of\n  {shlex.join(command)}\n"
+            raise DemoError(f"exit status {process.returncode} of\n  {shlex.join(command)}\n"
                             f"last lines of {log}:\n{tail}")
+        return {"wall_seconds": round(wall, 2), "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 2)}
 
-    def espnet(self, tool: str, args: Sequence, log: Path) -> None:
+    def espnet(self, tool: str, args: Sequence, log: Path) -> Dict[str, float]:
         """``python -m espnet_prune -m espnet2.bin.<tool> ARGS`` (what asr.sh runs with the plugin)."""
-        self.run([sys.executable, "-m", "espnet_prune", "-m", f"espnet2.bin.{tool}", *args], log)
+        return self.run([sys.executable, "-m", "espnet_prune", "-m", f"espnet2.bin.{tool}", *args], log)
 
-    def ours(self, module: str, args: Sequence, log: Path) -> None:
+    def ours(self, module: str, args: Sequence, log: Path) -> Dict[str, float]:
         """``python -m espnet_prune.<module> ARGS``."""
-        self.run([sys.executable, "-m", f"espnet_prune.{module}", *args], log)
+        return self.run([sys.executable, "-m", f"espnet_prune.{module}", *args], log)
+
+    def record_training_time(self, experiment: Path, timing: Dict[str, float], steps: int) -> str:
+        """Write a fine-tuning run's wall and CPU seconds (:meth:`run`) to :func:`training_time_file`,
+        with the optimizer steps it trained for ``steps`` (whole epochs, :meth:`train_args`)."""
+        per_epoch = min(self.settings.steps_per_epoch, steps)
+        steps = -(-steps // per_epoch) * per_epoch
+        record = dict(timing, steps=steps, threads=self.threads)
+        experiment.mkdir(parents=True, exist_ok=True)
+        training_time_file(experiment).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+        return (f"{steps} steps in {format_seconds(timing['wall_seconds'])} wall, "
+                f"{format_seconds(timing['cpu_seconds'])} CPU")
 
     # ------------------------------------------------------------------ shared pieces
     @property
@@ -569,10 +716,15 @@ class DemoRecipe:
 
     def system_args(self, system: System) -> List[str]:
         """Options of one system's fine-tuning run on top of ``conf/train_<task>_pruned_ssl.yaml``."""
-        args = self.train_args(self.settings.finetune_steps, self.settings.batch_size)
+        settings = self.settings
+        args = self.train_args(settings.training_steps(system), settings.batch_size)
         args += ["--frontend_conf", f"checkpoint={self.paths.ssl_checkpoint}",
-                 "--frontend_conf", f"pruning.reference_seconds={self.settings.reference_seconds}"]
-        for override in system.frontend_overrides(self.settings.prune_warmup_steps):
+                 "--frontend_conf", f"pruning.reference_seconds={settings.reference_seconds}"]
+        if system.multi_size:
+            overrides = system.frontend_overrides(settings.multisize_warmup_steps, settings.multisize_hold_steps)
+        else:
+            overrides = system.frontend_overrides(settings.prune_warmup_steps)
+        for override in overrides:
             args += ["--frontend_conf", override]
         return args
 
@@ -613,14 +765,15 @@ class DemoRecipe:
             lines.append(f"{system}/{tag} {main}")
         return "; ".join(lines)
 
-    def int8_systems(self) -> List[System]:
-        """The systems decoded a second time with dynamic int8 quantization: every pruned one."""
-        return [system for system in self.settings.systems if system.method not in UNPRUNED_METHODS]
+    def int8_systems(self) -> List[SystemSize]:
+        """The models decoded a second time with dynamic int8 quantization: every pruned one (each
+        size of a multi-size system too)."""
+        return [size for size in self.settings.sizes() if size.pruned]
 
     def decodings(self) -> List[Tuple[str, str]]:
-        """Every ``(system, inference_tag)`` that stage 12 decodes."""
-        decodings = [(system.name, INFERENCE_TAG) for system in self.settings.systems]
-        decodings += [(system.name, INT8_TAG) for system in self.int8_systems()]
+        """Every ``(system size name, inference_tag)`` that stage 12 decodes."""
+        decodings = [(size.name, INFERENCE_TAG) for size in self.settings.sizes()]
+        decodings += [(size.name, INT8_TAG) for size in self.int8_systems()]
         if self.settings.uses_lm:
             decodings += [(self.settings.fusion_system, lm["inference_tag"])
                           for lm in fusion_lms(self.settings, self.paths)]
@@ -896,12 +1049,12 @@ def asr_steps(recipe: DemoRecipe, text_files: Sequence[str]) -> List[Step]:
     steps.append(Step(f"{task}_stats", "10", stats, after=("token_list",),
                       marker=recipe.marker(paths.asr_stats, "stats")))
 
-    def train(config: Path, experiment: Path, extra: Sequence) -> None:
+    def train(config: Path, experiment: Path, extra: Sequence) -> Dict[str, float]:
         shapes = []
         for split in ("train", "valid"):
             shapes += [f"--{split}_shape_file", paths.asr_stats / split / "speech_shape",
                        f"--{split}_shape_file", paths.asr_stats / split / "text_shape.char"]
-        recipe.espnet(f"{task}_train", [
+        return recipe.espnet(f"{task}_train", [
             *recipe.token_args(), *data_args("--valid_data_path_and_name_and_type", valid_dir),
             *data_args("--train_data_path_and_name_and_type", train_dir), *shapes,
             "--resume", "true", "--fold_length", 80000, "--fold_length", 150,
@@ -919,12 +1072,14 @@ def asr_steps(recipe: DemoRecipe, text_files: Sequence[str]) -> List[Step]:
     steps.append(Step(SSL_STANDIN, "11", pretrain, after=(f"{task}_stats",), marker=recipe.marker(standin, "train")))
 
     decode_steps: List[str] = []
+    int8 = recipe.int8_systems()
     for system in settings.systems:
         experiment = paths.exp(system.name)
 
         def finetune(system: System = system, experiment: Path = experiment) -> str:
-            train(recipe.finetune_config, experiment, recipe.system_args(system))
-            return describe_training(experiment)
+            timing = train(recipe.finetune_config, experiment, recipe.system_args(system))
+            took = recipe.record_training_time(experiment, timing, settings.training_steps(system))
+            return f"{describe_training(experiment)}; {took}"
 
         steps.append(Step(f"train_{system.name}", "11", finetune, after=(SSL_STANDIN,),
                           marker=recipe.marker(experiment, "train")))
@@ -934,22 +1089,26 @@ def asr_steps(recipe: DemoRecipe, text_files: Sequence[str]) -> List[Step]:
                 model_file = final_model_file(experiment)
                 recipe.ours("bin.export", ["--train_config", experiment / "config.yaml", "--model_file", model_file,
                                            "--output_dir", paths.decode_exp(system.name)], experiment / "export.log")
-                _, compact = decode_files(paths, system)
-                report = json.loads(compact.with_suffix(".json").read_text(encoding="utf-8"))
-                ratio = report["encoder"]["ratio"]
-                return f"compact encoder: params x{ratio['params']['total']:.3f}, MACs x{ratio['macs']['total']:.3f}"
+                summaries = []
+                for size in system.sizes:
+                    _, compact = decode_files(paths, size)
+                    ratio = json.loads(compact.with_suffix(".json").read_text(encoding="utf-8"))["encoder"]["ratio"]
+                    summaries.append(("" if size.size is None else f"{size.size_dir}: ")
+                                     + f"params x{ratio['params']['total']:.3f}, MACs x{ratio['macs']['total']:.3f}")
+                return "compact encoder: " + "; ".join(summaries)
 
             steps.append(Step(f"export_{system.name}", "export", export, after=(previous,),
                               marker=recipe.marker(experiment, "export")))
             previous = f"export_{system.name}"
-        steps.append(decode_step(recipe, system, INFERENCE_TAG, None, (previous,)))
-        decode_steps.append(steps[-1].name)
-        if system in recipe.int8_systems():
-            steps.append(decode_step(recipe, system, INT8_TAG, None, (previous,), quantize=True))
+        for size in system.sizes:
+            steps.append(decode_step(recipe, size, INFERENCE_TAG, None, (previous,)))
             decode_steps.append(steps[-1].name)
+            if size in int8:
+                steps.append(decode_step(recipe, size, INT8_TAG, None, (previous,), quantize=True))
+                decode_steps.append(steps[-1].name)
 
     if settings.uses_lm:
-        fusion = next(system for system in settings.systems if system.name == settings.fusion_system)
+        fusion = next(system for system in settings.systems if system.name == settings.fusion_system).sizes[0]
         trained = f"export_{fusion.name}" if fusion.method not in UNPRUNED_METHODS else f"train_{fusion.name}"
         for lm in fusion_lms(settings, paths):
             lm_step = "lm_train" if lm["pruning"] is None else f"lm_prune_{lm['pruning'].name}"
@@ -961,9 +1120,9 @@ def asr_steps(recipe: DemoRecipe, text_files: Sequence[str]) -> List[Step]:
     return steps
 
 
-def decode_step(recipe: DemoRecipe, system: System, inference_tag: str, lm: Optional[Dict],
+def decode_step(recipe: DemoRecipe, system: SystemSize, inference_tag: str, lm: Optional[Dict],
                 after: Tuple[str, ...], quantize: bool = False) -> Step:
-    """Stage 12 (one job, batch 1) for ``system``, optionally with shallow fusion of ``lm``, or
+    """Stage 12 (one job, batch 1) for ``system`` (one size), optionally with shallow fusion of ``lm``, or
     (``quantize``) with ESPnet's dynamic int8 quantization of the model (``--quantize_asr_model
     true``: every ``torch.nn.Linear``, the compact frontend's included, to qint8)."""
     paths, task = recipe.paths, recipe.task

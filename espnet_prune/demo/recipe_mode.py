@@ -12,7 +12,8 @@ and 12), with the demo's sizes as options:
 - stage 10: run.sh trains the SSL stand-in (stages 10-11 of ``train_<task>_ssl_standin.yaml``)
   and extracts its encoder (unless the committed self-supervised one is copied in its place,
   ``--standin pretrained``), then collects the shapes for the fine-tuning config;
-- stages 11 and 12 for every system;
+- stages 11 and 12 for every system (two calls, so that the fine-tuning is timed on its own; for
+  a multi-size system prune_stages.sh exports every size and decodes each);
 - stage 12 with ``--use_lm true`` for the shallow-fusion decodings.
 
 Stage 13 is the demo's Python scoring (the same numbers as sclite, with no SCTK install
@@ -32,6 +33,7 @@ from espnet_prune.demo.pipeline import (
     DemoError,
     Step,
     System,
+    SystemSize,
     copy_pretrained_standin,
     fusion_lms,
     lm_pruning_steps,
@@ -99,10 +101,11 @@ def _join(args: Sequence) -> str:
     return " ".join(str(arg) for arg in args)
 
 
-def prune_stages(recipe: "DemoRecipe", first: int, last: int, options: Sequence, log: Path) -> None:
-    """The recipe's ``./run.sh --stage first --stop_stage last ...`` (egs2/espeak_demo/<task>1)."""
+def prune_stages(recipe: "DemoRecipe", first: int, last: int, options: Sequence, log: Path) -> Dict[str, float]:
+    """The recipe's ``./run.sh --stage first --stop_stage last ...`` (egs2/espeak_demo/<task>1);
+    returns its wall and CPU seconds (:meth:`DemoRecipe.run`)."""
     command = ["bash", "./run.sh", "--stage", first, "--stop_stage", last, *common_options(recipe), *options]
-    recipe.run(command, log, cwd=recipe.paths.root)
+    return recipe.run(command, log, cwd=recipe.paths.root)
 
 
 def recipe_steps(recipe: "DemoRecipe") -> List[Step]:
@@ -141,6 +144,7 @@ def recipe_steps(recipe: "DemoRecipe") -> List[Step]:
                       marker=recipe.marker(paths.exp(SSL_STANDIN), "train")))
 
     decodes = []
+    int8 = recipe.int8_systems()
     for system in settings.systems:
         def train_and_decode(system: System = system) -> str:
             options = [f"--{task}_config", f"conf/train_{task}_pruned_ssl.yaml", f"--{task}_tag", system.name,
@@ -148,24 +152,31 @@ def recipe_steps(recipe: "DemoRecipe") -> List[Step]:
                        "--inference_tag", INFERENCE_TAG]
             if task == "asr":
                 options += ["--use_lm", "false"]
-            prune_stages(recipe, 11, 12, options, logs / f"stage11-12_{system.name}.log")
-            return f"{paths.decode_dir(system.name) / 'text'}"
+            timing = prune_stages(recipe, 11, 11, options, logs / f"stage11_{system.name}.log")
+            took = recipe.record_training_time(paths.exp(system.name), timing, settings.training_steps(system))
+            prune_stages(recipe, 12, 12, options, logs / f"stage12_{system.name}.log")
+            return f"{took}; " + ", ".join(f"{paths.decode_dir(size.name) / 'text'}" for size in system.sizes)
 
         steps.append(Step(f"train_decode_{system.name}", "11-12", train_and_decode, after=(SSL_STANDIN,),
                           marker=recipe.marker(paths.exp(system.name), "train_decode")))
-        decodes.append(steps[-1].name)
-        if system in recipe.int8_systems():
-            def int8_decode(system: System = system) -> str:
-                options = [f"--{task}_exp", paths.decode_exp(system.name).relative_to(paths.root), "--export", "false",
+        trained = steps[-1].name
+        decodes.append(trained)
+        for size in system.sizes:
+            if size not in int8:
+                continue
+
+            def int8_decode(size: SystemSize = size) -> str:
+                options = [f"--{task}_exp", paths.decode_exp(size.name).relative_to(paths.root), "--export", "false",
                            f"--inference_{task}_model", "latest.pth", "--inference_tag", INT8_TAG,
                            "--inference_args", "--quantize_asr_model true"]
                 if task == "asr":
                     options += ["--use_lm", "false"]
-                prune_stages(recipe, 12, 12, options, logs / f"stage12_{system.name}_{INT8_TAG}.log")
-                return f"{paths.decode_dir(system.name, INT8_TAG) / 'text'}"
+                log_name = size.name.replace("/", "_")
+                prune_stages(recipe, 12, 12, options, logs / f"stage12_{log_name}_{INT8_TAG}.log")
+                return f"{paths.decode_dir(size.name, INT8_TAG) / 'text'}"
 
-            steps.append(Step(f"decode_{system.name}_int8", "12", int8_decode, after=(decodes[-1],),
-                              marker=recipe.marker(paths.decode_dir(system.name, INT8_TAG), "decode")))
+            steps.append(Step(f"decode_{size.name}_int8", "12", int8_decode, after=(trained,),
+                              marker=recipe.marker(paths.decode_dir(size.name, INT8_TAG), "decode")))
             decodes.append(steps[-1].name)
 
     if settings.uses_lm:

@@ -12,6 +12,12 @@ With an LM, the fusion system's error rates with no LM, the dense LM and every p
 follow, with the LMs' parameters and dev perplexities from ``lm_prune``'s report. Every
 compact pruned system's int8 decoding (ESPnet's ``--quantize_asr_model true``) is compared
 with its fp32 one: identical hypotheses and the change of the error rate.
+
+A multi-size system (``hj_macs_multi``: several sizes from one fine-tuning run) gives one row
+per size; ``multisize`` in ``results.json`` sets each size beside the separate single-target run
+at the same target (``hj_macs``), if the demo ran one: error, MACs and params of both, and the
+fine-tuning time of the one run against the sum of the separate runs (wall and CPU seconds of
+the training process, as the training step recorded them).
 """
 
 import contextlib
@@ -29,6 +35,8 @@ from espnet_prune.demo.pipeline import (
     INFERENCE_TAG,
     INT8_TAG,
     METHODS,
+    MULTI_SIZE_METHODS,
+    SEPARATE_RUNS,
     SSL_STANDIN,
     UNPRUNED_METHODS,
     DemoPaths,
@@ -36,8 +44,10 @@ from espnet_prune.demo.pipeline import (
     Progress,
     decode_files,
     final_model_file,
+    format_seconds,
     fusion_lms,
     lm_target_name,
+    training_time_file,
 )
 from espnet_prune.demo.scoring import read_transcripts
 from espnet_prune.ssl import cost
@@ -131,26 +141,34 @@ def collect_systems(settings: DemoSettings, paths: DemoPaths, threads: int) -> L
     dense_params = cost.count_params(dense_config)["total"]
     dense_macs = cost.count_macs(dense_config, seconds)["total"]
     entries, models = [], {}
-    for system in settings.systems:
-        experiment = paths.exp(system.name)
+    for system in settings.sizes():
+        experiment = paths.exp(system.system.name)
         train_config, model_file = decode_files(paths, system)
         model = load_model(settings.task, train_config, model_file)
         encoder_config = model.frontend.encoder.config
         params = cost.count_params(encoder_config)["total"]
         macs = cost.count_macs(encoder_config, seconds)["total"]
-        expected = None
-        if system.method not in UNPRUNED_METHODS:
+        expected, size = None, {}
+        if system.size is not None:
+            # The size's gates as export took them from its snapshot (the export report).
+            export_report = _read_json(model_file.with_suffix(".json"))
+            expected = {name: round(float(budget["expected"]), 4)
+                        for name, budget in export_report["pruning"]["budgets"].items()}
+            size = dict(system_name=system.system.name, size=system.size_dir, step=export_report["size"]["step"])
+        elif system.method not in UNPRUNED_METHODS:
             gated = load_model(settings.task, experiment / "config.yaml", final_model_file(experiment))
             with torch.no_grad():
                 ratios = gated.frontend.controller.expected_ratios()
             expected = {name: round(float(ratio), 4) for name, ratio in ratios.items()}
         score = _read_json(paths.decode_dir(system.name) / "score.json")
+        timing = training_time_file(experiment)
         entries.append(dict(
-            name=system.name, method=system.method, target=system.target, expected_ratio=expected,
+            name=system.name, method=system.method, target=system.target, expected_ratio=expected, **size,
             params=int(params), params_ratio=params / dense_params, macs=int(macs), macs_ratio=macs / dense_macs,
             reference_seconds=seconds, model_params=sum(p.numel() for p in model.parameters()),
             **_score_fields(settings.task, score), train_config=str(train_config), model_file=str(model_file),
-            decode_dir=str(paths.decode_dir(system.name))))
+            decode_dir=str(paths.decode_dir(system.name)),
+            training=json.loads(timing.read_text(encoding="utf-8")) if timing.is_file() else None))
         models[system.name] = model
     latency = time_encoders(models, reference_waveform(paths.dump("test"), seconds), settings.latency_rounds, threads)
     for entry in entries:
@@ -189,6 +207,103 @@ def collect_lm_fusion(settings: DemoSettings, paths: DemoPaths) -> Optional[Dict
     return dict(asr_system=settings.fusion_system, lm_weight=settings.lm_weight, entries=entries)
 
 
+def collect_multisize(settings: DemoSettings, systems: Sequence[Dict]) -> Optional[List[Dict]]:
+    """Each multi-size system against the separate single-target runs at its targets.
+
+    Per multi-size system: ``sizes``, one entry per size with the error rates, MACs and params
+    (ratios too) of the size from the one run (``one_run``) and of the separate run at that
+    target (``separate``, ``None`` if the demo ran none), and ``training``: the one run's and the
+    separate runs' summed wall and CPU seconds and optimizer steps (``complete`` is false when a
+    target has no separate run, so that the sum leaves it out).
+    """
+    keys = ["wer", "cer"] + (["intent_acc"] if settings.task == "slu" else [])
+    fields = keys + ["macs", "macs_ratio", "params", "params_ratio", "expected_ratio", "latency_ms"]
+    by_name = {entry["name"]: entry for entry in systems}
+    comparisons = []
+    for system in settings.systems:
+        if system.method not in MULTI_SIZE_METHODS:
+            continue
+        separate_method = SEPARATE_RUNS[system.method]
+        sizes, separate_runs = [], []
+        for size in system.sizes:
+            one = by_name[size.name]
+            match = next((entry for entry in systems if entry["method"] == separate_method
+                          and entry["target"] == size.target), None)
+            sizes.append(dict(target=size.target, size=size.size_dir, one_run=dict(
+                name=one["name"], step=one["step"], **{key: one[key] for key in fields}),
+                separate=None if match is None else dict(name=match["name"], **{key: match[key] for key in fields}),
+                difference=None if match is None else {key: one[key] - match[key] for key in keys}))
+            if match is not None:
+                separate_runs.append(match)
+        one_training = by_name[system.sizes[0].name]["training"]
+
+        def total(entries: Sequence[Dict]) -> Optional[Dict]:
+            if not entries or any(entry["training"] is None for entry in entries):
+                return None
+            return {key: round(sum(entry["training"][key] for entry in entries), 2)
+                    for key in ("wall_seconds", "cpu_seconds", "steps")}
+
+        separate_total = total(separate_runs)
+        training = dict(
+            one_run=None if one_training is None else {key: one_training[key]
+                                                       for key in ("wall_seconds", "cpu_seconds", "steps")},
+            separate=separate_total, separate_runs=[entry["name"] for entry in separate_runs],
+            complete=len(separate_runs) == len(system.sizes))
+        if training["one_run"] is not None and separate_total is not None:
+            training["ratio"] = {key: training["one_run"][key] / separate_total[key]
+                                 for key in ("wall_seconds", "cpu_seconds", "steps") if separate_total[key]}
+        comparisons.append(dict(
+            system=system.name, method=system.method, targets=list(system.targets), separate_method=separate_method,
+            schedule=dict(warmup_steps=settings.multisize_warmup_steps, hold_steps=settings.multisize_hold_steps,
+                          total_steps=settings.training_steps(system),
+                          separate_warmup_steps=settings.prune_warmup_steps,
+                          separate_steps=settings.finetune_steps),
+            sizes=sizes, training=training))
+    return comparisons or None
+
+
+def format_multisize(task: str, multisize: Optional[List[Dict]]) -> List[str]:
+    """Markdown lines of the multi-size comparison (none without a multi-size system)."""
+    if not multisize:
+        return []
+    key, label = ("intent_acc", "intent acc") if task == "slu" else ("wer", "WER")
+    lines = []
+    for comparison in multisize:
+        schedule = comparison["schedule"]
+        lines += ["", f"## Several sizes from one run: {comparison['system']} against separate "
+                      f"{comparison['separate_method']} runs", "",
+                  f"One run of {schedule['total_steps']} steps (per size: ramp {schedule['warmup_steps']}, hold "
+                  f"{schedule['hold_steps']}) against one run per target of {schedule['separate_steps']} steps "
+                  f"(ramp {schedule['separate_warmup_steps']}, then {schedule['hold_steps']} at the target).", "",
+                  f"| target | one run: {label} | MACs | params | snapshot step | separate: {label} | MACs | params "
+                  f"| {label} one run − separate |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+        for size in comparison["sizes"]:
+            one, other = size["one_run"], size["separate"]
+            row = (f"| {size['target']:.2f} | {100 * one[key]:.1f} % | {100 * one['macs_ratio']:.1f} % | "
+                   f"{100 * one['params_ratio']:.1f} % | {one['step']} | ")
+            if other is None:
+                row += "– | – | – | – |"
+            else:
+                row += (f"{100 * other[key]:.1f} % | {100 * other['macs_ratio']:.1f} % | "
+                        f"{100 * other['params_ratio']:.1f} % | {100 * size['difference'][key]:+.1f} |")
+            lines.append(row)
+        training = comparison["training"]
+        lines += ["", "| fine-tuning | steps | wall | CPU |", "| --- | --- | --- | --- |"]
+        for what, record in (("one run", training["one_run"]),
+                             (f"separate runs ({', '.join(training['separate_runs']) or 'none'})",
+                              training["separate"])):
+            if record is None:
+                lines.append(f"| {what} | – | – | – |")
+            else:
+                lines.append(f"| {what} | {record['steps']} | {format_seconds(record['wall_seconds'])} | "
+                             f"{format_seconds(record['cpu_seconds'])} |")
+        if not training["complete"]:
+            lines.append("")
+            lines.append("(not every target has a separate run: the sum covers those that have one)")
+    return lines
+
+
 def identical_hypotheses(first: Path, second: Path) -> Tuple[int, int]:
     """``(utterances with the same hypothesis in both, utterances in either)`` of two
     ``<utt_id> <text>`` files; an utterance missing from one file counts as different."""
@@ -208,7 +323,7 @@ def collect_int8(settings: DemoSettings, paths: DemoPaths, systems: Sequence[str
     from espnet_prune.ssl.quantize import quantization_summary, quantize_dynamic
 
     entries = []
-    for system in settings.systems:
+    for system in settings.sizes():
         if system.name not in systems:
             continue
         fp32_dir, int8_dir = paths.decode_dir(system.name), paths.decode_dir(system.name, INT8_TAG)
@@ -235,14 +350,15 @@ def format_int8(task: str, int8: Optional[Dict]) -> List[str]:
     if int8 is None:
         return []
     key, label = ("intent_acc", "intent acc") if task == "slu" else ("wer", "WER")
-    header = (f"{'system (int8)':<15} {'identical hyps':>15} {label + ' fp32':>14} {label + ' int8':>14} "
+    width = max([15] + [len(entry["name"]) for entry in int8["entries"]])
+    header = (f"{'system (int8)':<{width}} {'identical hyps':>15} {label + ' fp32':>14} {label + ' int8':>14} "
               f"{'change':>8} {'int8 Linear':>11}")
     lines = ["", "Dynamic int8 quantization (--quantize_asr_model true) of the compact models:", header,
              "-" * len(header)]
     for entry in int8["entries"]:
         agreement = f"{entry['identical']}/{entry['utterances']} ({100 * entry['agreement']:.0f}%)"
         modules = entry["frontend_modules"]
-        lines.append(f"{entry['name']:<15} {agreement:>15} {100 * entry['fp32'][key]:>13.1f}% "
+        lines.append(f"{entry['name']:<{width}} {agreement:>15} {100 * entry['fp32'][key]:>13.1f}% "
                      f"{100 * entry['int8'][key]:>13.1f}% {100 * entry['change'][key]:>+7.1f}% "
                      f"{modules['int8_linear']:>5}/{modules['int8_linear'] + modules['float_linear']:<5}")
     return lines
@@ -251,15 +367,17 @@ def format_int8(task: str, int8: Optional[Dict]) -> List[str]:
 def format_table(task: str, systems: Sequence[Dict], lm_fusion: Optional[Dict]) -> str:
     """The results as fixed-width text tables."""
     intent = f" {'intent acc':>10}" if task == "slu" else ""
-    header = (f"{'system':<15} {'method':<10} {'target':>6} {'expected':>9} {'params':>9} {'params%':>8} "
-              f"{'MACs':>9} {'MACs%':>7} {'latency':>9}{intent} {'WER':>6} {'CER':>6}")
+    width = max([15] + [len(entry["name"]) for entry in systems])
+    method_width = max([10] + [len(entry["method"]) for entry in systems])
+    header = (f"{'system':<{width}} {'method':<{method_width}} {'target':>6} {'expected':>9} {'params':>9} "
+              f"{'params%':>8} {'MACs':>9} {'MACs%':>7} {'latency':>9}{intent} {'WER':>6} {'CER':>6}")
     lines = [header, "-" * len(header)]
     for entry in systems:
         expected = entry["expected_ratio"]
         expected_text = "-" if not expected else "/".join(f"{value:.3f}" for value in expected.values())
         intent = f" {100 * entry['intent_acc']:>9.1f}%" if task == "slu" else ""
         lines.append(
-            f"{entry['name']:<15} {entry['method']:<10} "
+            f"{entry['name']:<{width}} {entry['method']:<{method_width}} "
             f"{'-' if entry['target'] is None else format(entry['target'], '.2f'):>6} {expected_text:>9} "
             f"{entry['params'] / 1e6:>8.3f}M {100 * entry['params_ratio']:>7.1f}% {entry['macs'] / 1e6:>8.1f}M "
             f"{100 * entry['macs_ratio']:>6.1f}% {entry['latency_ms']:>7.2f}ms{intent} {100 * entry['wer']:>5.1f}% "
@@ -289,15 +407,21 @@ def plot_results(task: str, systems: Sequence[Dict], lm_fusion: Optional[Dict], 
     figure, axes = plt.subplots(1, panels, figsize=(6 * panels, 4.5), squeeze=False)
     axis = axes[0][0]
     key, label = ("intent_acc", "intent accuracy (%)") if task == "slu" else ("wer", "WER (%)")
-    markers = dict(zip(METHODS, "sxo^Dv"))
+    markers = dict(zip(METHODS, "sxo^DvP"))
     for method, marker in markers.items():
         points = [entry for entry in systems if entry["method"] == method]
-        if points:
+        if method in MULTI_SIZE_METHODS:
+            # Every multi-size system is its own line through its sizes (one run).
+            for name in dict.fromkeys(entry["system_name"] for entry in points):
+                line = sorted((e for e in points if e["system_name"] == name), key=lambda e: e["macs_ratio"])
+                axis.plot([100 * e["macs_ratio"] for e in line], [100 * e[key] for e in line], marker=marker,
+                          markersize=8, linestyle="--", label=f"{name} (one run)")
+        elif points:
             axis.scatter([100 * e["macs_ratio"] for e in points], [100 * e[key] for e in points], marker=marker,
                          s=60, label=method)
-            for entry in points:
-                axis.annotate(entry["name"], (100 * entry["macs_ratio"], 100 * entry[key]), fontsize=8,
-                              xytext=(4, 4), textcoords="offset points")
+        for entry in points:
+            axis.annotate(entry["name"], (100 * entry["macs_ratio"], 100 * entry[key]), fontsize=8,
+                          xytext=(4, 4), textcoords="offset points")
     axis.set_xlabel("SSL encoder MACs (% of dense)")
     axis.set_ylabel(label)
     axis.set_title(f"{task.upper()}: error vs computation")
@@ -337,8 +461,9 @@ def write_report(settings: DemoSettings, paths: DemoPaths, threads: int, progres
     """
     systems = collect_systems(settings, paths, threads)
     lm_fusion = collect_lm_fusion(settings, paths)
-    pruned = [system.name for system in settings.systems if system.method not in UNPRUNED_METHODS]
+    pruned = [system.name for system in settings.sizes() if system.pruned]
     int8 = collect_int8(settings, paths, pruned)
+    multisize = collect_multisize(settings, systems)
     plot = plot_results(settings.task, systems, lm_fusion, paths.results.with_suffix(".png"))
     results = dict(
         task=settings.task,
@@ -354,12 +479,14 @@ def write_report(settings: DemoSettings, paths: DemoPaths, threads: int, progres
         systems=systems,
         lm_fusion=lm_fusion,
         int8=int8,
+        multisize=multisize,
         plot=str(plot),
         elapsed_seconds=round(progress.elapsed(), 1),
     )
     paths.results.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     table = "\n".join([format_table(settings.task, systems, lm_fusion)] + format_int8(settings.task, int8))
-    (paths.results.with_name("RESULTS.md")).write_text(f"```\n{table}\n```\n", encoding="utf-8")
-    progress.stream.write("\n" + table + "\n\n")
+    comparison = "".join(f"{line}\n" for line in format_multisize(settings.task, multisize))
+    (paths.results.with_name("RESULTS.md")).write_text(f"```\n{table}\n```\n{comparison}", encoding="utf-8")
+    progress.stream.write(f"\n{table}\n{comparison}\n")
     return paths.results
 

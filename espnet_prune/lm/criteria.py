@@ -27,6 +27,7 @@ import torch
 from espnet2.lm.espnet_model import ESPnetLanguageModel
 from torch import nn
 
+from espnet_prune.lm.choices import CRITERIA
 from espnet_prune.lm.layers import (
     LowRankEmbedding,
     LowRankLinear,
@@ -40,8 +41,6 @@ from espnet_prune.lm.pruned_transformer_lm import (
     attention_prefix,
     feed_forward_prefix,
 )
-
-CRITERIA = ("magnitude", "data")
 
 UnitGroup = Tuple[str, int]
 Batches = Iterable[Tuple[torch.Tensor, torch.Tensor]]

@@ -16,6 +16,7 @@ import torch
 from espnet2.lm.espnet_model import ESPnetLanguageModel
 
 from espnet_prune.lm import lowrank, structured, unstructured
+from espnet_prune.lm.choices import METHODS
 from espnet_prune.lm.criteria import (
     CRITERIA,
     collect_input_statistics,
@@ -27,8 +28,6 @@ from espnet_prune.lm.lowrank import DEFAULT_DAMPING, prune_lowrank
 from espnet_prune.lm.pruned_transformer_lm import PrunedTransformerLM
 from espnet_prune.lm.structured import prune_structured
 from espnet_prune.lm.unstructured import prune_unstructured
-
-METHODS = ("unstructured", "structured", "lowrank")
 
 BatchFactory = Callable[[], Iterable[Tuple[torch.Tensor, torch.Tensor]]]
 

@@ -16,7 +16,7 @@ from typing import Callable, List, Optional, Sequence, Tuple
 
 from espnet2.lm.espnet_model import ESPnetLanguageModel
 
-SCHEDULERS = ("oneshot", "incremental")
+from espnet_prune.lm.choices import SCHEDULERS
 
 # A chain starts from the dense LM: [(ratio after the step, target reached or None), ...]
 Chain = List[Tuple[float, Optional[float]]]

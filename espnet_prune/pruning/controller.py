@@ -51,9 +51,12 @@ CLOSING_STEPS = 50
 BUDGET_TOLERANCE = 0.02
 #: Recommended run length: at least this many times ``warmup_steps`` optimizer steps.
 RUN_LENGTH_PER_WARMUP = 2.0
-#: Recommended minimum of ``warmup_steps * reg_lr``: the gates need about ``5 / reg_lr`` steps
-#: to start moving, which should be a small part of the ramp.
-MIN_WARMUP_TIMES_LR = 10.0
+#: Recommended minimum of ``warmup_steps * reg_lr`` per metric: the gates need about ``5 / reg_lr``
+#: steps to start moving, which should be a small part of the ramp, and lambda1 grows by at most
+#: ``reg_lr`` per step. A params budget needs about twice the multiplier of a MAC budget: most
+#: parameters sit in Transformer heads and FFN units, which the task resists losing, while MACs
+#: can go with CNN channels (README, "Reaching the budget").
+MIN_WARMUP_TIMES_LR = {"macs": 10.0, "params": 20.0}
 #: Passes of the budget-matching rounding (:meth:`PruningController.deterministic_counts`).
 PLAN_PASSES = 3
 #: The budget-matching rounding stops when the structure's ratios are this close to the expected
@@ -127,6 +130,7 @@ class PruningController(nn.Module):
         self._plan = None  # (log_alpha values, kept counts, unit counts) of deterministic_counts()
         dense = self._cost(cost.structure_counts(config))
         self.dense_cost = {k: float(v) for k, v in dense.items()}
+        self._check_reachable()
         # The ramp starts where the deterministic structure starts (~0.98 at init_keep_prob
         # 0.99: it costs what the gates are expected to), so that the first gaps are not negative.
         self.ramp_start = {name: max(float(value), self.budgets[name])
@@ -380,6 +384,31 @@ class PruningController(nn.Module):
         ratios = self.budget_ratios(self._cost(self.deterministic_counts()))
         return {name: float(value) for name, value in ratios.items()}
 
+    def minimum_ratios(self) -> Dict[str, float]:
+        """Keep ratio of each budget when every gate keeps as little as it can (``min_keep``
+        units; no sublayer): the floor the gated ``units`` can reach on this encoder."""
+        counts = cost.structure_counts(self.config)
+        movable = self._movable_gates()
+        for gate, assign, _ in movable:
+            assign(counts, gate.min_keep)
+        for gate, _, _ in movable:
+            gate.planned_kept = None
+        return {name: float(value) for name, value in self.budget_ratios(self._cost(counts)).items()}
+
+    def _check_reachable(self) -> None:
+        """A target within :data:`BUDGET_TOLERANCE` of :meth:`minimum_ratios` (or below) is reached
+        only by removing (nearly) every gated unit: say so before training."""
+        floor = self.minimum_ratios()
+        for size in self.pruning.sizes():
+            for name, target in size.items():
+                if target < floor[name] + BUDGET_TOLERANCE:
+                    raise ValueError(
+                        f"pruning budget '{name}' ({self.metric}) target {target:g} is out of reach: removing "
+                        f"every unit that units {self.units} gate leaves {floor[name]:.4f} of the encoder's "
+                        f"{self.metric} (the rest is in units that are not gated), and a target within "
+                        f"{BUDGET_TOLERANCE:g} of that is met only by removing (nearly) all of them; choose a "
+                        f"target above {floor[name] + BUDGET_TOLERANCE:.2f}, or gate more units (e.g. conv)")
+
     def current_targets(self) -> Dict[str, float]:
         """Each budget's target at the current step: linear from its start (1.0, see
         ``ramp_start``) to its final value over ``warmup_steps``, then constant."""
@@ -518,10 +547,12 @@ class PruningController(nn.Module):
                     advice = (f"only {step - warmup} steps followed the ramp: train at least {recommended} optimizer "
                               f"steps ({RUN_LENGTH_PER_WARMUP:g} x warmup_steps), or lower warmup_steps to at most "
                               f"{int(step / RUN_LENGTH_PER_WARMUP)}")
-                elif self.multiplier_lr is not None and warmup * self.multiplier_lr < MIN_WARMUP_TIMES_LR:
+                elif (self.multiplier_lr is not None
+                      and warmup * self.multiplier_lr < MIN_WARMUP_TIMES_LR[self.metric]):
                     advice = (f"warmup_steps x reg_lr = {warmup * self.multiplier_lr:g} is below "
-                              f"{MIN_WARMUP_TIMES_LR:g}, so the gates lag far behind the ramp: raise reg_lr or "
-                              "warmup_steps (and train at least twice warmup_steps)")
+                              f"{MIN_WARMUP_TIMES_LR[self.metric]:g} (for a {self.metric} budget), so the gates "
+                              "and lambda1 lag behind the ramp: raise reg_lr or warmup_steps (and train at least "
+                              "twice warmup_steps)")
                 else:
                     advice = ("the gates did not settle: train longer after the ramp, or raise reg_lr "
                               "(gates and multipliers move faster)")

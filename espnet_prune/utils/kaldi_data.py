@@ -12,11 +12,17 @@ field in byte order (``LC_ALL=C sort``) with unique keys; ``wav.scp``, ``text`` 
 ``utt2spk`` list the same utterances; ``spk2utt`` is the inverse of ``utt2spk``; and sorting
 ``utt2spk`` by utterance id also sorts it by speaker id, which is what making every speaker
 id a prefix of its utterance ids (``spk1-0001``) is for.
+
+Besides writing a directory from waveforms (:func:`write_data_dir`), :func:`read_table` /
+:func:`write_table` read and write any ``<key> <value>`` table (``utt2num_samples``, ESPnet's
+``1best_recog/text``), :func:`spk2utt` inverts ``utt2spk``, and :func:`subset_data_dir` keeps
+some utterances of a directory (what asr.sh's stage 4 filtering does).
 """
 
 import re
+import shutil
 from pathlib import Path
-from typing import Dict, Iterable, List, Mapping, NamedTuple, Optional, Union
+from typing import Collection, Dict, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Union
 
 import numpy as np
 import soundfile
@@ -92,13 +98,73 @@ def write_data_dir(
 
     _write_table(data_dir / "wav.scp", wav_paths)
     _write_table(data_dir / "text", {record.utt_id: record.text for record in records})
-    _write_table(data_dir / "utt2spk", {record.utt_id: record.speaker for record in records})
-    speakers: Dict[str, List[str]] = {}
-    for record in records:  # already sorted by utt_id
-        speakers.setdefault(record.speaker, []).append(record.utt_id)
-    _write_table(data_dir / "spk2utt", {speaker: " ".join(utts) for speaker, utts in speakers.items()})
+    utt2spk = {record.utt_id: record.speaker for record in records}
+    _write_table(data_dir / "utt2spk", utt2spk)
+    _write_table(data_dir / "spk2utt", spk2utt(utt2spk))
     validate_data_dir(data_dir)
     return data_dir
+
+
+def spk2utt(utt2spk: Mapping[str, str]) -> Dict[str, str]:
+    """``utt2spk`` inverted: speaker id -> its utterance ids, sorted and space-separated."""
+    speakers: Dict[str, List[str]] = {}
+    for utt_id in sorted(utt2spk):
+        speakers.setdefault(utt2spk[utt_id], []).append(utt_id)
+    return {speaker: " ".join(utts) for speaker, utts in speakers.items()}
+
+
+def read_table(path: PathLike, skip_empty_lines: bool = False) -> Dict[str, str]:
+    """A Kaldi table (``<key> <value>`` lines) as {key: value}, in file order.
+
+    A key alone on its line (e.g. an empty hypothesis in ESPnet's ``1best_recog/text``) maps to "".
+
+    Args:
+        path: the file.
+        skip_empty_lines: ignore empty lines instead of refusing them.
+
+    Raises:
+        ValueError: the file is missing, has an empty line (unless skipped) or a repeated key.
+    """
+    return _read_table(Path(path), skip_empty_lines)
+
+
+def write_table(path: PathLike, table: Mapping[str, object]) -> Path:
+    """Write ``table`` as ``<key> <value>`` lines sorted by key (Kaldi's order); returns the path."""
+    path = Path(path)
+    _write_table(path, {key: str(value) for key, value in table.items()})
+    return path
+
+
+def subset_data_dir(source: PathLike, target: PathLike, keep: Collection[str],
+                    files: Sequence[str] = ("wav.scp", "text", "utt2spk"), copy: Sequence[str] = ()) -> int:
+    """Write into ``target`` (replaced if it exists) the utterances of ``source`` listed in ``keep``.
+
+    Args:
+        source: a data directory.
+        target: the directory to write.
+        keep: utterance ids to keep (others in ``keep`` are ignored).
+        files: per-utterance tables of ``source`` to copy, restricted to ``keep``; ``utt2spk``
+            among them also gets its ``spk2utt``.
+        copy: files copied unchanged (e.g. ``feats_type``).
+
+    Returns:
+        The number of utterances kept.
+    """
+    source, target = Path(source), Path(target)
+    if target.exists():
+        shutil.rmtree(target)
+    target.mkdir(parents=True)
+    keep = set(keep)
+    kept = set()
+    for name in files:
+        table = {key: value for key, value in _read_table(source / name).items() if key in keep}
+        kept |= set(table)
+        _write_table(target / name, table)
+        if name == "utt2spk":
+            _write_table(target / "spk2utt", spk2utt(table))
+    for name in copy:
+        shutil.copyfile(source / name, target / name)
+    return len(kept)
 
 
 def write_text(data_dir: PathLike, texts: Mapping[str, str], filename: str = "text") -> Path:
@@ -247,7 +313,7 @@ def _write_table(path: Path, table: Mapping[str, str]) -> None:
             f.write(f"{key} {table[key]}\n")
 
 
-def _read_table(path: Path) -> Dict[str, str]:
+def _read_table(path: Path, skip_empty_lines: bool = False) -> Dict[str, str]:
     if not path.is_file():
         raise ValueError(f"{path} does not exist")
     table: Dict[str, str] = {}
@@ -255,6 +321,8 @@ def _read_table(path: Path) -> Dict[str, str]:
         for line_number, line in enumerate(f, start=1):
             fields = line.rstrip("\n").split(maxsplit=1)
             if not fields:
+                if skip_empty_lines:
+                    continue
                 raise ValueError(f"{path}:{line_number}: empty line")
             key = fields[0]
             if key in table:

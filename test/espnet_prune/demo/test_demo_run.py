@@ -137,3 +137,39 @@ def test_the_slu_demo_trains_decodes_and_scores_intents(tmp_path):
     tokens = (tmp_path / "data" / "token_list" / "char" / "tokens.txt").read_text().split()
     assert set((tmp_path / "data" / "nlsyms.txt").read_text().split()) <= set(tokens)
     assert re.search(r"intent acc +WER +CER", result.stdout)
+
+
+def test_a_multi_size_run_is_exported_decoded_and_compared_with_the_separate_run(tmp_path):
+    """One hj_macs_multi run at (0.8, 0.6) beside a separate hj_macs run at 0.6 (no LM, to stay small)."""
+    multi = "hj_macs_multi_0.80_0.60"
+    result = run_demo(tmp_path, "--systems", "hj_macs:0.6,hj_macs_multi:0.8/0.6", "--fusion_system", "hj_macs_0.60",
+                      "--lm_prunings", "")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    for step in (f"train_{multi}", f"export_{multi}", f"decode_{multi}/target0.80", f"decode_{multi}/target0.60_int8"):
+        assert re.search(rf"{re.escape(step)}: done in", result.stdout), step
+    exported = tmp_path / "exp" / f"asr_{multi}_pruned"
+    assert [row["size"] for row in json.loads((exported / "summary.json").read_text())["sizes"]] == [
+        "target0.80", "target0.60"]
+    results = json.loads((tmp_path / "results.json").read_text())
+    systems = {entry["name"]: entry for entry in results["systems"]}
+    assert list(systems) == ["hj_macs_0.60", f"{multi}/target0.80", f"{multi}/target0.60"]
+    large, small = systems[f"{multi}/target0.80"], systems[f"{multi}/target0.60"]
+    for entry, target in ((large, 0.8), (small, 0.6)):
+        assert SYSTEM_FIELDS <= set(entry) and entry["system_name"] == multi and entry["target"] == target
+        assert entry["model_file"] == str(exported / f"target{target:.2f}" / "latest.pth")
+    # (The tiny run is far too short to reach its targets; the smaller size still costs less.)
+    assert small["macs"] <= large["macs"] and 0 < large["step"] < small["step"]  # the larger size is kept first
+    (comparison,) = results["multisize"]
+    assert comparison["system"] == multi and comparison["targets"] == [0.8, 0.6]
+    first, second = comparison["sizes"]
+    assert first["separate"] is None and second["separate"]["name"] == "hj_macs_0.60"
+    assert second["difference"]["wer"] == pytest.approx(small["wer"] - systems["hj_macs_0.60"]["wer"])
+    training = comparison["training"]
+    # 2 sizes x (6 + 16) = 44 steps, trained in whole epochs of 12.
+    assert training["one_run"]["steps"] == 48
+    assert training["separate"]["steps"] == TINY["finetune_steps"] and not training["complete"]
+    for record in (training["one_run"], training["separate"]):
+        assert record["wall_seconds"] > 0 and record["cpu_seconds"] > 0
+    report = (tmp_path / "RESULTS.md").read_text()
+    assert f"## Several sizes from one run: {multi} against separate hj_macs runs" in report
+    assert "| fine-tuning | steps | wall | CPU |" in report

@@ -1,6 +1,8 @@
 """The demo's plan: systems and settings, the step runner (order, lanes, priorities, markers,
 failures), asr.sh's stage 3-4 data handling, the recipe's configs, and the CLI's settings."""
 
+import json
+import sys
 import threading
 import time
 from pathlib import Path
@@ -87,8 +89,8 @@ def test_settings_are_checked():
     with pytest.raises(ValueError, match="batch_size must be a positive int"):
         DemoSettings(batch_size=0)
     assert not DemoSettings(task="slu").uses_lm and DemoSettings().uses_lm
-    assert DemoSettings().as_dict()["systems"] == ["dense", "hj_macs_0.70", "hj_macs_0.50", "hj_params_0.60",
-                                                  "separate_0.70", "transformer_only_0.70"]
+    assert DemoSettings().as_dict()["systems"] == ["dense", "hj_macs_0.80", "hj_macs_0.50", "hj_params_0.60",
+                                                  "separate_0.80", "transformer_only_0.80"]
 
 
 def test_training_length_and_one_cycle_schedule_agree(tmp_path):
@@ -334,3 +336,109 @@ def test_the_pretrained_stand_in_is_copied_where_the_ctc_one_would_be(tmp_path):
     assert (tmp_path / "exp" / "ssl_encoder.json").is_file()
     with pytest.raises(ValueError, match="standin must be one of"):
         DemoSettings(standin="random")
+
+
+# ------------------------------------------------------------------------------ several sizes from one run
+
+
+def test_a_multi_size_system_names_its_sizes_and_resolves_to_targets_with_holds():
+    system = pipeline.parse_system("hj_macs_multi:0.8/0.6/0.4")
+    assert system == System("hj_macs_multi", targets=(0.8, 0.6, 0.4)) and system.multi_size
+    assert system.name == "hj_macs_multi_0.80_0.60_0.40"
+    assert [size.name for size in system.sizes] == [f"{system.name}/target{t}" for t in ("0.80", "0.60", "0.40")]
+    assert [size.target for size in system.sizes] == [0.8, 0.6, 0.4]
+    assert System("hj_macs", 0.5).sizes == [pipeline.SystemSize(System("hj_macs", 0.5))]
+    with pytest.raises(ValueError, match="needs hold_steps"):
+        system.frontend_overrides(200)
+    # On top of the fine-tuning config's preset the overrides give three sizes, each held 300 steps.
+    pruning = yaml.safe_load((pipeline.RECIPES / "asr1" / "conf" / "train_asr_pruned_ssl.yaml").read_text())
+    overrides = dict(item.split("=", 1) for item in system.frontend_overrides(200, 300))
+    values = {key.split(".", 1)[1]: yaml.safe_load(value) for key, value in overrides.items()}
+    resolved = PruningConfig.from_dict({**pruning["frontend_conf"]["pruning"], **values})
+    assert resolved.sizes() == [{"total": 0.8}, {"total": 0.6}, {"total": 0.4}]
+    assert (resolved.metric, resolved.warmup_steps, resolved.effective_hold_steps) == ("macs", 200, 300)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("hj_macs_multi:0.8/0.8", "strictly decreasing"), ("hj_macs_multi:0.6/0.8", "strictly decreasing"),
+    ("hj_macs_multi:0.8", "two or more targets"), ("hj_macs_multi", "two or more targets"),
+    ("hj_macs_multi:1.0/0.5", r"keep ratios in \(0, 1\)"), ("hj_macs_multi:0.8/0", r"keep ratios in \(0, 1\)"),
+    ("hj_macs_multi:0.8/x", "could not convert"), ("hj_macs:0.8/0.6", "takes one target"),
+    ("hj_macs_multi:0.801/0.8", "first two decimals")])
+def test_bad_multi_size_systems_are_named(text, message):
+    with pytest.raises(ValueError, match=message):
+        pipeline.parse_system(text)
+
+
+def test_a_multi_size_run_holds_each_size_as_long_as_a_single_run_trains_after_its_ramp(tmp_path):
+    system = pipeline.parse_system("hj_macs_multi:0.8/0.6/0.4")
+    settings = DemoSettings(systems=(System("dense"), System("hj_macs", 0.8), system))
+    assert settings.multisize_hold_steps == settings.finetune_steps - settings.prune_warmup_steps == 300
+    assert settings.training_steps(system) == 3 * (200 + 300)
+    assert settings.training_steps(System("hj_macs", 0.8)) == settings.finetune_steps
+    recipe = pipeline.DemoRecipe(settings, pipeline.DemoPaths(tmp_path, "asr"), progress=Recorder())
+    args = [str(arg) for arg in recipe.system_args(system)]
+    assert args[:6] == ["--max_epoch", "15", "--num_iters_per_epoch", "100", "--scheduler_conf", "total_steps=1500"]
+    assert "pruning.targets=[0.8,0.6,0.4]" in args and "pruning.hold_steps=300" in args
+    assert "pruning.warmup_steps=200" in args
+    # Every size is decoded (and in int8) from its directory of the export.
+    steps = {step.name: step for step in recipe.steps()}
+    for size in system.sizes:
+        assert steps[f"decode_{size.name}"].after == (f"export_{system.name}",)
+        assert f"decode_{size.name}_int8" in steps["score"].after
+        assert (size.name, pipeline.INFERENCE_TAG) in recipe.decodings()
+        assert recipe.paths.decode_dir(size.name) == (
+            tmp_path / "exp" / f"asr_{system.name}_pruned" / size.size_dir / "decode" / "test")
+    with pytest.raises(ValueError, match="has several sizes"):
+        DemoSettings(systems=(system,), fusion_system=system.name)
+    assert "multisize_warmup_steps" in settings.as_dict()
+
+
+def test_a_command_is_timed_by_wall_and_cpu_seconds(tmp_path):
+    recipe = pipeline.DemoRecipe(DemoSettings(), pipeline.DemoPaths(tmp_path, "asr"), progress=Recorder())
+    timing = recipe.run([sys.executable, "-c", "import time\nend = time.process_time() + 0.3\n"
+                         "while time.process_time() < end: pass"], tmp_path / "burn.log")
+    assert timing["cpu_seconds"] >= 0.3 and timing["wall_seconds"] >= 0.3
+    summary = recipe.record_training_time(tmp_path, timing, 10)
+    assert "10 steps in" in summary
+    assert json.loads(pipeline.training_time_file(tmp_path).read_text())["cpu_seconds"] == timing["cpu_seconds"]
+    with pytest.raises(DemoError, match="exit status 3"):
+        recipe.run([sys.executable, "-c", "raise SystemExit(3)"], tmp_path / "fail.log")
+
+
+def _entry(name, method, target, wer, macs_ratio, training=None, **extra):
+    return dict(name=name, method=method, target=target, wer=wer, cer=wer / 2, macs=int(1000 * macs_ratio),
+                macs_ratio=macs_ratio, params=int(500 * macs_ratio), params_ratio=macs_ratio, expected_ratio=None,
+                latency_ms=1.0, training=training, **extra)
+
+
+def test_the_report_sets_each_size_beside_the_separate_run_and_sums_their_training_time():
+    from espnet_prune.demo.report import collect_multisize, format_multisize
+
+    system = pipeline.parse_system("hj_macs_multi:0.8/0.6")
+    settings = DemoSettings(systems=(System("hj_macs", 0.8), System("hj_macs", 0.6), system),
+                            fusion_system="hj_macs_0.80")
+    one_run = dict(wall_seconds=100.0, cpu_seconds=90.0, steps=1000)
+    entries = [_entry("hj_macs_0.80", "hj_macs", 0.8, 0.20, 0.79, dict(wall_seconds=70.0, cpu_seconds=60.0, steps=600)),
+               _entry("hj_macs_0.60", "hj_macs", 0.6, 0.25, 0.61, dict(wall_seconds=80.0, cpu_seconds=70.0, steps=600)),
+               _entry(system.sizes[0].name, system.method, 0.8, 0.22, 0.80, one_run, step=500),
+               _entry(system.sizes[1].name, system.method, 0.6, 0.24, 0.60, one_run, step=1000)]
+    (comparison,) = collect_multisize(settings, entries)
+    first, second = comparison["sizes"]
+    assert first["one_run"]["name"] == system.sizes[0].name and first["separate"]["name"] == "hj_macs_0.80"
+    assert first["difference"]["wer"] == pytest.approx(0.02) and second["difference"]["wer"] == pytest.approx(-0.01)
+    assert first["one_run"]["macs_ratio"] == 0.80 and first["separate"]["macs_ratio"] == 0.79
+    training = comparison["training"]
+    assert training["one_run"] == one_run and training["complete"]
+    assert training["separate"] == dict(wall_seconds=150.0, cpu_seconds=130.0, steps=1200)
+    assert training["ratio"]["cpu_seconds"] == pytest.approx(90 / 130)
+    assert comparison["schedule"]["total_steps"] == 2 * (200 + 300)
+    lines = format_multisize("asr", [comparison])
+    assert any(line.startswith("| 0.80 | 22.0 % | 80.0 % |") and line.endswith("| +2.0 |") for line in lines)
+    assert any(line.startswith("| separate runs (hj_macs_0.80, hj_macs_0.60) | 1200 | 2m30s | 2m10s |")
+               for line in lines)
+    # Without a separate run at a target, the sum covers the others and says so.
+    (partial,) = collect_multisize(settings, [entries[0]] + entries[2:])
+    assert partial["sizes"][1]["separate"] is None and not partial["training"]["complete"]
+    assert any("sum covers those that have one" in line for line in format_multisize("asr", [partial]))
+    assert collect_multisize(DemoSettings(), entries[:2]) is None and format_multisize("asr", None) == []

@@ -103,3 +103,35 @@ def test_shallow_fusion_decodes_the_exported_model_with_each_lm(recipe):
     assert option(call, "--inference_tag") == "decode_lm_data_lowrank_incremental_target0.50"
     assert option(call, "--inference_args") == "--lm_weight 0.3"
     assert option(call, "--asr_exp") == "exp/asr_hj_macs_0.50_pruned"  # the exported directory
+
+
+def test_a_multi_size_system_is_trained_timed_then_exported_and_decoded_size_by_size(tmp_path, fake_espnet):
+    system = System("hj_macs_multi", targets=(0.8, 0.6))
+    settings = DemoSettings(systems=(System("hj_macs", 0.8), system), fusion_system="hj_macs_0.80", lm_prunings=())
+    recipe = DemoRecipe(settings, DemoPaths(tmp_path / "demo" / "asr1", "asr"), espnet_root=fake_espnet,
+                        progress=Quiet())
+    calls = []
+
+    def run(command, log, cwd=None):
+        calls.append([str(part) for part in command])
+        return {"wall_seconds": 12.0, "cpu_seconds": 10.0}
+
+    recipe.run = run
+    steps = {step.name: step for step in recipe.steps()}
+    summary = steps[f"train_decode_{system.name}"].action()
+    training, decoding = calls
+    assert (option(training, "--stage"), option(training, "--stop_stage")) == ("11", "11")
+    assert (option(decoding, "--stage"), option(decoding, "--stop_stage")) == ("12", "12")
+    for call in calls:
+        assert option(call, "--asr_tag") == system.name
+        assert "--frontend_conf pruning.targets=[0.8,0.6]" in option(call, "--asr_args")
+    timing = (recipe.paths.exp(system.name) / "train_time.json").read_text()
+    assert '"cpu_seconds": 10.0' in timing and f'"steps": {settings.training_steps(system)}' in timing
+    assert "target0.60/decode/test/text" in summary
+    # prune_stages.sh exported every size to EXP_pruned/<size>/; each is decoded again in int8 from there.
+    calls.clear()
+    steps[f"decode_{system.sizes[1].name}_int8"].action()
+    (call,) = calls
+    assert option(call, "--asr_exp") == f"exp/asr_{system.name}_pruned/target0.60"
+    assert option(call, "--inference_args") == "--quantize_asr_model true"
+    assert steps[f"decode_{system.sizes[1].name}_int8"].after == (f"train_decode_{system.name}",)

@@ -86,9 +86,9 @@ def test_bad_values_name_their_key_before_the_encoder_is_built(pruning, message)
 
 
 def test_the_controller_owns_the_config():
-    config = PruningConfig.from_dict({"target": 0.4, "warmup_steps": 7, "units": ["head"]})
+    config = PruningConfig.from_dict({"target": 0.9, "warmup_steps": 7, "units": ["head"]})
     controller = PruningController(tiny_config(), config)
-    assert controller.pruning is config and controller.warmup_steps == 7 and controller.budgets == {"total": 0.4}
+    assert controller.pruning is config and controller.warmup_steps == 7 and controller.budgets == {"total": 0.9}
     assert set(controller.gates) == {"head"}
     with pytest.raises(TypeError, match="not both"):
         PruningController(tiny_config(), config, target=0.5)

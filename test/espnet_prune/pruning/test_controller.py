@@ -44,7 +44,7 @@ def test_mask_shapes_follow_the_structure(config):
 
 
 def test_training_masks_are_sampled_and_eval_masks_are_deterministic(config):
-    controller = PruningController(config, units=["head", "interm"], target=0.5)
+    controller = PruningController(config, units=["head", "interm"], target=0.8)
     torch.manual_seed(0)
     first, second = controller()["interm"][0], controller()["interm"][0]
     assert not torch.equal(first, second)
@@ -340,19 +340,43 @@ def test_bad_configuration_is_rejected(config, kwargs, message):
         PruningController(config, **kwargs)
 
 
+def test_a_target_the_gated_units_cannot_reach_is_rejected_before_training(config):
+    transformer_only = ["head", "attn_layer", "interm", "ffn_layer"]
+    floor = PruningController(config, units=transformer_only, target=0.99).minimum_ratios()["total"]
+    dense = cost.count_macs(config, 10.0, cost.structure_counts(config))  # the default reference_seconds
+    assert floor == pytest.approx(float(dense["cnn"] + dense["pos_conv"]) / float(dense["total"]), abs=0.02)
+    with pytest.raises(ValueError, match=r"budget 'total' \(macs\) target 0.* is out of reach.*gate more units"):
+        PruningController(config, units=transformer_only, target=round(floor + 0.01, 3))
+    with pytest.raises(ValueError, match=r"budget 'transformer' \(macs\) target 0.1 is out of reach"):
+        PruningController(config, units=["conv", "head"], cnn_target=0.5, transformer_target=0.1)
+    with pytest.raises(ValueError, match=r"target 0.3 is out of reach"):  # the last of several sizes
+        PruningController(config, units=transformer_only, targets=[round(floor + 0.1, 2), 0.3])
+    PruningController(config, units=transformer_only, target=round(floor + 0.03, 3))
+
+
 def test_the_readme_states_the_run_length_rule_the_controller_advises():
     """The README's rule for warmup_steps against the run length names the constants that
     budget_report's advice uses, and the demo's settings follow it."""
     from pathlib import Path
 
-    from espnet_prune.demo.pipeline import DemoSettings
+    import yaml
+
+    from espnet_prune.demo.pipeline import PARAMS_REG_LR, DemoSettings
     from espnet_prune.pruning.config import PruningConfig
     from espnet_prune.pruning.controller import MIN_WARMUP_TIMES_LR
 
     text = (Path(__file__).parents[3] / "README.md").read_text(encoding="utf-8")
     assert f"**Rule: train at least `{RUN_LENGTH_PER_WARMUP:g} × warmup_steps` optimizer steps**" in text
-    assert f"keep `warmup_steps × reg_lr ≥ {MIN_WARMUP_TIMES_LR:g}`" in text
+    assert (f"keep `warmup_steps × reg_lr ≥ {MIN_WARMUP_TIMES_LR['macs']:g}` for a MAC budget and "
+            f"`≥ {MIN_WARMUP_TIMES_LR['params']:g}` for a params budget") in text
     warmup, reg_lr = PruningConfig.defaults()["warmup_steps"], PruningConfig.defaults()["reg_lr"]
-    assert f"defaults: {warmup} × {reg_lr:g} = {warmup * reg_lr:g}" in text and warmup * reg_lr >= MIN_WARMUP_TIMES_LR
+    assert f"defaults: {warmup} × {reg_lr:g} = {warmup * reg_lr:g}" in text
+    assert warmup * reg_lr >= max(MIN_WARMUP_TIMES_LR.values())
     demo = DemoSettings()
     assert demo.finetune_steps >= RUN_LENGTH_PER_WARMUP * demo.prune_warmup_steps
+    for task in ("asr", "slu"):
+        conf = Path(__file__).parents[3] / "egs2" / "espeak_demo" / f"{task}1" / "conf"
+        conf = conf / f"train_{task}_pruned_ssl.yaml"
+        conf_reg_lr = yaml.safe_load(conf.read_text())["frontend_conf"]["pruning"]["reg_lr"]
+        assert demo.prune_warmup_steps * conf_reg_lr >= MIN_WARMUP_TIMES_LR["macs"]
+    assert demo.prune_warmup_steps * PARAMS_REG_LR >= MIN_WARMUP_TIMES_LR["params"]

@@ -223,3 +223,40 @@ def test_slu_corpus_has_slurp_style_text_and_loads_in_espnet(slu_corpus):
             assert len(token_ids) == 2 + len(words)  # intent, <space>, one token per character
             speech = speech_set[utt_id][1]["speech"]
             assert speech.dtype == np.float32 and speech.ndim == 1 and 0.5 < len(speech) / 16000 < 3.0
+
+
+def test_tables_are_read_and_written_in_kaldis_order(tmp_path):
+    from espnet_prune.utils.kaldi_data import read_table, spk2utt, write_table
+
+    path = write_table(tmp_path / "utt2num_samples", {"s2-a": 8000, "s1-b": 800, "s1-a": 16000})
+    assert path.read_text() == "s1-a 16000\ns1-b 800\ns2-a 8000\n"
+    assert read_table(path) == {"s1-a": "16000", "s1-b": "800", "s2-a": "8000"}
+    hyps = tmp_path / "hyps"
+    hyps.write_text("u2 play  some music\n\nu1\n")  # an empty hypothesis is an id alone
+    with pytest.raises(ValueError, match="hyps:2: empty line"):
+        read_table(hyps)
+    assert read_table(hyps, skip_empty_lines=True) == {"u2": "play  some music", "u1": ""}
+    hyps.write_text("u1 a\nu1 b\n")
+    with pytest.raises(ValueError, match="'u1' appears more than once"):
+        read_table(hyps)
+    with pytest.raises(ValueError, match="does not exist"):
+        read_table(tmp_path / "missing")
+    assert spk2utt({"s1-b": "s1", "s2-a": "s2", "s1-a": "s1"}) == {"s1": "s1-a s1-b", "s2": "s2-a"}
+
+
+def test_a_subset_of_a_data_dir_is_a_valid_data_dir(tmp_path):
+    from espnet_prune.utils.kaldi_data import subset_data_dir
+
+    source = write_data_dir(tmp_path / "train", sample_utterances())
+    write_text(source, {utt: f"t {utt}" for utt in validate_data_dir(source)}, filename="transcript")
+    (source / "feats_type").write_text("raw\n")
+    target = tmp_path / "subset"
+    target.mkdir()
+    (target / "stale").write_text("")  # the target is replaced
+    kept = subset_data_dir(source, target, {"s1-b", "s2-b", "unknown"}, ("wav.scp", "text", "utt2spk", "transcript"),
+                           copy=("feats_type",))
+    assert kept == 2 and not (target / "stale").exists()
+    assert validate_data_dir(target) == ["s1-b", "s2-b"]
+    assert (target / "spk2utt").read_text() == "s1 s1-b\ns2 s2-b\n"
+    assert read_text(target, "transcript") == {"s1-b": "t s1-b", "s2-b": "t s2-b"}
+    assert (target / "feats_type").read_text() == "raw\n"
