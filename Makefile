@@ -1,5 +1,6 @@
 # Targets: env (create .venv, install editable with test extras from the lock), check, test (lint
-# and every test), test-fast (lint and the tests not marked slow),
+# and every test), test-fast (lint and the tests not marked slow), both in TEST_WORKERS parallel
+# pytest-xdist workers (make test TEST_WORKERS=0 runs in one process),
 # lock (re-resolve setup.py's ranges in a scratch venv and pin the result), demo, bench, pretrain.
 # DEMO_ARGS passes options to the demo, e.g. make demo DEMO_ARGS="--task slu".
 PYTHON ?= python3
@@ -7,6 +8,11 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 # Every package of the tested environment, pinned; `make env` installs with it as constraints.
 LOCK := espnet_prune/constraints.txt
+# pytest-xdist workers, one per core of the 2-core test machine; --dist loadfile keeps each test
+# file in one worker, so its module-scoped fixtures (ESPnet training runs) are built once; the
+# files run in the order the conftest gives (those with slow tests first), not by test count.
+TEST_WORKERS ?= 2
+PYTEST := $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 .PHONY: env check test test-fast lock demo bench pretrain clean
 DEMO_ARGS ?=
@@ -25,12 +31,12 @@ check: env
 test: env
 	$(PY) -m espnet_prune --check
 	$(VENV)/bin/ruff check .
-	$(PY) -m pytest -q test
+	$(PYTEST) test
 
 # The quick loop: lint and every test but the end-to-end ones (marked slow; see setup.cfg).
 test-fast: env
 	$(VENV)/bin/ruff check .
-	$(PY) -m pytest -q -m "not slow" test
+	$(PYTEST) -m "not slow" test
 
 lock:
 	rm -rf .lock-venv

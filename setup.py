@@ -66,6 +66,8 @@ extras_require = {
     "deploy": deploy_requires,
     "test": [
         "pytest>=8",
+        # `make test` runs the suite in parallel workers (pytest -n, see the Makefile).
+        "pytest-xdist>=3.5",
         # Lint (ruff.toml); `make test` runs `ruff check`.
         "ruff>=0.6",
         "transformers>=4.40",

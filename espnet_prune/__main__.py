@@ -35,6 +35,14 @@ def main(argv=None) -> None:
 
         sys.exit(check_env(argv[1:]))
 
+    # Bad invocations fail before register() spends seconds importing ESPnet's tasks.
+    if argv[0] == "-m" and len(argv) < 2:
+        sys.exit("espnet_prune: -m needs a module name\n" + USAGE)
+    if argv[0] == "-c" and len(argv) < 2:
+        sys.exit("espnet_prune: -c needs code\n" + USAGE)
+    if argv[0].startswith("-") and argv[0] not in ("-m", "-c"):
+        sys.exit(f"espnet_prune: unsupported interpreter option '{argv[0]}'\n" + USAGE)
+
     from espnet_prune import register
     from espnet_prune.utils.import_output import send_import_output_to_stderr, stdout_to_stderr
 
@@ -42,8 +50,6 @@ def main(argv=None) -> None:
     with stdout_to_stderr():
         register()
     if argv[0] == "-m":
-        if len(argv) < 2:
-            sys.exit("espnet_prune: -m needs a module name\n" + USAGE)
         # Keep this launcher as sys.modules["__main__"], named after espnet_prune.spawn_main:
         # processes spawned by the program (ESPnet's DDP workers) import that module first,
         # which registers the plugin there too.
@@ -54,12 +60,8 @@ def main(argv=None) -> None:
         sys.argv = [target.origin] + argv[2:]  # like python3 -m: argv[0] is the module's file
         runpy.run_module(argv[1], run_name="__main__", alter_sys=False)
     elif argv[0] == "-c":
-        if len(argv) < 2:
-            sys.exit("espnet_prune: -c needs code\n" + USAGE)
         sys.argv = ["-c"] + argv[2:]
         exec(compile(argv[1], "<string>", "exec"), {"__name__": "__main__"})
-    elif argv[0].startswith("-"):
-        sys.exit(f"espnet_prune: unsupported interpreter option '{argv[0]}'\n" + USAGE)
     else:
         sys.argv = argv
         runpy.run_path(argv[0], run_name="__main__")

@@ -9,6 +9,7 @@ Microsoft's code, so their state dicts are the real checkpoint formats).
 
 import argparse
 import json
+import os
 from pathlib import Path
 from typing import Callable, Optional, Sequence, Tuple
 
@@ -17,6 +18,12 @@ import torch
 from torch import Tensor, nn
 
 from espnet_prune.ssl.config import EncoderConfig, tiny_config
+
+if "PYTEST_XDIST_WORKER" in os.environ:
+    # `make test` runs the suite in pytest-xdist workers, one per core: each worker, and the ESPnet
+    # processes it starts, computes on one intra-op thread (OMP_NUM_THREADS, unless already set),
+    # or the workers' thread pools oversubscribe the cores and spin-wait for each other.
+    torch.set_num_threads(int(os.environ.setdefault("OMP_NUM_THREADS", "1")))
 
 #: (B,) valid samples of the test batch: about 0.5 s at 16 kHz, all of unequal length.
 LENGTHS = (8000, 6421, 4730)
@@ -323,3 +330,15 @@ def batch() -> Tuple[Tensor, Tensor]:
 
 # Synthesised-speech corpora (session scoped), shared by the ESPnet end-to-end and data tests.
 from test.espnet_prune.fixtures import asr_corpus, slu_corpus  # noqa: E402,F401
+
+
+def pytest_collection_modifyitems(config, items):
+    """Under pytest-xdist: test files with end-to-end tests (marked ``slow``) first, in collection
+    order, then the rest; each file's own tests keep their order. ``make test``'s workers take
+    whole files in this order (``--dist loadfile --no-loadscope-reorder``): the long files start
+    first and the many short ones fill in at the end, instead of one worker finishing a long file
+    alone. A run in one process keeps pytest's order."""
+    if "PYTEST_XDIST_WORKER" not in os.environ:
+        return
+    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow_files)  # stable: False (slow file) first

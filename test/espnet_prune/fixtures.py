@@ -17,14 +17,19 @@ first output token is the intent; a ``transcript`` file holds the words alone (w
 ``slu.sh --use_transcript true`` reads). With ``--token_type char``, pass ``nlsyms.txt`` as
 the non-linguistic symbols (``--nlsyms_txt``) so that each intent stays one token.
 
-``asr_corpus`` and ``slu_corpus`` are session-scoped pytest fixtures over the defaults.
+``asr_corpus`` and ``slu_corpus`` are session-scoped pytest fixtures over the defaults, built
+once per test run (also under pytest-xdist, see :func:`build_once`).
 """
 
+import os
+import pickle
+import shutil
 from pathlib import Path
-from typing import Callable, Dict, List, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Sequence, Tuple
 
 import numpy as np
 import pytest
+from filelock import FileLock
 
 from espnet_prune.utils.espeak import synthesize
 from espnet_prune.utils.kaldi_data import Utterance, read_text, write_data_dir, write_text
@@ -97,16 +102,40 @@ def make_slu_corpus(root: Path, num_train: int = 12, num_valid: int = 4, seed: i
     return data
 
 
+def build_once(tmp_path_factory, name: str, build: Callable[[Path], Any]) -> Any:
+    """``build(directory)`` once per test run, for a session fixture whose result the tests
+    only read.
+
+    Without pytest-xdist this is ``build(tmp_path_factory.mktemp(name))``. Under xdist every
+    worker has its own session, so the first worker to get here builds into ``name/`` of the
+    run's shared temporary directory (the parent of the workers' own) while holding a file
+    lock, and stores the (picklable) result next to it; the other workers wait for the lock and
+    load that result. A build that failed leaves no result, so the next worker builds again.
+    """
+    if "PYTEST_XDIST_WORKER" not in os.environ:
+        return build(tmp_path_factory.mktemp(name))
+    shared = tmp_path_factory.getbasetemp().parent
+    directory, result_file = shared / name, shared / f"{name}.pickle"
+    with FileLock(str(shared / f"{name}.lock")):
+        if result_file.is_file():
+            return pickle.loads(result_file.read_bytes())
+        shutil.rmtree(directory, ignore_errors=True)  # what a failed build left
+        directory.mkdir()
+        result = build(directory)
+        result_file.write_bytes(pickle.dumps(result))
+        return result
+
+
 @pytest.fixture(scope="session")
 def asr_corpus(tmp_path_factory) -> Dict[str, Path]:
-    """:func:`make_asr_corpus` with default sizes, built once per test session."""
-    return make_asr_corpus(tmp_path_factory.mktemp("asr_corpus"))
+    """:func:`make_asr_corpus` with default sizes, built once per test run."""
+    return build_once(tmp_path_factory, "asr_corpus", make_asr_corpus)
 
 
 @pytest.fixture(scope="session")
 def slu_corpus(tmp_path_factory) -> Dict[str, Path]:
-    """:func:`make_slu_corpus` with default sizes, built once per test session."""
-    return make_slu_corpus(tmp_path_factory.mktemp("slu_corpus"))
+    """:func:`make_slu_corpus` with default sizes, built once per test run."""
+    return build_once(tmp_path_factory, "slu_corpus", make_slu_corpus)
 
 
 def _write_splits(

@@ -28,6 +28,12 @@ TINY_ARCH = dict(
 )
 
 
+#: ``training_config`` overrides for runs whose tests read neither ``images/`` nor ``tensorboard/``:
+#: ESPnet's per-epoch plots of every reported statistic cost seconds of CPU per epoch.
+#: (asr/test_espnet_integration.py keeps ESPnet's defaults and checks the TensorBoard events.)
+NO_PLOTS = dict(use_matplotlib=False, use_tensorboard=False)
+
+
 def training_config(pruning: Dict = None, model: str = "pruned_espnet", **overrides) -> Dict:
     """A tiny ESPnet ASR/SLU training config with the ``pruned_ssl`` frontend."""
     frontend_conf = {"arch": TINY_ARCH}

@@ -10,7 +10,7 @@ the layout ``asr.sh`` gives an LM stage::
 :func:`train_tiny_lm` trains ``lm: transformer`` (2 layers, 32 units, 4 heads, FFN 128)
 with ESPnet's own ``lm_train`` through the plugin launcher, as a recipe would, giving
 ``root/exp/lm/config.yaml`` and ``valid.loss.ave.pth``. ``tiny_lm`` is the
-session-scoped pytest fixture over them; the experiment must not be modified.
+session-scoped pytest fixture over them (trained once per run); the experiment must not be modified.
 ``one_torch_thread`` runs a test module with one torch thread.
 """
 
@@ -23,6 +23,8 @@ from pathlib import Path
 
 import pytest
 import torch
+
+from test.espnet_prune.fixtures import build_once
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 TOKENS = ["<blank>", "<unk>", "<space>"] + [chr(c) for c in range(ord("a"), ord("z") + 1)] + ["<sos/eos>"]
@@ -142,8 +144,9 @@ _trained = {}
 
 @pytest.fixture(scope="session")
 def tiny_lm(tmp_path_factory) -> TinyLM:
-    """The trained experiment, trained once per test session (test modules in other
-    directories import this fixture too; they share the one experiment)."""
+    """The trained experiment, trained once per test run (test modules in other
+    directories import this fixture too; they share the one experiment, and so do the
+    pytest-xdist workers, see :func:`build_once`)."""
     if "experiment" not in _trained:
-        _trained["experiment"] = train_tiny_lm(tmp_path_factory.mktemp("tiny_lm"))
+        _trained["experiment"] = build_once(tmp_path_factory, "tiny_lm", train_tiny_lm)
     return _trained["experiment"]

@@ -15,7 +15,7 @@ import torch
 from espnet_prune import register
 from espnet_prune.bin import export as export_cli
 from espnet_prune.pruning.controller import BUDGET_TOLERANCE, RUN_LENGTH_PER_WARMUP
-from test.espnet_prune.asr.recipe_steps import collect_stats, train, training_config, write_config
+from test.espnet_prune.asr.recipe_steps import NO_PLOTS, collect_stats, train, training_config, write_config
 
 #: End-to-end (ESPnet training runs): deselected by ``pytest -m "not slow"``, run by ``make test``.
 pytestmark = pytest.mark.slow
@@ -46,7 +46,7 @@ def stats(tmp_path_factory, asr_corpus):
 def run(work, corpus, stats, budget, warmup_steps, steps, epochs=EPOCHS):
     pruning = {"units": UNITS, "warmup_steps": warmup_steps, "reference_seconds": 2, "reg_lr": REG_LR, **budget}
     config = write_config(work / "train.yaml", training_config(pruning, batch_size=2, max_epoch=epochs,
-                                                               num_iters_per_epoch=steps // epochs))
+                                                               num_iters_per_epoch=steps // epochs, **NO_PLOTS))
     exp = work / "exp"
     train("asr", work, corpus, config, stats, ["text"], exp)
     return exp, (work / "exp.log").read_text(encoding="utf-8")

@@ -16,7 +16,7 @@ import pytest
 
 from espnet_prune import register
 from espnet_prune.pruning.controller import BUDGET_TOLERANCE
-from test.espnet_prune.asr.recipe_steps import collect_stats, decode, train, training_config, write_config
+from test.espnet_prune.asr.recipe_steps import NO_PLOTS, collect_stats, decode, train, training_config, write_config
 
 UNITS = ["conv", "head", "interm"]
 REG_LR = 0.2  # warmup_steps x reg_lr = 12 (README rule: >= 10)
@@ -39,7 +39,7 @@ def run(work, corpus, stats, pruning, steps_per_epoch, epochs, exp_name="exp"):
     pruning = {"units": UNITS, "reference_seconds": 2, "reg_lr": REG_LR, **pruning}
     config = write_config(work / f"{exp_name}_{epochs}.yaml",
                           training_config(pruning, batch_size=2, max_epoch=epochs,
-                                          num_iters_per_epoch=steps_per_epoch))
+                                          num_iters_per_epoch=steps_per_epoch, **NO_PLOTS))
     exp = work / exp_name
     train("asr", work, corpus, config, stats, ["text"], exp)
     return exp, (work / f"{exp_name}.log").read_text(encoding="utf-8")

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from espnet_prune import register
-from test.espnet_prune.asr.recipe_steps import collect_stats, decode, train, training_config, write_config
+from test.espnet_prune.asr.recipe_steps import NO_PLOTS, collect_stats, decode, train, training_config, write_config
 
 EPOCHS, STEPS_PER_EPOCH, ACCUM_GRAD = 2, 100, 2  # 100 optimizer steps
 #: End-to-end (ESPnet training runs): deselected by ``pytest -m "not slow"``, run by ``make test``.
@@ -24,7 +24,7 @@ def slu_run(tmp_path_factory, slu_corpus):
     work = tmp_path_factory.mktemp("slu_run")
     config = write_config(work / "conf" / "train_slu_pruned.yaml",
                           training_config(PRUNING, batch_size=2, max_epoch=EPOCHS, accum_grad=ACCUM_GRAD,
-                                          num_iters_per_epoch=STEPS_PER_EPOCH))
+                                          num_iters_per_epoch=STEPS_PER_EPOCH, **NO_PLOTS))
     stats = collect_stats("slu", work, slu_corpus, config, ["text"])
     exp = work / "exp" / "slu_pruned"
     train("slu", work, slu_corpus, config, stats, ["text"], exp)
