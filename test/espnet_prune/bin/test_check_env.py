@@ -13,7 +13,7 @@ from espnet_prune.bin.check_env import Piece, check, read_constraints
 @pytest.mark.slow  # a launcher subprocess (imports ESPnet's tasks)
 def test_the_environment_passes_the_check_through_the_launcher():
     result = subprocess.run([sys.executable, "-m", "espnet_prune", "--check"], capture_output=True, text=True,
-                            timeout=300)
+                            timeout=900)
     assert result.returncode == 0, result.stdout + result.stderr
     lines = result.stdout.splitlines()
     names = [line.split()[1] for line in lines[:-1]]
