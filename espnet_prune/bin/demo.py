@@ -28,17 +28,11 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-from espnet_prune.demo.pipeline import (
-    SIZES,
-    STANDINS,
-    DemoError,
-    DemoPaths,
-    DemoRecipe,
-    DemoSettings,
-    Progress,
-    parse_lm_pruning,
-    parse_system,
-)
+from espnet_prune.demo.layout import DemoPaths
+from espnet_prune.demo.pipeline import run_demo
+from espnet_prune.demo.recipe import DemoRecipe
+from espnet_prune.demo.settings import SIZES, STANDINS, DemoError, DemoSettings, parse_lm_pruning, parse_system
+from espnet_prune.demo.steps import Progress
 
 
 def positive_int(value: str) -> int:
@@ -155,7 +149,7 @@ def main(cmd: Optional[List[str]] = None) -> Path:
         print(f"ESPNET_ROOT={args.espnet_root}: running ESPnet's {settings.task}.sh in {paths.root}.")
     try:
         check_settings_file(args.output_dir, settings, args.espnet_root)
-        results = recipe.run_all()
+        results = run_demo(recipe)
     except DemoError as error:
         print(f"\ndemo failed:\n{error}", file=sys.stderr)
         sys.exit(1)

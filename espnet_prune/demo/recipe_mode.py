@@ -17,37 +17,25 @@ and 12), with the demo's sizes as options:
 - stage 12 with ``--use_lm true`` for the shallow-fusion decodings.
 
 Stage 13 is the demo's Python scoring (the same numbers as sclite, with no SCTK install
-needed), the LM pruning and the report are the demo's own steps, as in direct mode.
+needed), the LM pruning and the report are the demo's own steps, as in direct mode
+(:mod:`~espnet_prune.demo.pipeline` adds the report).
 """
 
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Dict, List, Sequence
+from typing import Dict, List, Sequence
 
-from espnet_prune.demo.pipeline import (
-    INFERENCE_TAG,
-    INT8_TAG,
-    LM_TAG,
-    SSL_STANDIN,
-    TEMPLATE_PRUNE,
-    DemoError,
-    Step,
-    System,
-    SystemSize,
-    copy_pretrained_standin,
-    fusion_lms,
-    lm_pruning_steps,
-)
-
-if TYPE_CHECKING:
-    from espnet_prune.demo.pipeline import DemoRecipe
+from espnet_prune.demo.layout import INFERENCE_TAG, INT8_TAG, LM_TAG, SSL_STANDIN, TEMPLATE_PRUNE, fusion_lms
+from espnet_prune.demo.recipe import DemoRecipe, copy_pretrained_standin, lm_pruning_steps
+from espnet_prune.demo.settings import DemoError, System, SystemSize
+from espnet_prune.demo.steps import Step
 
 #: Links of the working directory: name -> path relative to the repository's egs2/.
 RECIPE_LINKS = ("run.sh", "conf", "local")
 TEMPLATE_LINKS = ("path.sh", "cmd.sh")
 
 
-def setup_recipe_dir(recipe: "DemoRecipe") -> str:
+def setup_recipe_dir(recipe: DemoRecipe) -> str:
     """Make ``paths.root`` an ESPnet recipe directory linked to ``recipe.espnet_root``."""
     root = recipe.paths.root
     root.mkdir(parents=True, exist_ok=True)
@@ -70,7 +58,7 @@ def _link(link: Path, target: Path) -> None:
     link.symlink_to(target)
 
 
-def common_options(recipe: "DemoRecipe") -> List[str]:
+def common_options(recipe: DemoRecipe) -> List[str]:
     """asr.sh / slu.sh options shared by every call."""
     settings, paths, task = recipe.settings, recipe.paths, recipe.task
     corpus_options = [
@@ -101,14 +89,14 @@ def _join(args: Sequence) -> str:
     return " ".join(str(arg) for arg in args)
 
 
-def prune_stages(recipe: "DemoRecipe", first: int, last: int, options: Sequence, log: Path) -> Dict[str, float]:
+def prune_stages(recipe: DemoRecipe, first: int, last: int, options: Sequence, log: Path) -> Dict[str, float]:
     """The recipe's ``./run.sh --stage first --stop_stage last ...`` (egs2/espeak_demo/<task>1);
     returns its wall and CPU seconds (:meth:`DemoRecipe.run`)."""
     command = ["bash", "./run.sh", "--stage", first, "--stop_stage", last, *common_options(recipe), *options]
     return recipe.run(command, log, cwd=recipe.paths.root)
 
 
-def recipe_steps(recipe: "DemoRecipe") -> List[Step]:
+def recipe_steps(recipe: DemoRecipe) -> List[Step]:
     """The steps of recipe mode (module docstring)."""
     settings, paths, task = recipe.settings, recipe.paths, recipe.task
     logs = paths.root / "logs"
@@ -198,5 +186,4 @@ def recipe_steps(recipe: "DemoRecipe") -> List[Step]:
             decodes.append(steps[-1].name)
 
     steps.append(Step("score", "13", recipe.score_all, after=tuple(decodes)))
-    steps.append(recipe.report_step(("score",) + (("lm_train",) if settings.uses_lm else ())))
     return steps

@@ -31,27 +31,22 @@ import numpy as np
 import soundfile
 import torch
 
-from espnet_prune.demo.pipeline import (
+from espnet_prune.demo.layout import (
     INFERENCE_TAG,
     INT8_TAG,
-    METHODS,
-    MULTI_SIZE_METHODS,
-    SEPARATE_RUNS,
     SSL_STANDIN,
-    UNPRUNED_METHODS,
     DemoPaths,
-    DemoSettings,
-    Progress,
     decode_files,
     final_model_file,
-    format_seconds,
     fusion_lms,
-    lm_target_name,
     training_time_file,
 )
-from espnet_prune.demo.scoring import read_transcripts
+from espnet_prune.demo.settings import METHODS, MULTI_SIZE_METHODS, SEPARATE_RUNS, UNPRUNED_METHODS, DemoSettings
+from espnet_prune.demo.steps import Progress, format_seconds
+from espnet_prune.lm.choices import target_name
 from espnet_prune.ssl import cost
 from espnet_prune.ssl.config import get_config
+from espnet_prune.utils.kaldi_data import read_table
 from espnet_prune.utils.timing import time_interleaved
 
 WARMUP_ROUNDS = 2
@@ -195,7 +190,7 @@ def collect_lm_fusion(settings: DemoSettings, paths: DemoPaths) -> Optional[Dict
             row, method = dense_row, "dense"
         else:
             rows = reports[lm["pruning"].name]["systems"]
-            row = next(r for r in rows if r["name"] == lm_target_name(lm["target"]))
+            row = next(r for r in rows if r["name"] == target_name(lm["target"]))
             method = lm["pruning"].name
         entry = dict(lm=lm["name"], method=method, target=lm["target"], params=row["params"],
                      params_ratio=row["param_ratio"], dev_perplexity=row["perplexity"],
@@ -307,7 +302,7 @@ def format_multisize(task: str, multisize: Optional[List[Dict]]) -> List[str]:
 def identical_hypotheses(first: Path, second: Path) -> Tuple[int, int]:
     """``(utterances with the same hypothesis in both, utterances in either)`` of two
     ``<utt_id> <text>`` files; an utterance missing from one file counts as different."""
-    one, two = read_transcripts(first), read_transcripts(second)
+    one, two = read_table(first, skip_empty_lines=True), read_table(second, skip_empty_lines=True)
     keys = set(one) | set(two)
     return sum(1 for key in keys if key in one and key in two and one[key] == two[key]), len(keys)
 

@@ -16,11 +16,15 @@ reference (``text`` = ``<intent> <words>``). It is taken before non-linguistic s
 removed, because in this demo the intents are those symbols.
 
 An utterance of the reference without a hypothesis is scored against an empty hypothesis.
+Both files are read as Kaldi tables (:func:`espnet_prune.utils.kaldi_data.read_table`, blank
+lines skipped).
 """
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+
+from espnet_prune.utils.kaldi_data import read_table
 
 PathLike = Union[str, Path]
 TOKEN_TYPES = ("word", "char")
@@ -46,28 +50,6 @@ class ErrorCounts:
 
     def as_dict(self) -> Dict[str, float]:
         return {**asdict(self), "errors": self.errors, "rate": self.rate}
-
-
-def read_transcripts(path: PathLike) -> Dict[str, str]:
-    """``<utt_id> <text>`` lines (Kaldi ``text``, ESPnet ``1best_recog/text``) as a dict.
-
-    An utterance id alone on its line (an empty hypothesis) maps to ``""``.
-
-    Raises:
-        ValueError: a missing file or a repeated utterance id.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"transcript file {path} does not exist")
-    texts: Dict[str, str] = {}
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        fields = line.split(maxsplit=1)
-        if fields[0] in texts:
-            raise ValueError(f"{path}:{number}: utterance '{fields[0]}' appears twice")
-        texts[fields[0]] = fields[1].strip() if len(fields) > 1 else ""
-    return texts
 
 
 def read_symbols(path: Optional[PathLike]) -> List[str]:
@@ -198,8 +180,8 @@ def score_decoding(ref_file: PathLike, hyp_file: PathLike, task: str = "asr",
         ``{"wer": ..., "cer": ..., "score_wer": counts, "score_cer": counts}`` and, for
         ``task="slu"``, ``"intent_acc"``; rates are fractions.
     """
-    refs = read_transcripts(ref_file)
-    hyps = read_transcripts(hyp_file)
+    refs = read_table(ref_file, skip_empty_lines=True)
+    hyps = read_table(hyp_file, skip_empty_lines=True)
     symbols = list(non_linguistic_symbols)
     wer = error_rate(refs, hyps, "word", symbols, cleaner)
     cer = error_rate(refs, hyps, "char", symbols, cleaner)

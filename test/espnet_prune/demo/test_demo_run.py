@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from espnet_prune.demo.pipeline import SIZES
+from espnet_prune.demo.settings import SIZES
 
 #: End-to-end (ESPnet training runs): deselected by ``pytest -m "not slow"``, run by ``make test``.
 pytestmark = pytest.mark.slow

@@ -8,8 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from espnet_prune.demo import pipeline, recipe_mode
-from espnet_prune.demo.pipeline import DemoPaths, DemoRecipe, DemoSettings, LMPruning, System
+from espnet_prune.demo import layout, pipeline, recipe_mode
+from espnet_prune.demo.layout import DemoPaths
+from espnet_prune.demo.recipe import DemoRecipe
+from espnet_prune.demo.settings import DemoSettings, LMPruning, System
 
 FAKE_TASK_SCRIPT = """#!/usr/bin/env bash
 # Records its arguments, one a line, appending a separator per call.
@@ -60,17 +62,17 @@ def recipe(tmp_path, fake_espnet):
 def test_the_working_directory_becomes_a_recipe_linked_to_the_checkout(recipe, fake_espnet):
     recipe_mode.setup_recipe_dir(recipe)
     root = recipe.paths.root
-    assert (root / "conf").resolve() == pipeline.RECIPES / "asr1" / "conf"
-    assert (root / "run.sh").resolve() == pipeline.RECIPES / "asr1" / "run.sh"
+    assert (root / "conf").resolve() == layout.RECIPES / "asr1" / "conf"
+    assert (root / "run.sh").resolve() == layout.RECIPES / "asr1" / "run.sh"
     assert (root / "local" / "data.sh").is_file()
-    assert (root / "path.sh").resolve() == pipeline.TEMPLATE_PRUNE / "path.sh"
+    assert (root / "path.sh").resolve() == layout.TEMPLATE_PRUNE / "path.sh"
     assert (root / "asr.sh").resolve() == (fake_espnet / "egs2" / "TEMPLATE" / "asr1" / "asr.sh").resolve()
     assert (root / "utils").resolve() == (fake_espnet / "egs2" / "TEMPLATE" / "asr1" / "utils").resolve()
 
 
 def test_the_data_stages_run_asr_sh_with_the_demos_corpus_options(recipe):
     recipe_mode.setup_recipe_dir(recipe)
-    steps = {step.name: step for step in recipe.steps()}
+    steps = {step.name: step for step in pipeline.plan(recipe)}
     assert steps["data"].stage == "1-5" and steps["ssl_standin"].after == ("data",)
     steps["data"].action()
     (call,) = recorded_calls(recipe.paths.root)
@@ -82,14 +84,14 @@ def test_the_data_stages_run_asr_sh_with_the_demos_corpus_options(recipe):
     assert option(call, "--lm_config") == "conf/train_lm.yaml"
     assert option(call, "--lm_train_text") == "data/lm_train.txt"
     # asr.sh would append --lm_args to the LM's directory name without --lm_tag.
-    assert option(call, "--lm_tag") == pipeline.LM_TAG
-    assert recipe.paths.lm_exp.name == f"lm_{pipeline.LM_TAG}"
+    assert option(call, "--lm_tag") == layout.LM_TAG
+    assert recipe.paths.lm_exp.name == f"lm_{layout.LM_TAG}"
     assert "--ngpu" in call and "--gpu_inference" in call  # run.sh's own options came first
 
 
 def test_shallow_fusion_decodes_the_exported_model_with_each_lm(recipe):
     recipe_mode.setup_recipe_dir(recipe)
-    steps = {step.name: step for step in recipe.steps()}
+    steps = {step.name: step for step in pipeline.plan(recipe)}
     step = steps["decode_hj_macs_0.50_lm_data_lowrank_incremental_target0.50"]
     recipe.paths.ssl_checkpoint.parent.mkdir(parents=True)
     recipe.paths.ssl_checkpoint.write_bytes(b"")  # run.sh refuses to decode without the stand-in
@@ -117,7 +119,7 @@ def test_a_multi_size_system_is_trained_timed_then_exported_and_decoded_size_by_
         return {"wall_seconds": 12.0, "cpu_seconds": 10.0}
 
     recipe.run = run
-    steps = {step.name: step for step in recipe.steps()}
+    steps = {step.name: step for step in pipeline.plan(recipe)}
     summary = steps[f"train_decode_{system.name}"].action()
     training, decoding = calls
     assert (option(training, "--stage"), option(training, "--stop_stage")) == ("11", "11")

@@ -76,7 +76,7 @@ def test_score_decoding_reads_espnet_text_files(tmp_path):
     ref = tmp_path / "ref"
     hyp = tmp_path / "hyp"
     ref.write_text("u1 alarm_set set an alarm\nu2 play_music play some jazz\n")
-    hyp.write_text("u2 play_music play jazz\nu1\n")  # an empty hypothesis is an id alone
+    hyp.write_text("u2 play_music play jazz\n\nu1\n")  # an empty hypothesis is an id alone; blank lines skipped
     result = scoring.score_decoding(ref, hyp, "slu", ["alarm_set", "play_music"])
     assert result["intent_acc"] == pytest.approx(0.5)
     assert result["wer"] == pytest.approx((3 + 1) / (3 + 3))
@@ -87,10 +87,10 @@ def test_score_decoding_reads_espnet_text_files(tmp_path):
 def test_bad_input_is_named(tmp_path):
     duplicate = tmp_path / "text"
     duplicate.write_text("u1 a\nu1 b\n")
-    with pytest.raises(ValueError, match="'u1' appears twice"):
-        scoring.read_transcripts(duplicate)
+    with pytest.raises(ValueError, match="'u1' appears more than once"):
+        scoring.score_decoding(duplicate, duplicate)
     with pytest.raises(ValueError, match="does not exist"):
-        scoring.read_transcripts(tmp_path / "missing")
+        scoring.score_decoding(tmp_path / "missing", duplicate)
     with pytest.raises(ValueError, match="without a reference"):
         scoring.error_rate({"u1": "a"}, {"u2": "a"})
     with pytest.raises(ValueError, match="token_type must be one of"):

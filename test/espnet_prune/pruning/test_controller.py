@@ -361,7 +361,7 @@ def test_the_readme_states_the_run_length_rule_the_controller_advises():
 
     import yaml
 
-    from espnet_prune.demo.pipeline import PARAMS_REG_LR, DemoSettings
+    from espnet_prune.demo.settings import PARAMS_REG_LR, DemoSettings
     from espnet_prune.pruning.config import PruningConfig
     from espnet_prune.pruning.controller import MIN_WARMUP_TIMES_LR
 

@@ -1,0 +1,110 @@
+"""What the demo runs: systems (one target or several sizes from one run), the LM prunings, the
+settings' checks and the length of each system's fine-tuning."""
+
+import pytest
+import yaml
+
+from espnet_prune.demo import settings as demo_settings
+from espnet_prune.demo.layout import RECIPES
+from espnet_prune.demo.settings import DemoSettings, LMPruning, System, SystemSize
+from espnet_prune.pruning.config import PruningConfig
+
+
+def test_systems_name_themselves_and_set_the_pruning_of_the_frontend():
+    assert System("dense").name == "dense"
+    assert System("dense").frontend_overrides(300) == ["pruning=null"]
+    macs = System("hj_macs", 0.5)
+    assert macs.name == "hj_macs_0.50"
+    assert macs.frontend_overrides(300) == ["pruning.warmup_steps=300", "pruning.metric=macs", "pruning.target=0.5"]
+    assert "pruning.metric=params" in System("hj_params", 0.6).frontend_overrides(10)
+    separate = System("separate", 0.4).frontend_overrides(10)
+    assert "pruning.cnn_target=0.4" in separate and "pruning.transformer_target=0.4" in separate
+    assert demo_settings.parse_system("hj_params:0.6") == System("hj_params", 0.6)
+    assert demo_settings.parse_system("dense") == System("dense")
+    # The probe: the dense model from random initialisation (no checkpoint, so arch alone builds it).
+    assert System("scratch").name == "scratch"
+    assert System("scratch").frontend_overrides(10) == ["pruning=null", "checkpoint=null"]
+    transformer = System("transformer_only", 0.7).frontend_overrides(10)
+    units = yaml.safe_load(next(item for item in transformer if item.startswith("pruning.units=")).split("=", 1)[1])
+    assert set(units) == set(demo_settings.LAYER_UNITS) and "conv" not in units
+    assert "pruning.target=0.7" in transformer and "pruning.metric=macs" in transformer
+
+
+@pytest.mark.parametrize("text, message", [("hj_macs", "needs a target"), ("dense:0.5", "takes no target"),
+                                           ("scratch:0.5", "takes no target"), ("transformer_only", "needs a target"),
+                                           ("hj_macs:1.5", "keep ratio in"), ("magnitude:0.5", "unknown pruning")])
+def test_bad_systems_are_named(text, message):
+    with pytest.raises(ValueError, match=message):
+        demo_settings.parse_system(text)
+
+
+def test_lm_prunings_are_spelled_with_lm_prunes_choices():
+    # The choices are lm_prune's own (espnet_prune.lm.choices, see test_lm_choices.py).
+    for criterion, method, scheduler in [("magnitude", "unstructured", "oneshot"), ("data", "lowrank", "incremental")]:
+        assert demo_settings.parse_lm_pruning(f"{criterion}/{method}/{scheduler}").name == (
+            f"{criterion}_{method}_{scheduler}")
+    with pytest.raises(ValueError, match="criterion in \\('magnitude', 'data'\\)"):
+        demo_settings.parse_lm_pruning("fisher/lowrank/oneshot")
+    assert demo_settings.parse_lm_pruning("data/lowrank/incremental") == LMPruning("data", "lowrank", "incremental")
+    with pytest.raises(ValueError, match="criterion/method/scheduler"):
+        demo_settings.parse_lm_pruning("data/lowrank")
+
+
+def test_settings_are_checked():
+    with pytest.raises(ValueError, match="must be below finetune_steps"):
+        DemoSettings(finetune_steps=100, prune_warmup_steps=100)
+    with pytest.raises(ValueError, match="fusion_system 'hj_macs_0.30' is not one of"):
+        DemoSettings(fusion_system="hj_macs_0.30")
+    with pytest.raises(ValueError, match="systems repeat"):
+        DemoSettings(systems=(System("dense"), System("dense")))
+    with pytest.raises(ValueError, match="batch_size must be a positive int"):
+        DemoSettings(batch_size=0)
+    assert not DemoSettings(task="slu").uses_lm and DemoSettings().uses_lm
+    assert DemoSettings().as_dict()["systems"] == ["dense", "hj_macs_0.80", "hj_macs_0.50", "hj_params_0.60",
+                                                  "separate_0.80", "transformer_only_0.80"]
+
+
+def test_a_multi_size_system_names_its_sizes_and_resolves_to_targets_with_holds():
+    system = demo_settings.parse_system("hj_macs_multi:0.8/0.6/0.4")
+    assert system == System("hj_macs_multi", targets=(0.8, 0.6, 0.4)) and system.multi_size
+    assert system.name == "hj_macs_multi_0.80_0.60_0.40"
+    assert [size.name for size in system.sizes] == [f"{system.name}/target{t}" for t in ("0.80", "0.60", "0.40")]
+    assert [size.target for size in system.sizes] == [0.8, 0.6, 0.4]
+    assert System("hj_macs", 0.5).sizes == [SystemSize(System("hj_macs", 0.5))]
+    with pytest.raises(ValueError, match="needs hold_steps"):
+        system.frontend_overrides(200)
+    # On top of the fine-tuning config's preset the overrides give three sizes, each held 300 steps.
+    pruning = yaml.safe_load((RECIPES / "asr1" / "conf" / "train_asr_pruned_ssl.yaml").read_text())
+    overrides = dict(item.split("=", 1) for item in system.frontend_overrides(200, 300))
+    values = {key.split(".", 1)[1]: yaml.safe_load(value) for key, value in overrides.items()}
+    resolved = PruningConfig.from_dict({**pruning["frontend_conf"]["pruning"], **values})
+    assert resolved.sizes() == [{"total": 0.8}, {"total": 0.6}, {"total": 0.4}]
+    assert (resolved.metric, resolved.warmup_steps, resolved.effective_hold_steps) == ("macs", 200, 300)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("hj_macs_multi:0.8/0.8", "strictly decreasing"), ("hj_macs_multi:0.6/0.8", "strictly decreasing"),
+    ("hj_macs_multi:0.8", "two or more targets"), ("hj_macs_multi", "two or more targets"),
+    ("hj_macs_multi:1.0/0.5", r"keep ratios in \(0, 1\)"), ("hj_macs_multi:0.8/0", r"keep ratios in \(0, 1\)"),
+    ("hj_macs_multi:0.8/x", "could not convert"), ("hj_macs:0.8/0.6", "takes one target"),
+    ("hj_macs_multi:0.801/0.8", "first two decimals")])
+def test_bad_multi_size_systems_are_named(text, message):
+    with pytest.raises(ValueError, match=message):
+        demo_settings.parse_system(text)
+
+
+def test_a_multi_size_run_holds_each_size_as_long_as_a_single_run_trains_after_its_ramp():
+    system = demo_settings.parse_system("hj_macs_multi:0.8/0.6/0.4")
+    settings = DemoSettings(systems=(System("dense"), System("hj_macs", 0.8), system))
+    assert settings.multisize_hold_steps == settings.finetune_steps - settings.prune_warmup_steps == 300
+    assert settings.training_steps(system) == 3 * (200 + 300)
+    assert settings.training_steps(System("hj_macs", 0.8)) == settings.finetune_steps
+    assert [size.name for size in settings.sizes()] == ["dense", "hj_macs_0.80"] + [size.name for size in system.sizes]
+    # The ramp of each size is as long as the controller's rule wants for the demo's reg_lr.
+    from espnet_prune.pruning.controller import MIN_WARMUP_TIMES_LR
+
+    config = yaml.safe_load((RECIPES / "asr1" / "conf" / "train_asr_pruned_ssl.yaml").read_text())
+    assert settings.multisize_warmup_steps * config["frontend_conf"]["pruning"]["reg_lr"] >= MIN_WARMUP_TIMES_LR["macs"]
+    with pytest.raises(ValueError, match="has several sizes"):
+        DemoSettings(systems=(system,), fusion_system=system.name)
+    assert "multisize_warmup_steps" in settings.as_dict()
