@@ -47,6 +47,16 @@ GATE_ORDER = tuple(unit for unit in UNITS if not unit.scalar) + tuple(unit for u
 GAP_SCALE = 0.01
 #: lambda1 is held while the expected gap closes fast enough to vanish within this many steps.
 CLOSING_STEPS = 50
+#: The gap counts as stalled while, at the speed it shrank since the previous step, it would
+#: take more than this many steps to vanish (or while it widens).
+STALLED_STEPS = 200
+#: lambda2's step (its full rate times ``lambda2_rates``) grows by this factor per step for as
+#: long as the gap is stalled at or above GAP_SCALE (see :meth:`PruningController.advance`) ...
+LAMBDA2_RATE_GROWTH = 1.02
+#: ... up to this many times its full rate ...
+LAMBDA2_RATE_MAX = 32.0
+#: ... and shrinks by this factor (not below 1) when the gap changes sides.
+LAMBDA2_RATE_SHRINK = 0.5
 #: A budget counts as reached when its deterministic (exported) ratio is this close to its target.
 BUDGET_TOLERANCE = 0.02
 #: Recommended run length: at least this many times ``warmup_steps`` optimizer steps.
@@ -142,17 +152,23 @@ class PruningController(nn.Module):
         self.budget_names: Tuple[str, ...] = tuple(self.budgets)
         self.register_buffer("previous_expected_gaps", torch.full((len(self.budget_names),), float("nan"),
                                                                   dtype=torch.float64))
+        # lambda2's step of each budget in units of its full rate (see advance()).
+        self.register_buffer("lambda2_rates", torch.ones(len(self.budget_names), dtype=torch.float64))
         self.multiplier_lr: Optional[float] = None  # reg_lr, as last given to advance()
         self._init_sizes()
 
     def complete_old_state(self, state_dict: Dict[str, Tensor], prefix: str) -> None:
         """Add to ``state_dict`` (in place) the controller state that checkpoints of older versions
         lack: without ``previous_expected_gaps`` a run resumes as if the step before had none
-        (lambda1 moves at the first step instead of possibly holding). A state dict without any
-        controller key under ``prefix`` is left alone."""
-        key = prefix + "previous_expected_gaps"
-        if key not in state_dict and any(name.startswith(prefix) for name in state_dict):
-            state_dict[key] = torch.full_like(self.previous_expected_gaps, float("nan"))
+        (lambda1 moves at the first step instead of possibly holding); without ``lambda2_rates``
+        lambda2's step restarts at its full rate. A state dict without any controller key under
+        ``prefix`` is left alone."""
+        if not any(name.startswith(prefix) for name in state_dict):
+            return
+        defaults = {"previous_expected_gaps": torch.full_like(self.previous_expected_gaps, float("nan")),
+                    "lambda2_rates": torch.ones_like(self.lambda2_rates)}
+        for name, value in defaults.items():
+            state_dict.setdefault(prefix + name, value)
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                               error_msgs):
@@ -436,7 +452,8 @@ class PruningController(nn.Module):
         Returns:
             ``(loss, stats)``; stats hold ``expected_<budget>`` (ratio under the gate
             distributions), ``deterministic_<budget>`` (ratio of the deterministic mask),
-            ``target_<budget>``, ``lambda1_<budget>``, ``lambda2_<budget>`` as floats.
+            ``target_<budget>``, ``lambda1_<budget>``, ``lambda2_<budget>``, ``lambda2_rate_<budget>``
+            (lambda2's step in units of its full rate, see :meth:`advance`) as floats.
         """
         ratios = self.expected_ratios()
         kept = self.deterministic_ratios()
@@ -452,7 +469,8 @@ class PruningController(nn.Module):
             self._last_expected_gaps[name] = float(ratio.detach()) - targets[name]
             stats.update({f"expected_{name}": float(ratio.detach()), f"deterministic_{name}": kept[name],
                           f"target_{name}": targets[name], f"lambda1_{name}": float(lambda_1),
-                          f"lambda2_{name}": float(lambda_2)})
+                          f"lambda2_{name}": float(lambda_2),
+                          f"lambda2_rate_{name}": float(self.lambda2_rates[self.budget_names.index(name)])})
         return loss, stats
 
     @torch.no_grad()
@@ -464,7 +482,7 @@ class PruningController(nn.Module):
         depends only on the current gap (no memory of the ramp's large gaps)::
 
             lambda1 += multiplier_lr * clip(g / GAP_SCALE, -1, 1)   # unless the gap is closing
-            lambda2 += multiplier_lr * lambda2_lr_scale * min((g / GAP_SCALE)^2, 1)
+            lambda2 += multiplier_lr * lambda2_lr_scale * rate * min((g / GAP_SCALE)^2, 1)
 
         lambda1 is held while the expected ratio's gap closes (shrinks without changing
         sign since the previous step, fast enough to vanish within :data:`CLOSING_STEPS`
@@ -473,6 +491,19 @@ class PruningController(nn.Module):
         near 1 at the start) respond only to a large multiplier; without this hold that
         multiplier, far above what the gates need once they move, overshoots the target
         after the ramp and takes ``lambda1 / multiplier_lr`` steps to unwind.
+
+        ``rate`` (``lambda2_rates``, one per budget, 1 at the start) grows by
+        :data:`LAMBDA2_RATE_GROWTH` per step, up to :data:`LAMBDA2_RATE_MAX`, while the gap is
+        stalled (at its current speed it would not vanish within :data:`STALLED_STEPS` steps)
+        at or above :data:`GAP_SCALE`, and shrinks by :data:`LAMBDA2_RATE_SHRINK`, not below 1,
+        when the gap changes sides. The force the budget needs is the price at which the task
+        gives up units, which scales with the task loss and the units' share of the cost
+        (measured: 600-step runs whose lambda1 still rose at its full rate when they ended 2-16
+        points above the target); a fixed step reaches a high price only late. The growing
+        step goes to the quadratic term and not to lambda1: its force ``2 lambda2 g`` turns
+        with the gap at once, so a large lambda2 holds the structure at the target, while a
+        lambda1 grown as large keeps pushing past it until it has been integrated back (runs
+        where lambda1's step grew overshot the target by 3 points and swung lambda1 negative).
 
         Args:
             multiplier_lr: full-rate step of lambda1 (``reg_lr``); 0 only counts the step.
@@ -485,14 +516,23 @@ class PruningController(nn.Module):
         if multiplier_lr > 0:
             self.multiplier_lr = float(multiplier_lr)
             for name, gap in self._last_gaps.items():
+                index = self.budget_names.index(name)
                 scaled = gap / GAP_SCALE
                 now = self._last_expected_gaps[name]
-                before = float(self.previous_expected_gaps[self.budget_names.index(name)])
+                before = float(self.previous_expected_gaps[index])
                 closing = (not math.isnan(before) and now * before > 0
                            and (abs(before) - abs(now)) * CLOSING_STEPS > abs(now))
+                stalled = (not math.isnan(before) and now * before > 0
+                           and (abs(before) - abs(now)) * STALLED_STEPS <= abs(now))
+                rate = float(self.lambda2_rates[index])
+                if now * before < 0:
+                    rate = max(1.0, rate * LAMBDA2_RATE_SHRINK)
+                elif stalled and abs(gap) >= GAP_SCALE:
+                    rate = min(LAMBDA2_RATE_MAX, rate * LAMBDA2_RATE_GROWTH)
+                self.lambda2_rates[index] = rate
                 if not closing:
                     self.lambda_1[name].add_(multiplier_lr * max(-1.0, min(1.0, scaled)))
-                self.lambda_2[name].add_(multiplier_lr * lambda2_lr_scale * min(scaled * scaled, 1.0))
+                self.lambda_2[name].add_(multiplier_lr * rate * lambda2_lr_scale * min(scaled * scaled, 1.0))
         self.previous_expected_gaps.copy_(torch.tensor(
             [self._last_expected_gaps.get(name, float("nan")) for name in self.budget_names], dtype=torch.float64))
         self._last_gaps, self._last_expected_gaps = {}, {}
