@@ -1,7 +1,10 @@
 import pytest
 import torch
 
-from espnet_prune.pruning.controller import GAP_SCALE, RUN_LENGTH_PER_WARMUP, PruningController
+from espnet_prune.layers.hard_concrete import HardConcreteGate
+from espnet_prune.pruning import controller as controller_module
+from espnet_prune.pruning.controller import (GAP_SCALE, LAMBDA2_RATE_GROWTH, LAMBDA2_RATE_MAX, RUN_LENGTH_PER_WARMUP,
+                                             STALLED_STEPS, PruningController)
 from espnet_prune.ssl import cost
 from espnet_prune.ssl.config import tiny_config
 from espnet_prune.ssl.model import SSLEncoder
@@ -149,13 +152,82 @@ def test_a_resumed_controller_holds_lambda1_exactly_as_an_unbroken_one(config):
     for controller in (unbroken, resumed):
         step(controller, -0.2 * GAP_SCALE)
         assert float(controller.lambda_1["total"]) == pytest.approx(-0.05)
-    # A checkpoint of an older version, without the previous gaps, still loads (strictly):
-    # its first step after resuming moves lambda1 as if there were no step before.
-    del saved["previous_expected_gaps"]
+    # A checkpoint of an older version, without the previous gaps and lambda2's rate, still loads
+    # (strictly): its first step after resuming moves lambda1 as if there were no step before,
+    # and lambda2 at its full rate.
+    saved["lambda2_rates"].fill_(4.0)
+    resumed.load_state_dict(saved)
+    assert float(resumed.lambda2_rates[0]) == 4.0
+    del saved["previous_expected_gaps"], saved["lambda2_rates"]
     old = PruningController(config, target=0.5, warmup_steps=0)
     old.load_state_dict(saved)
     step(old, -0.2 * GAP_SCALE)
     assert float(old.lambda_1["total"]) == pytest.approx(-0.05 - 0.02)
+    assert float(old.lambda2_rates[0]) == 1.0
+
+
+def test_lambda2_step_grows_while_the_gap_is_stalled_and_shrinks_when_it_changes_sides(config):
+    controller = PruningController(config, target=0.5, warmup_steps=0)
+
+    def step(gap):
+        lambda_2 = float(controller.lambda_2["total"])
+        controller._last_gaps = {"total": gap}
+        controller._last_expected_gaps = {"total": gap}
+        controller.advance(0.1, lambda2_lr_scale=10.0)
+        rate = float(controller.lambda2_rates[0])
+        assert float(controller.lambda_2["total"]) - lambda_2 == pytest.approx(
+            0.1 * 10.0 * rate * min((gap / GAP_SCALE) ** 2, 1.0), rel=1e-3)  # lambda2 is float32
+        return rate
+
+    assert step(0.05) == 1.0  # no step before: nothing to compare with
+    assert step(0.05) == pytest.approx(LAMBDA2_RATE_GROWTH)  # stalled
+    assert step(0.06) == pytest.approx(LAMBDA2_RATE_GROWTH ** 2)  # widening
+    # Shrinking just too slowly to vanish within STALLED_STEPS steps counts as stalled ...
+    assert step(0.06 * STALLED_STEPS / (STALLED_STEPS + 0.9)) == pytest.approx(LAMBDA2_RATE_GROWTH ** 3)
+    # ... shrinking faster does not, and neither does a stalled gap below GAP_SCALE.
+    assert step(0.04) == pytest.approx(LAMBDA2_RATE_GROWTH ** 3)
+    assert step(0.5 * GAP_SCALE) == pytest.approx(LAMBDA2_RATE_GROWTH ** 3)
+    assert step(0.6 * GAP_SCALE) == pytest.approx(LAMBDA2_RATE_GROWTH ** 3)
+    for _ in range(400):
+        rate = step(0.05)
+    assert rate == LAMBDA2_RATE_MAX
+    # Each change of sides halves it, down to 1.
+    assert step(-0.05) == LAMBDA2_RATE_MAX / 2
+    assert step(0.05) == LAMBDA2_RATE_MAX / 4
+    for sign in (-1, 1, -1, 1, -1):
+        rate = step(sign * 0.05)
+    assert rate == 1.0
+    # lambda1 keeps its fixed full-rate step throughout.
+    lambda_1 = float(controller.lambda_1["total"])
+    step(-0.05)
+    assert float(controller.lambda_1["total"]) == pytest.approx(lambda_1 - 0.1)
+
+
+def resisting_run(config, strength, steps, warmup_steps, lr=0.05):
+    """Final deterministic ratio of a MACs 0.5 budget over ``steps`` steps of a toy task that
+    resists pruning: it pays ``strength`` per gate for the mean keep probability of its units."""
+    torch.manual_seed(0)
+    controller = PruningController(config, units=["conv", "head", "interm"], target=0.5, warmup_steps=warmup_steps)
+    gates = [module for module in controller.modules() if isinstance(module, HardConcreteGate)]
+    optimiser = torch.optim.Adam(controller.parameter_groups(lr))
+    for _ in range(steps):
+        controller()
+        loss, _ = controller.regularization()
+        loss = loss - strength * torch.stack([gate.keep_prob().mean() for gate in gates]).sum()
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+        controller.advance(lr)
+    return controller.deterministic_ratios()["total"]
+
+
+def test_a_budget_the_task_resists_is_reached_because_lambda2_step_grows(config, monkeypatch):
+    """With a fixed multiplier step the run ends ~6 points above its target; the stalled gap
+    makes lambda2's step grow, and the run ends on its target without overshooting it."""
+    with monkeypatch.context() as fixed:
+        fixed.setattr(controller_module, "LAMBDA2_RATE_GROWTH", 1.0)
+        assert resisting_run(config, strength=5.0, steps=600, warmup_steps=300) > 0.54
+    assert resisting_run(config, strength=5.0, steps=600, warmup_steps=300) == pytest.approx(0.5, abs=0.015)
 
 
 def test_the_constraint_value_is_the_deterministic_structure_with_the_expected_gradient(config):
