@@ -129,6 +129,22 @@ def append_vocabulary_size(shape_file: Path, vocabulary_size: int, suffix: str =
     return target
 
 
+def collect_shapes(recipe: DemoRecipe, tool: str, stats_dir: Path, data_args: Sequence) -> str:
+    """asr.sh's statistics stage (10, or 6 for the LM): ``<tool> --collect_stats true`` with the
+    token arguments and ``data_args`` (data, shape files, config) into one split
+    ``stats_dir/logdir/stats.1``, ``aggregate_stats_dirs`` into ``stats_dir``, and the vocabulary
+    size appended to both ``text_shape`` files (``text_shape.char``)."""
+    logdir = stats_dir / "logdir"
+    recipe.espnet(tool, ["--collect_stats", "true", *recipe.token_args(), *data_args,
+                         "--output_dir", logdir / "stats.1"], logdir / "stats.1.log")
+    recipe.espnet("aggregate_stats_dirs", ["--input_dir", logdir / "stats.1", "--output_dir", stats_dir],
+                  logdir / "aggregate.log")
+    vocabulary = len(recipe.paths.token_list.read_text(encoding="utf-8").splitlines())
+    for split in ("train", "valid"):
+        append_vocabulary_size(stats_dir / split / "text_shape", vocabulary)
+    return f"shapes in {stats_dir}"
+
+
 def lm_steps(recipe: DemoRecipe) -> List[Step]:
     """Stages 6-8 and the LM pruning (ASR only)."""
     settings, paths = recipe.settings, recipe.paths
@@ -137,19 +153,10 @@ def lm_steps(recipe: DemoRecipe) -> List[Step]:
     steps: List[Step] = []
 
     def lm_stats() -> str:
-        logdir = paths.lm_stats / "logdir"
-        recipe.espnet("lm_train", [
-            "--collect_stats", "true", *recipe.token_args(),
+        return collect_shapes(recipe, "lm_train", paths.lm_stats, [
             "--train_data_path_and_name_and_type", f"{paths.lm_train_text},text,text",
             "--valid_data_path_and_name_and_type", f"{dev_text},text,text",
-            "--train_shape_file", paths.lm_train_text, "--valid_shape_file", dev_text,
-            "--output_dir", logdir / "stats.1", "--config", lm_config], logdir / "stats.1.log")
-        recipe.espnet("aggregate_stats_dirs", ["--input_dir", logdir / "stats.1", "--output_dir", paths.lm_stats],
-                      logdir / "aggregate.log")
-        vocabulary = len(paths.token_list.read_text(encoding="utf-8").splitlines())
-        for split in ("train", "valid"):
-            append_vocabulary_size(paths.lm_stats / split / "text_shape", vocabulary)
-        return f"shapes in {paths.lm_stats}"
+            "--train_shape_file", paths.lm_train_text, "--valid_shape_file", dev_text, "--config", lm_config])
 
     steps.append(Step("lm_stats", "6", lm_stats, after=("token_list",), marker=recipe.marker(paths.lm_stats, "stats"),
                       priority=1))
@@ -192,20 +199,11 @@ def asr_steps(recipe: DemoRecipe, text_files: Sequence[str]) -> List[Step]:
         return [option, f"{data_dir}/wav.scp,speech,sound", option, f"{data_dir}/text,text,text"]
 
     def stats() -> str:
-        logdir = paths.asr_stats / "logdir"
-        recipe.espnet(f"{task}_train", [
-            "--collect_stats", "true", *recipe.token_args(),
+        return collect_shapes(recipe, f"{task}_train", paths.asr_stats, [
             *data_args("--train_data_path_and_name_and_type", train_dir),
             *data_args("--valid_data_path_and_name_and_type", valid_dir),
             "--train_shape_file", train_dir / "wav.scp", "--valid_shape_file", valid_dir / "wav.scp",
-            "--output_dir", logdir / "stats.1", "--config", recipe.standin_config, "--frontend_conf", "fs=16k"],
-            logdir / "stats.1.log")
-        recipe.espnet("aggregate_stats_dirs", ["--input_dir", logdir / "stats.1", "--output_dir", paths.asr_stats],
-                      logdir / "aggregate.log")
-        vocabulary = len(paths.token_list.read_text(encoding="utf-8").splitlines())
-        for split in ("train", "valid"):
-            append_vocabulary_size(paths.asr_stats / split / "text_shape", vocabulary)
-        return f"shapes in {paths.asr_stats}"
+            "--config", recipe.standin_config, "--frontend_conf", "fs=16k"])
 
     steps.append(Step(f"{task}_stats", "10", stats, after=("token_list",),
                       marker=recipe.marker(paths.asr_stats, "stats")))
