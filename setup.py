@@ -54,6 +54,10 @@ install_requires = [
     "pandas>=2.0",
     # Speech2Text.from_pretrained(<packed zip>) unpacks through espnet_model_zoo.
     "espnet_model_zoo>=0.1.7",
+    # Every ESPnet process imports g2p_en, which imports inflect: inflect 7 instruments its
+    # functions with typeguard at import, ~4 s of CPU per process (measured: importing
+    # espnet2.tasks.asr takes 17 s of CPU with inflect 7.6.0, 12-14 s with 6.2.0).
+    "inflect>=6.0.5,<7",
 ]
 
 #: ONNX export of the frontend and onnxruntime inference (espnet_prune.ssl.onnx_export).
