@@ -452,3 +452,14 @@ def test_the_readme_states_the_run_length_rule_the_controller_advises():
         conf_reg_lr = yaml.safe_load(conf.read_text())["frontend_conf"]["pruning"]["reg_lr"]
         assert demo.prune_warmup_steps * conf_reg_lr >= MIN_WARMUP_TIMES_LR["macs"]
     assert demo.prune_warmup_steps * PARAMS_REG_LR >= MIN_WARMUP_TIMES_LR["params"]
+
+
+def test_the_readme_states_how_lambda2_step_grows():
+    from pathlib import Path
+
+    from espnet_prune.pruning.controller import LAMBDA2_RATE_SHRINK
+
+    text = " ".join((Path(__file__).parents[3] / "README.md").read_text(encoding="utf-8").split())
+    assert f"it would not vanish within {STALLED_STEPS} steps, or it widens" in text
+    assert (f"grows by ×{LAMBDA2_RATE_GROWTH:g} per step, up to ×{LAMBDA2_RATE_MAX:g}, and halves (not below 1)"
+            in text) and LAMBDA2_RATE_SHRINK == 0.5
