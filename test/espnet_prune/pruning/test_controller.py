@@ -3,8 +3,14 @@ import torch
 
 from espnet_prune.layers.hard_concrete import HardConcreteGate
 from espnet_prune.pruning import controller as controller_module
-from espnet_prune.pruning.controller import (GAP_SCALE, LAMBDA2_RATE_GROWTH, LAMBDA2_RATE_MAX, RUN_LENGTH_PER_WARMUP,
-                                             STALLED_STEPS, PruningController)
+from espnet_prune.pruning.controller import (
+    GAP_SCALE,
+    LAMBDA2_RATE_GROWTH,
+    LAMBDA2_RATE_MAX,
+    RUN_LENGTH_PER_WARMUP,
+    STALLED_STEPS,
+    PruningController,
+)
 from espnet_prune.ssl import cost
 from espnet_prune.ssl.config import tiny_config
 from espnet_prune.ssl.model import SSLEncoder
