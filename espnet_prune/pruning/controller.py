@@ -14,7 +14,8 @@ memory, so the multipliers nearly stop: a multiplier wound up while the gates la
 behind the ramp unwinds only slowly (the cost ends *below* the target), and one still
 short of the task's price rises only slowly (the cost ends *above* it). The controller
 therefore updates them itself, once per optimizer step, by clipped gradient ascent whose
-speed depends on the current gap only (:meth:`PruningController.advance`).
+speed depends on the current gap, and for lambda2 also on how long the gap has been stalled
+(:meth:`PruningController.advance`).
 
 The constraint value is the cost of the deterministic mask, the structure that export
 keeps, with the expected cost's gradient (a straight-through estimate): it is the exported
