@@ -25,7 +25,6 @@ alone made an undecided sublayer cost all or nothing of it, steps of ~11 % on sm
 """
 
 import itertools
-import math
 from typing import Callable, Dict, List, Optional, Tuple, Union
 
 import torch
@@ -480,7 +479,8 @@ class PruningController(nn.Module):
 
         Gradient ascent of the Lagrangian in the multipliers from the gaps ``g`` of the latest
         :meth:`regularization`, normalised by :data:`GAP_SCALE` and clipped, so that a step
-        depends only on the current gap (no memory of the ramp's large gaps)::
+        depends on the current gap (no memory of the ramp's large gaps; lambda2's ``rate``
+        below remembers only how long the gap has been stalled)::
 
             lambda1 += multiplier_lr * clip(g / GAP_SCALE, -1, 1)   # unless the gap is closing
             lambda2 += multiplier_lr * lambda2_lr_scale * rate * min((g / GAP_SCALE)^2, 1)
@@ -521,10 +521,10 @@ class PruningController(nn.Module):
                 scaled = gap / GAP_SCALE
                 now = self._last_expected_gaps[name]
                 before = float(self.previous_expected_gaps[index])
-                closing = (not math.isnan(before) and now * before > 0
-                           and (abs(before) - abs(now)) * CLOSING_STEPS > abs(now))
-                stalled = (not math.isnan(before) and now * before > 0
-                           and (abs(before) - abs(now)) * STALLED_STEPS <= abs(now))
+                # On the same side as the step before (NaN: no step before), shrinking this much per step.
+                same_side, shrink = now * before > 0, abs(before) - abs(now)
+                closing = same_side and shrink * CLOSING_STEPS > abs(now)
+                stalled = same_side and shrink * STALLED_STEPS <= abs(now)
                 rate = float(self.lambda2_rates[index])
                 if now * before < 0:
                     rate = max(1.0, rate * LAMBDA2_RATE_SHRINK)
