@@ -340,6 +340,32 @@ def test_an_undecided_sublayer_costs_in_the_structure_what_it_costs_in_expectati
     assert exported_ratio(config, controller, metric) == pytest.approx(deterministic, abs=1e-9)
 
 
+def test_the_plan_never_trades_a_decided_sublayer_for_a_closer_budget_match():
+    """Separate budgets; every head gate has one head at keep probability ~0.45, which no fine unit
+    can absorb (the removed FFN units are decided), and the FFN sublayers are kept with p ~0.99.
+    Removing one FFN and adding heads back would match the expected ratio better; the plan must
+    keep the FFNs and miss by what is left of the heads' rounding."""
+    config = tiny_config("wav2vec2", num_layers=3, embed_dim=96, ffn_dims=192,
+                         conv_layers=[[64, 10, 5]] + [[64, 3, 2]] * 4 + [[64, 2, 2]] * 2)
+    controller = PruningController(config, units=ALL_UNITS, metric="macs", cnn_target=0.9,
+                                   transformer_target=0.9, reference_seconds=5.0)
+    with torch.no_grad():
+        for p in controller.gate_parameters():
+            p.fill_(30.0)
+        controller.gates["ffn_layer"].log_alpha.fill_(4.8)
+        for layer in range(3):
+            controller.gates["interm"][str(layer)].log_alpha[170:] = -30.0
+            head = controller.gates["head"][str(layer)]
+            head.log_alpha[3] = head._shift - 0.2
+    ffn_keep = controller.gates["ffn_layer"].keep_prob()
+    assert bool((ffn_keep > 0.98).all()) and bool((ffn_keep < 1.0).all())
+    counts = controller.deterministic_counts()
+    assert counts["ffn_layer"] == [1, 1, 1] and counts["interm"] == [170, 170, 170]
+    expected = float(controller.expected_ratios()["transformer"].detach())
+    found = controller.deterministic_ratios()["transformer"]
+    assert 0.001 < abs(found - expected) < 0.03
+
+
 def test_the_deterministic_plan_follows_the_gates(config):
     config, controller = undecided_sublayer("params")
     before = controller.deterministic_ratios()["total"]
@@ -458,6 +484,9 @@ def test_the_readme_states_the_run_length_rule_the_controller_advises():
         conf_reg_lr = yaml.safe_load(conf.read_text())["frontend_conf"]["pruning"]["reg_lr"]
         assert demo.prune_warmup_steps * conf_reg_lr >= MIN_WARMUP_TIMES_LR["macs"]
     assert demo.prune_warmup_steps * PARAMS_REG_LR >= MIN_WARMUP_TIMES_LR["params"]
+    warmup = demo.prune_warmup_steps
+    assert (f"the demo: {warmup} × {conf_reg_lr:g} = {warmup * conf_reg_lr:g} for MACs, "
+            f"{warmup} × {PARAMS_REG_LR:g} = {warmup * PARAMS_REG_LR:g} for params") in text
 
 
 def test_the_readme_states_how_lambda2_step_grows():
