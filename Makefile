@@ -1,7 +1,8 @@
 # Targets: env (create .venv, install editable with test extras from the lock), check, test (lint
 # and every test), test-fast (lint and the tests not marked slow), both in TEST_WORKERS parallel
 # pytest-xdist workers (make test TEST_WORKERS=0 runs in one process),
-# lock (re-resolve setup.py's ranges in a scratch venv and pin the result), demo, bench, pretrain.
+# lock (re-resolve setup.py's ranges in a scratch venv and pin the result), demo, paper, bench, pretrain,
+# standin.
 # DEMO_ARGS passes options to the demo, e.g. make demo DEMO_ARGS="--task slu".
 PYTHON ?= python3
 VENV ?= .venv
@@ -14,7 +15,7 @@ LOCK := espnet_prune/constraints.txt
 TEST_WORKERS ?= 2
 PYTEST := $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
-.PHONY: env check test test-fast lock demo bench pretrain clean
+.PHONY: env check test test-fast lock demo paper bench pretrain standin clean
 DEMO_ARGS ?=
 
 env: $(VENV)/.installed
@@ -53,6 +54,10 @@ lock:
 demo: env
 	$(PY) -m espnet_prune.bin.demo --output_dir demo $(DEMO_ARGS)
 
+# The HJ-Pruning paper's comparison: every method at MAC ratios 0.9/0.7/0.5, several seeds.
+paper: env
+	$(PY) -m espnet_prune.bin.demo --output_dir demo_paper --size paper $(DEMO_ARGS)
+
 # The demo's self-supervised SSL stand-in, committed in $(STANDIN) (CI does not rerun this): unlabelled
 # audio apart from the default demo corpus, then HuBERT-style pretraining on one thread (the same
 # torch version gives the same file).
@@ -63,6 +68,12 @@ pretrain: env
 	$(PY) -m espnet_prune.demo.corpus --unlabelled 3000 --output_dir $(STANDIN)/audio
 	$(PY) -m espnet_prune.bin.pretrain_ssl --arch egs2/espeak_demo/asr1/conf/train_asr_ssl_standin.yaml \
 		--data_dir $(STANDIN)/audio --output_dir $(STANDIN) --num_threads 1 $(PRETRAIN_ARGS)
+
+# The default demo's CTC stand-in, committed in $(STANDIN)/ctc (CI does not rerun this): the stand-in
+# stage of a default-corpus run with --standin ctc (one dense fine-tuning comes with it).
+standin: env
+	$(PY) -m espnet_prune.bin.demo --output_dir demo_standin --standin ctc --systems dense --lm_prunings "" \
+		--save_standin $(STANDIN)/ctc
 
 bench: env
 	$(PY) -m espnet_prune.bin.benchmark_ssl

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """The offline demo (``make demo``): HJ-Pruning and LM pruning end to end on a synthetic corpus.
 
-    python -m espnet_prune.bin.demo --output_dir demo            # ASR, about 15 min on 2 CPU cores
+    python -m espnet_prune.bin.demo --output_dir demo            # ASR, about 20 min on 2 CPU cores
+    python -m espnet_prune.bin.demo --output_dir demo_paper --size paper   # the paper's comparison, seeds
     python -m espnet_prune.bin.demo --output_dir demo_slu --task slu
     python -m espnet_prune.bin.demo --output_dir demo_tiny --size tiny   # every stage in minutes
     python -m espnet_prune.bin.demo --output_dir demo_multisize \
@@ -30,7 +31,7 @@ from typing import List, Optional
 
 from espnet_prune.demo.layout import DemoPaths
 from espnet_prune.demo.pipeline import run_demo
-from espnet_prune.demo.recipe import DemoRecipe
+from espnet_prune.demo.recipe import DemoRecipe, save_standin
 from espnet_prune.demo.settings import SIZES, STANDINS, DemoError, DemoSettings, parse_lm_pruning, parse_system
 from espnet_prune.demo.steps import Progress
 
@@ -59,6 +60,9 @@ def ratio(value: str) -> float:
     return number
 
 
+DEFAULTS = DemoSettings()
+
+
 def get_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output_dir", type=Path, default=Path("demo"), help="working directory (default: demo)")
@@ -79,24 +83,31 @@ def get_parser() -> argparse.ArgumentParser:
         group.add_argument(f"--{name}", type=positive_int, default=None)
     group.add_argument("--seed", type=int, default=None)
     group.add_argument("--standin", choices=STANDINS, default=None,
-                       help="the SSL stand-in the systems fine-tune from: ctc (trained with CTC on the training set, "
-                            "--pretrain_steps) or pretrained (self-supervised, committed by 'make pretrain'; "
-                            "direct mode only) (default: ctc)")
+                       help="the SSL stand-in the systems fine-tune from: ctc (trained in the run with CTC on the "
+                            "training set, --pretrain_steps), ctc_committed (that stand-in of the default corpus, "
+                            "committed by 'make standin'), or pretrained (self-supervised, committed by "
+                            "'make pretrain') (default: ctc_committed; tiny: ctc)")
+    group.add_argument("--int8", action=argparse.BooleanOptionalAction, default=None,
+                       help="decode every compact pruned model again with ESPnet's dynamic int8 quantization "
+                            "and compare (default: off; tiny: on)")
     group.add_argument("--reference_seconds", type=float, default=None,
                        help="audio duration the MACs budgets, costs and latency are for")
     group.add_argument("--systems", type=comma_list(parse_system), default=None,
                        help="comma-separated systems: dense, scratch (dense from random init), hj_macs:T, "
                             "hj_params:T, separate:T, transformer_only:T, hj_macs_multi:T1/T2/... (several sizes "
-                            "from one run, strictly decreasing; compared with the hj_macs runs at those targets) "
-                            "(default: dense,hj_macs:0.7,hj_macs:0.5,hj_params:0.6,separate:0.7,"
-                            "transformer_only:0.7)")
+                            "from one run, strictly decreasing; compared with the hj_macs runs at those targets), "
+                            "each optionally with @SEED (another fine-tuning seed: hj_macs:0.7@1) "
+                            f"(default: {','.join(system.spelling for system in DEFAULTS.systems)})")
     group.add_argument("--lm_prunings", type=comma_list(parse_lm_pruning), default=None,
                        help="comma-separated criterion/method/scheduler of lm_prune "
-                            "(default: data/lowrank/incremental,data/lowrank/oneshot)")
+                            f"(default: {','.join(p.name.replace('_', '/') for p in DEFAULTS.lm_prunings)})")
     group.add_argument("--lm_targets", type=comma_list(ratio), default=None,
-                       help="LM parameter ratios (default: 0.5,0.25)")
+                       help=f"LM parameter ratios (default: {','.join(f'{t:g}' for t in DEFAULTS.lm_targets)})")
     group.add_argument("--fusion_system", default=None, help="system decoded with every LM (default: dense)")
     group.add_argument("--lm_weight", type=float, default=None, help="shallow fusion weight (default: 0.3)")
+    parser.add_argument("--save_standin", type=Path, default=None,
+                        help="after the run, copy its CTC stand-in (--standin ctc) with a standin.json record "
+                             "into this directory ('make standin' commits the default corpus's)")
     return parser
 
 
@@ -150,6 +161,8 @@ def main(cmd: Optional[List[str]] = None) -> Path:
     try:
         check_settings_file(args.output_dir, settings, args.espnet_root)
         results = run_demo(recipe)
+        if args.save_standin is not None:
+            print(f"stand-in saved in {save_standin(settings, paths, args.save_standin)}")
     except DemoError as error:
         print(f"\ndemo failed:\n{error}", file=sys.stderr)
         sys.exit(1)

@@ -28,7 +28,7 @@ from espnet_prune.demo.layout import (
     final_model_file,
     fusion_lms,
 )
-from espnet_prune.demo.recipe import DemoRecipe, copy_pretrained_standin, lm_pruning_steps
+from espnet_prune.demo.recipe import DemoRecipe, copy_committed_standin, lm_pruning_steps
 from espnet_prune.demo.settings import UNPRUNED_METHODS, System, SystemSize
 from espnet_prune.demo.steps import Step
 from espnet_prune.utils import kaldi_data
@@ -223,8 +223,8 @@ def asr_steps(recipe: DemoRecipe, text_files: Sequence[str]) -> List[Step]:
     standin = paths.exp(SSL_STANDIN)
 
     def pretrain() -> str:
-        if settings.standin == "pretrained":
-            return copy_pretrained_standin(paths.ssl_checkpoint)
+        if settings.standin != "ctc":
+            return copy_committed_standin(paths.ssl_checkpoint, settings.standin)
         train(recipe.standin_config, standin, recipe.train_args(settings.pretrain_steps, settings.batch_size))
         return recipe.extract_standin_encoder()
 

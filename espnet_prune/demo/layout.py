@@ -9,13 +9,16 @@ the shallow-fusion LMs and their inference tags, and where a fine-tuning run's t
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
-from espnet_prune.demo.settings import UNPRUNED_METHODS, DemoError, DemoSettings, LMPruning, SystemSize
+from espnet_prune.demo.settings import UNPRUNED_METHODS, DemoError, DemoSettings, LMPruning, SystemSize, method_of
 from espnet_prune.lm.choices import target_name
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 RECIPES = REPO_ROOT / "egs2" / "espeak_demo"
 TEMPLATE_PRUNE = REPO_ROOT / "egs2" / "TEMPLATE_prune"
 PRETRAINED_STANDIN = REPO_ROOT / "egs2" / "espeak_demo" / "ssl_standin"
+#: The committed stand-ins (``standin`` of DemoSettings -> directory): ``make pretrain`` writes the
+#: self-supervised one, ``make standin`` the CTC one of the default corpus.
+COMMITTED_STANDINS = {"pretrained": PRETRAINED_STANDIN, "ctc_committed": PRETRAINED_STANDIN / "ctc"}
 SSL_STANDIN = "ssl_standin"  # tag of the stand-in's experiment: exp/asr_ssl_standin
 LM_TAG = "train_lm_char"  # asr.sh's lm_tag for conf/train_lm.yaml and char tokens
 INFERENCE_TAG = "decode"  # decodings without LM: exp/<task>_<system>/decode/test
@@ -101,7 +104,7 @@ class DemoPaths:
         ``espnet_prune.bin.export --output_dir`` writes (as ``prune_stages.sh`` does); for a size
         of a multi-size system (``<system>/target0.80``) that size's directory in it."""
         name, _, size_dir = system.partition("/")
-        experiment = self.exp(name) if name in UNPRUNED_METHODS else self.exp(f"{name}{PRUNED_SUFFIX}")
+        experiment = self.exp(name) if method_of(name) in UNPRUNED_METHODS else self.exp(f"{name}{PRUNED_SUFFIX}")
         return experiment / size_dir if size_dir else experiment
 
     def decode_dir(self, system: str, inference_tag: str = INFERENCE_TAG) -> Path:

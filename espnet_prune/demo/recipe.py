@@ -6,7 +6,7 @@ and CPU seconds, with its output in a log; it gives the options every stage shar
 training length, each system's budget), scores the decodings (stage 13, in Python:
 :mod:`~espnet_prune.demo.scoring`) and names the steps' markers. Both modes
 (:mod:`~espnet_prune.demo.direct_mode`, :mod:`~espnet_prune.demo.recipe_mode`) build their steps
-from it, and share :func:`copy_pretrained_standin` and :func:`lm_pruning_steps`.
+from it, and share :func:`copy_committed_standin` and :func:`lm_pruning_steps`.
 """
 
 import json
@@ -21,9 +21,9 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from espnet_prune.demo import scoring
 from espnet_prune.demo.layout import (
+    COMMITTED_STANDINS,
     INFERENCE_TAG,
     INT8_TAG,
-    PRETRAINED_STANDIN,
     SSL_STANDIN,
     DemoPaths,
     fusion_lms,
@@ -113,19 +113,20 @@ class DemoRecipe:
                 "--token_list", self.paths.token_list, "--non_linguistic_symbols", self.nlsyms_arg,
                 "--cleaner", "none", "--g2p", "none"]
 
-    def train_args(self, steps: int, batch_size: Optional[int] = None) -> List:
+    def train_args(self, steps: int, batch_size: Optional[int] = None, seed: int = 0) -> List:
         """Length of an ESPnet training run: about ``steps`` optimizer steps, in epochs of
-        ``steps_per_epoch`` (one validation each), and the one-cycle schedule over all of them."""
+        ``steps_per_epoch`` (one validation each), and the one-cycle schedule over all of them;
+        its ``--seed`` is the demo's seed plus ``seed``."""
         per_epoch = min(self.settings.steps_per_epoch, steps)
         epochs = -(-steps // per_epoch)
         args = ["--max_epoch", epochs, "--num_iters_per_epoch", per_epoch,
-                "--scheduler_conf", f"total_steps={epochs * per_epoch}", "--seed", self.settings.seed]
+                "--scheduler_conf", f"total_steps={epochs * per_epoch}", "--seed", self.settings.seed + seed]
         return args if batch_size is None else args + ["--batch_size", batch_size]
 
     def system_args(self, system: System) -> List[str]:
         """Options of one system's fine-tuning run on top of ``conf/train_<task>_pruned_ssl.yaml``."""
         settings = self.settings
-        args = self.train_args(settings.training_steps(system), settings.batch_size)
+        args = self.train_args(settings.training_steps(system), settings.batch_size, system.seed)
         args += ["--frontend_conf", f"checkpoint={self.paths.ssl_checkpoint}",
                  "--frontend_conf", f"pruning.reference_seconds={settings.reference_seconds}"]
         if system.multi_size:
@@ -174,9 +175,9 @@ class DemoRecipe:
         return "; ".join(lines)
 
     def int8_systems(self) -> List[SystemSize]:
-        """The models decoded a second time with dynamic int8 quantization: every pruned one (each
-        size of a multi-size system too)."""
-        return [size for size in self.settings.sizes() if size.pruned]
+        """The models decoded a second time with dynamic int8 quantization (``int8`` of the settings):
+        every pruned one (each size of a multi-size system too)."""
+        return [size for size in self.settings.sizes() if size.pruned and self.settings.int8]
 
     def decodings(self) -> List[Tuple[str, str]]:
         """Every ``(system size name, inference_tag)`` that stage 12 decodes."""
@@ -199,18 +200,49 @@ class DemoRecipe:
         return f"ESPnet binaries driven in {script}'s stage order (no egs2 TEMPLATE)"
 
 
-def copy_pretrained_standin(checkpoint: Path, source: Path = PRETRAINED_STANDIN) -> str:
-    """Put the committed self-supervised stand-in (``make pretrain``) where the CTC one would be."""
-    files = [source / "ssl_encoder.pth", source / "ssl_encoder.json", source / "pretrain.json"]
+def copy_committed_standin(checkpoint: Path, standin: str, source: Optional[Path] = None) -> str:
+    """Put a committed stand-in (``standin``: a key of :data:`COMMITTED_STANDINS`, from ``source``,
+    by default its committed directory) where the one trained in the run would be."""
+    source = COMMITTED_STANDINS[standin] if source is None else source
+    record_file = source / ("pretrain.json" if standin == "pretrained" else "standin.json")
+    files = [source / "ssl_encoder.pth", source / "ssl_encoder.json", record_file]
     missing = [str(path) for path in files if not path.is_file()]
     if missing:
-        raise DemoError(f"the pretrained stand-in is missing ({', '.join(missing)}): run 'make pretrain'")
+        make = "make pretrain" if standin == "pretrained" else "make standin"
+        raise DemoError(f"the committed stand-in '{standin}' is missing ({', '.join(missing)}): run '{make}'")
     checkpoint.parent.mkdir(parents=True, exist_ok=True)
     for path in files:
         shutil.copyfile(path, checkpoint.parent / path.name)
-    record = json.loads(files[2].read_text(encoding="utf-8"))
-    return (f"self-supervised stand-in ({record['settings']['steps']} steps on {record['hours']:.2f} h of unlabelled "
-            f"audio, final masked-prediction loss {record['curve'][-1]['loss']:.3f}) -> {checkpoint}")
+    record = json.loads(record_file.read_text(encoding="utf-8"))
+    if standin == "pretrained":
+        return (f"self-supervised stand-in ({record['settings']['steps']} steps on {record['hours']:.2f} h of "
+                f"unlabelled audio, final masked-prediction loss {record['curve'][-1]['loss']:.3f}) -> {checkpoint}")
+    return (f"committed CTC stand-in ({record['steps']} steps on the default corpus, valid CER "
+            f"{record['valid_cer']:.3f}) -> {checkpoint}")
+
+
+def save_standin(settings: DemoSettings, paths: DemoPaths, destination: Path) -> Path:
+    """Commit the CTC stand-in a run trained (``make standin``): its encoder, architecture and
+    ``standin.json`` (steps, the validation CER of every epoch, the corpus) into ``destination``."""
+    experiment = paths.exp(SSL_STANDIN)
+    log = experiment / "train.log"
+    if settings.standin != "ctc" or not log.is_file():
+        raise DemoError(f"--save_standin needs a stand-in trained in the run (--standin ctc); {log} is missing")
+    curve = []
+    for line in log.read_text(encoding="utf-8", errors="replace").splitlines():
+        if "epoch results:" in line and "[valid]" in line:
+            valid = line[line.index("[valid]"):]
+            curve.append(float(valid.split("cer_ctc=")[1].split(",")[0]))
+    corpus = json.loads((paths.data / "corpus.json").read_text(encoding="utf-8"))
+    record = dict(objective="ctc", task=settings.task, steps=settings.pretrain_steps, batch_size=settings.batch_size,
+                  seed=settings.seed, valid_cer=curve[-1], valid_cer_per_epoch=curve,
+                  corpus={key: corpus[key] for key in ("task", "seed", "num_train", "num_dev", "num_test")
+                          if key in corpus})
+    destination.mkdir(parents=True, exist_ok=True)
+    for name in ("ssl_encoder.pth", "ssl_encoder.json"):
+        shutil.copyfile(paths.ssl_checkpoint.parent / name, destination / name)
+    (destination / "standin.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    return destination
 
 
 def lm_pruning_steps(recipe: DemoRecipe) -> List[Step]:

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Dict, List, Sequence
 
 from espnet_prune.demo.layout import INFERENCE_TAG, INT8_TAG, LM_TAG, SSL_STANDIN, TEMPLATE_PRUNE, fusion_lms
-from espnet_prune.demo.recipe import DemoRecipe, copy_pretrained_standin, lm_pruning_steps
+from espnet_prune.demo.recipe import DemoRecipe, copy_committed_standin, lm_pruning_steps
 from espnet_prune.demo.settings import DemoError, System, SystemSize
 from espnet_prune.demo.steps import Step
 
@@ -117,8 +117,8 @@ def recipe_steps(recipe: DemoRecipe) -> List[Step]:
         steps += lm_pruning_steps(recipe)
 
     def standin() -> str:
-        if settings.standin == "pretrained":  # run.sh trains no stand-in when the checkpoint exists
-            return copy_pretrained_standin(recipe.paths.ssl_checkpoint)
+        if settings.standin != "ctc":  # run.sh trains no stand-in when the checkpoint exists
+            return copy_committed_standin(recipe.paths.ssl_checkpoint, settings.standin)
         train_args = _join(recipe.train_args(settings.pretrain_steps, settings.batch_size))
         # run.sh trains the stand-in while its encoder checkpoint is missing, and extracts it.
         recipe.paths.ssl_checkpoint.unlink(missing_ok=True)

@@ -31,6 +31,7 @@ import numpy as np
 import soundfile
 import torch
 
+from espnet_prune.demo.claims import error_name, format_claims, group_runs, paper_claims
 from espnet_prune.demo.layout import (
     INFERENCE_TAG,
     INT8_TAG,
@@ -158,7 +159,8 @@ def collect_systems(settings: DemoSettings, paths: DemoPaths, threads: int) -> L
         score = _read_json(paths.decode_dir(system.name) / "score.json")
         timing = training_time_file(experiment)
         entries.append(dict(
-            name=system.name, method=system.method, target=system.target, expected_ratio=expected, **size,
+            name=system.name, method=system.method, target=system.target, seed=system.seed,
+            expected_ratio=expected, **size,
             params=int(params), params_ratio=params / dense_params, macs=int(macs), macs_ratio=macs / dense_macs,
             reference_seconds=seconds, model_params=sum(p.numel() for p in model.parameters()),
             **_score_fields(settings.task, score), train_config=str(train_config), model_file=str(model_file),
@@ -391,8 +393,12 @@ def format_table(task: str, systems: Sequence[Dict], lm_fusion: Optional[Dict]) 
     return "\n".join(lines)
 
 
-def plot_results(task: str, systems: Sequence[Dict], lm_fusion: Optional[Dict], path: Path) -> Path:
-    """Error (or intent accuracy) vs MACs ratio of the systems; with an LM, WER vs LM size too."""
+def plot_results(task: str, systems: Sequence[Dict], lm_fusion: Optional[Dict], path: Path,
+                 groups: Optional[Sequence[Dict]] = None) -> Path:
+    """Error (or intent accuracy) vs MACs ratio of the systems; with an LM, WER vs LM size too.
+    With ``groups`` (several seeds, :func:`espnet_prune.demo.claims.group_runs`) every method is
+    one line through its groups' means, with bars from the seeds' minimum to maximum and every seed
+    as a small point; the dense model is a horizontal line with its seeds' band."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -403,6 +409,8 @@ def plot_results(task: str, systems: Sequence[Dict], lm_fusion: Optional[Dict], 
     axis = axes[0][0]
     key, label = ("intent_acc", "intent accuracy (%)") if task == "slu" else ("wer", "WER (%)")
     markers = dict(zip(METHODS, "sxo^DvP"))
+    if groups:
+        _plot_groups(axis, task, groups, markers)
     for method, marker in markers.items():
         points = [entry for entry in systems if entry["method"] == method]
         if method in MULTI_SIZE_METHODS:
@@ -411,10 +419,10 @@ def plot_results(task: str, systems: Sequence[Dict], lm_fusion: Optional[Dict], 
                 line = sorted((e for e in points if e["system_name"] == name), key=lambda e: e["macs_ratio"])
                 axis.plot([100 * e["macs_ratio"] for e in line], [100 * e[key] for e in line], marker=marker,
                           markersize=8, linestyle="--", label=f"{name} (one run)")
-        elif points:
+        elif points and not groups:
             axis.scatter([100 * e["macs_ratio"] for e in points], [100 * e[key] for e in points], marker=marker,
                          s=60, label=method)
-        for entry in points:
+        for entry in points if not groups else ():
             axis.annotate(entry["name"], (100 * entry["macs_ratio"], 100 * entry[key]), fontsize=8,
                           xytext=(4, 4), textcoords="offset points")
     axis.set_xlabel("SSL encoder MACs (% of dense)")
@@ -448,6 +456,31 @@ def plot_results(task: str, systems: Sequence[Dict], lm_fusion: Optional[Dict], 
     return path
 
 
+def _plot_groups(axis, task: str, groups: Sequence[Dict], markers: Dict[str, str]) -> None:
+    """The seeds' groups on ``axis`` (:func:`plot_results`), in the plot's unit (error or accuracy, %)."""
+    def value(error: float) -> float:
+        return 100 * (1.0 - error) if task == "slu" else 100 * error
+
+    for method in dict.fromkeys(group["method"] for group in groups):
+        line = sorted((group for group in groups if group["method"] == method), key=lambda g: g["mean"]["macs_ratio"])
+        if method in UNPRUNED_METHODS:
+            for group in line:
+                low, high = sorted((value(group["min"]["error"]), value(group["max"]["error"])))
+                drawn = axis.axhline(value(group["mean"]["error"]), linestyle=":", color="gray",
+                                     label=f"{method} (n={len(group['runs'])})")
+                axis.axhspan(low, high, color=drawn.get_color(), alpha=0.15)
+            continue
+        means = [value(group["mean"]["error"]) for group in line]
+        bounds = [sorted((value(group["min"]["error"]), value(group["max"]["error"]))) for group in line]
+        x = [100 * group["mean"]["macs_ratio"] for group in line]
+        drawn = axis.errorbar(x, means, yerr=[[mean - low for mean, (low, _) in zip(means, bounds)],
+                                              [high - mean for mean, (_, high) in zip(means, bounds)]],
+                              marker=markers.get(method, "o"), capsize=3, label=method)
+        seeds = [(100 * run["macs_ratio"], value(run["error"])) for group in line for run in group["runs"]]
+        axis.scatter([point[0] for point in seeds], [point[1] for point in seeds], s=10, alpha=0.5,
+                     color=drawn.lines[0].get_color())
+
+
 def write_report(settings: DemoSettings, paths: DemoPaths, threads: int, progress: Progress, mode: str) -> Path:
     """Collect everything, write ``results.json`` and the plot beside it, print the table.
 
@@ -459,7 +492,11 @@ def write_report(settings: DemoSettings, paths: DemoPaths, threads: int, progres
     pruned = [system.name for system in settings.sizes() if system.pruned]
     int8 = collect_int8(settings, paths, pruned)
     multisize = collect_multisize(settings, systems)
-    plot = plot_results(settings.task, systems, lm_fusion, paths.results.with_suffix(".png"))
+    groups = group_runs(settings.task, systems)
+    several_seeds = any(len(group["runs"]) > 1 for group in groups)
+    claims = paper_claims(settings.task, groups) if several_seeds else None
+    plot = plot_results(settings.task, systems, lm_fusion, paths.results.with_suffix(".png"),
+                        groups if several_seeds else None)
     results = dict(
         task=settings.task,
         mode=mode,
@@ -475,13 +512,20 @@ def write_report(settings: DemoSettings, paths: DemoPaths, threads: int, progres
         lm_fusion=lm_fusion,
         int8=int8,
         multisize=multisize,
+        comparison=dict(what=f"runs grouped by method and target over seeds; error: "
+                             f"{error_name(settings.task)}; a difference counts where the seeds' "
+                             "[min, max] intervals do not overlap",
+                        groups=groups, claims=claims) if several_seeds else None,
         plot=str(plot),
         elapsed_seconds=round(progress.elapsed(), 1),
     )
     paths.results.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     table = "\n".join([format_table(settings.task, systems, lm_fusion)] + format_int8(settings.task, int8))
-    comparison = "".join(f"{line}\n" for line in format_multisize(settings.task, multisize))
-    (paths.results.with_name("RESULTS.md")).write_text(f"```\n{table}\n```\n{comparison}", encoding="utf-8")
-    progress.stream.write(f"\n{table}\n{comparison}\n")
+    lines = format_multisize(settings.task, multisize)
+    if several_seeds:
+        lines += format_claims(settings.task, groups, claims)
+    sections = "".join(f"{line}\n" for line in lines)
+    (paths.results.with_name("RESULTS.md")).write_text(f"```\n{table}\n```\n{sections}", encoding="utf-8")
+    progress.stream.write(f"\n{table}\n{sections}\n")
     return paths.results
 

@@ -24,17 +24,32 @@ TASKS = ("asr", "slu")
 #: ``hj_macs_multi``, HJ-Pruning by MACs to several sizes in one run (``frontend_conf.pruning.targets``).
 METHODS = ("dense", "scratch", "hj_macs", "hj_params", "separate", "transformer_only", "hj_macs_multi")
 UNPRUNED_METHODS = ("dense", "scratch")
+#: A system trained with another seed is named ``<name>_seed<k>`` (:attr:`System.name`).
+SEED_SUFFIX = "_seed"
 #: Methods with several targets (one run, one model per size; :mod:`espnet_prune.pruning.multisize`).
 MULTI_SIZE_METHODS = ("hj_macs_multi",)
 #: The single-target method each multi-size method is compared with, size by size.
 SEPARATE_RUNS = {"hj_macs_multi": "hj_macs"}
-#: Where the SSL stand-in comes from: ``ctc``, trained with CTC on the fine-tuning set itself
-#: (``conf/train_<task>_ssl_standin.yaml``); ``pretrained``, the self-supervised encoder of
-#: ``make pretrain`` committed in :data:`espnet_prune.demo.layout.PRETRAINED_STANDIN` (no labels, other audio).
-STANDINS = ("ctc", "pretrained")
+#: Where the SSL stand-in comes from: ``ctc``, trained in the run with CTC on the fine-tuning set
+#: itself (``conf/train_<task>_ssl_standin.yaml``, ``pretrain_steps``); ``ctc_committed``, that
+#: stand-in trained once on the default ASR corpus by ``make standin`` and committed;
+#: ``pretrained``, the self-supervised encoder of ``make pretrain`` (no labels, other audio).
+#: The committed ones are in :data:`espnet_prune.demo.layout.COMMITTED_STANDINS`.
+STANDINS = ("ctc", "ctc_committed", "pretrained")
 #: ``reg_lr`` of a params budget (the fine-tuning configs' 0.05 serves the MAC budgets): it needs
-#: about twice the multiplier (``MIN_WARMUP_TIMES_LR`` of espnet_prune.pruning.controller).
-PARAMS_REG_LR = 0.08
+#: about twice the multiplier (``MIN_WARMUP_TIMES_LR`` of espnet_prune.pruning.controller:
+#: ``prune_warmup_steps`` 200 x 0.1 = 20).
+PARAMS_REG_LR = 0.1
+#: HJ-Size (a params budget) aimed at a MAC keep ratio r gets the params target
+#: ``1 - PARAMS_PER_MACS (1 - r)``: on the demo encoder a params budget removes MACs faster than
+#: params (measured: params 0.598 kept 0.498 of the MACs, so 0.6 <-> 0.5). Where each run lands
+#: is measured and reported; this only puts them near the MAC-budget runs.
+PARAMS_PER_MACS = 0.8
+
+
+def params_target_for_macs(macs_ratio: float) -> float:
+    """The HJ-Size target meant to land near ``macs_ratio`` of the MACs (:data:`PARAMS_PER_MACS`)."""
+    return round(1.0 - PARAMS_PER_MACS * (1.0 - macs_ratio), 4)
 
 
 class DemoError(RuntimeError):
@@ -50,13 +65,17 @@ def size_dir_name(target: float) -> str:
 @dataclass(frozen=True)
 class System:
     """One fine-tuned system: ``method`` in :data:`METHODS` and its keep-ratio ``target``, or for a
-    method of :data:`MULTI_SIZE_METHODS` its keep ratios ``targets`` (strictly decreasing, in (0, 1))."""
+    method of :data:`MULTI_SIZE_METHODS` its keep ratios ``targets`` (strictly decreasing, in (0, 1));
+    ``seed`` (>= 0) is added to the demo's seed for its fine-tuning (another run of the same system)."""
 
     method: str
     target: Optional[float] = None
     targets: Tuple[float, ...] = ()
+    seed: int = 0
 
     def __post_init__(self):
+        if not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"the seed of a system must be an int >= 0, got {self.seed!r}")
         if self.method not in METHODS:
             raise ValueError(f"unknown pruning method '{self.method}'; choose from {METHODS}")
         if self.method in MULTI_SIZE_METHODS:
@@ -86,9 +105,21 @@ class System:
 
     @property
     def name(self) -> str:
+        """``hj_macs_0.50``, ``hj_macs_multi_0.80_0.60``; another seed adds ``_seed<k>``."""
         if self.targets:
-            return "_".join([self.method] + [f"{target:.2f}" for target in self.targets])
-        return self.method if self.target is None else f"{self.method}_{self.target:.2f}"
+            name = "_".join([self.method] + [f"{target:.2f}" for target in self.targets])
+        else:
+            name = self.method if self.target is None else f"{self.method}_{self.target:.2f}"
+        return name if self.seed == 0 else f"{name}{SEED_SUFFIX}{self.seed}"
+
+    @property
+    def spelling(self) -> str:
+        """How ``--systems`` writes it (:func:`parse_system`): ``hj_macs:0.5``, ``dense@1``."""
+        if self.targets:
+            text = f"{self.method}:{'/'.join(f'{target:g}' for target in self.targets)}"
+        else:
+            text = self.method if self.target is None else f"{self.method}:{self.target:g}"
+        return text if self.seed == 0 else f"{text}@{self.seed}"
 
     @property
     def multi_size(self) -> bool:
@@ -153,23 +184,39 @@ class SystemSize:
         return None if self.size is None else size_dir_name(self.system.targets[self.size])
 
     @property
+    def seed(self) -> int:
+        return self.system.seed
+
+    @property
     def pruned(self) -> bool:
         return self.method not in UNPRUNED_METHODS
 
 
+def method_of(name: str) -> str:
+    """The method of a :attr:`System.name` that is unpruned, or ``name`` itself otherwise:
+    ``dense_seed2`` -> ``dense`` (what decides whether a system has an exported compact model)."""
+    base, _, seed = name.rpartition(SEED_SUFFIX)
+    return base if base in UNPRUNED_METHODS and seed.isdigit() else name
+
+
 def parse_system(text: str) -> System:
     """``dense``, ``scratch``, ``hj_macs:0.5``, ``hj_params:0.6``, ``separate:0.5``,
-    ``transformer_only:0.7`` or ``hj_macs_multi:0.8/0.6/0.4`` -> :class:`System`."""
-    method, _, target = text.partition(":")
+    ``transformer_only:0.7`` or ``hj_macs_multi:0.8/0.6/0.4``, each optionally with ``@<seed>``
+    (``hj_macs:0.5@1``, ``dense@2``) -> :class:`System`."""
+    spec, at, seed = text.partition("@")
+    method, _, target = spec.partition(":")
     try:
+        if at and not seed.isdigit():
+            raise ValueError(f"the seed after '@' must be an int >= 0, got '{seed}'")
+        seed = int(seed) if at else 0
         if method in MULTI_SIZE_METHODS:
-            return System(method, targets=tuple(float(t) for t in target.split("/")) if target else ())
+            return System(method, targets=tuple(float(t) for t in target.split("/")) if target else (), seed=seed)
         if "/" in target:
             raise ValueError(f"method '{method}' takes one target; several are for "
                              f"{', '.join(MULTI_SIZE_METHODS)}")
-        return System(method, float(target) if target else None)
+        return System(method, float(target) if target else None, seed=seed)
     except ValueError as error:
-        raise ValueError(f"bad system '{text}': {error} (write e.g. dense, hj_macs:0.5, hj_params:0.6, "
+        raise ValueError(f"bad system '{text}': {error} (write e.g. dense, hj_macs:0.5, hj_params:0.6@1, "
                          "hj_macs_multi:0.8/0.6/0.4)") from None
 
 
@@ -212,12 +259,13 @@ class DemoSettings:
     run trains after its ramp), so it trains ``K (multisize_warmup_steps + multisize_hold_steps)``
     steps (:meth:`training_steps`).
     Systems: ``systems`` (fine-tuned from the stand-in), ``lm_prunings`` at ``lm_targets``,
-    decoded by shallow fusion with ``fusion_system`` (``lm_weight``); ``beam_size``.
+    decoded by shallow fusion with ``fusion_system`` (``lm_weight``); ``beam_size``; ``int8``: every
+    compact pruned model is decoded a second time with ESPnet's dynamic int8 quantization.
     Report: costs and latency for ``reference_seconds`` of audio, ``latency_rounds`` rounds.
     """
 
     task: str = "asr"
-    standin: str = "ctc"
+    standin: str = "ctc_committed"
     num_train: int = 3000
     num_dev: int = 100
     num_test: int = 100
@@ -225,22 +273,22 @@ class DemoSettings:
     num_dev_voices: int = 6
     num_test_voices: int = 10
     pretrain_steps: int = 2000
-    finetune_steps: int = 600
-    prune_warmup_steps: int = 300
+    finetune_steps: int = 400
+    prune_warmup_steps: int = 200
     steps_per_epoch: int = 100
     batch_size: int = 8
     lm_steps: int = 1000
     lm_finetune_steps: int = 200
     multisize_warmup_steps: int = 200
-    systems: Tuple[System, ...] = (System("dense"), System("hj_macs", 0.8), System("hj_macs", 0.5),
-                                   System("hj_params", 0.6), System("separate", 0.8),
+    systems: Tuple[System, ...] = (System("dense"), System("hj_macs", 0.8),
+                                   System("hj_params", params_target_for_macs(0.8)), System("separate", 0.8),
                                    System("transformer_only", 0.8))
-    lm_prunings: Tuple[LMPruning, ...] = (LMPruning("data", "lowrank", "incremental"),
-                                          LMPruning("data", "lowrank", "oneshot"))
+    lm_prunings: Tuple[LMPruning, ...] = (LMPruning("data", "lowrank", "incremental"),)
     lm_targets: Tuple[float, ...] = (0.5, 0.25)
     fusion_system: str = "dense"
     lm_weight: float = 0.3
     beam_size: int = 4
+    int8: bool = False
     reference_seconds: float = 5.0
     latency_rounds: int = 10
     seed: int = 0
@@ -299,13 +347,39 @@ class DemoSettings:
         return values
 
 
-#: ``--size`` presets: ``tiny`` runs every stage in minutes (CI); ``default`` is ``make demo``.
+#: The MAC keep ratios of ``--size paper`` (the HJ-Pruning paper's 10-50 % less computation).
+PAPER_RATIOS = (0.9, 0.7, 0.5)
+#: Fine-tuning seeds of ``--size paper``: every pruned system, and the dense baseline.
+PAPER_SEEDS = 2
+PAPER_DENSE_SEEDS = 3
+#: Transformer-only pruning cannot remove the CNN's MACs: on the demo encoder removing every
+#: attention head and FFN unit leaves 0.6995 of the MACs, so the paper run has it at 0.9 only.
+PAPER_TRANSFORMER_ONLY_RATIOS = (0.9,)
+
+
+def paper_systems() -> Tuple[System, ...]:
+    """``--size paper``: dense, and HJ-MAC, HJ-Size, separate budgets and Transformer-only at the
+    :data:`PAPER_RATIOS` of MACs (HJ-Size through :func:`params_target_for_macs`), every seed."""
+    systems = [System("dense", seed=seed) for seed in range(PAPER_DENSE_SEEDS)]
+    for ratio in PAPER_RATIOS:
+        methods = [System("hj_macs", ratio), System("hj_params", params_target_for_macs(ratio)),
+                   System("separate", ratio)]
+        if ratio in PAPER_TRANSFORMER_ONLY_RATIOS:
+            methods.append(System("transformer_only", ratio))
+        systems += [System(system.method, system.target, seed=seed)
+                    for seed in range(PAPER_SEEDS) for system in methods]
+    return tuple(systems)
+
+
+#: ``--size`` presets: ``tiny`` runs every stage in minutes (CI); ``default`` is ``make demo``;
+#: ``paper`` is ``make paper``, the paper's comparison (every method at three MAC ratios, seeds; no LM).
 SIZES: Dict[str, Dict] = {
-    "tiny": dict(num_train=48, num_dev=6, num_test=6, num_lm_sentences=400, num_dev_voices=2, num_test_voices=2,
-                 pretrain_steps=30, finetune_steps=24, prune_warmup_steps=8, multisize_warmup_steps=6,
-                 steps_per_epoch=12, batch_size=4,
-                 lm_steps=20, lm_finetune_steps=4, beam_size=2, latency_rounds=3, reference_seconds=2.0,
-                 systems=(System("dense"), System("hj_macs", 0.6), System("hj_params", 0.6)),
-                 lm_prunings=(LMPruning("data", "lowrank", "incremental"),), lm_targets=(0.5,)),
+    "tiny": dict(standin="ctc", num_train=48, num_dev=6, num_test=6, num_lm_sentences=400, num_dev_voices=2,
+                 num_test_voices=2, pretrain_steps=30, finetune_steps=24, prune_warmup_steps=8,
+                 multisize_warmup_steps=6, steps_per_epoch=12, batch_size=4,
+                 lm_steps=20, lm_finetune_steps=4, beam_size=2, int8=True, latency_rounds=3, reference_seconds=2.0,
+                 systems=(System("dense"), System("dense", seed=1), System("hj_macs", 0.6), System("hj_params", 0.6)),
+                 lm_targets=(0.5,)),
     "default": {},
+    "paper": dict(systems=paper_systems(), lm_prunings=()),
 }

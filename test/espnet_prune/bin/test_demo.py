@@ -16,6 +16,18 @@ def test_cli_settings_come_from_the_size_and_the_options():
     assert settings.systems == (System("dense"), System("hj_macs", 0.4)) and settings.lm_targets == (0.6,)
     with pytest.raises(SystemExit):
         demo_cli.get_parser().parse_args(["--systems", "hj_macs:2"])
+    # int8 decodings: on in tiny (CI checks them), off by default, and either way by option.
+    parse = demo_cli.get_parser().parse_args
+    assert demo_cli.settings_from_args(parse(["--size", "tiny"])).int8
+    assert not demo_cli.settings_from_args(parse([])).int8 and demo_cli.settings_from_args(parse(["--int8"])).int8
+    assert not demo_cli.settings_from_args(parse(["--size", "tiny", "--no-int8"])).int8
+    paper = demo_cli.settings_from_args(parse(["--size", "paper", "--systems", "dense,dense@1"]))
+    assert [system.name for system in paper.systems] == ["dense", "dense_seed1"] and not paper.lm_prunings
+
+
+def test_the_help_names_the_defaults_as_the_options_spell_them():
+    text = demo_cli.get_parser().format_help().replace("\n", " ")
+    assert ",".join(system.spelling for system in DemoSettings().systems) in text.replace(" ", "")
 
 
 def test_a_rerun_with_other_settings_is_refused(tmp_path):

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from espnet_prune.demo.settings import SIZES
 
@@ -19,10 +20,10 @@ TINY = SIZES["tiny"]
 SYSTEM_FIELDS = {"name", "method", "target", "expected_ratio", "params", "params_ratio", "macs", "macs_ratio",
                  "reference_seconds", "model_params", "latency_ms", "wer", "cer", "train_config", "model_file"}
 STEPS = ["data", "format", "token_list", "lm_stats", "lm_train", "lm_perplexity",
-         "lm_prune_data_lowrank_incremental", "asr_stats", "ssl_standin", "train_dense", "train_hj_macs_0.60",
-         "train_hj_params_0.60", "export_hj_macs_0.60", "export_hj_params_0.60", "decode_dense",
-         "decode_hj_macs_0.60", "decode_hj_params_0.60", "decode_hj_macs_0.60_int8", "decode_hj_params_0.60_int8",
-         "decode_dense_lm_dense",
+         "lm_prune_data_lowrank_incremental", "asr_stats", "ssl_standin", "train_dense", "train_dense_seed1",
+         "train_hj_macs_0.60", "train_hj_params_0.60", "export_hj_macs_0.60", "export_hj_params_0.60",
+         "decode_dense", "decode_dense_seed1", "decode_hj_macs_0.60", "decode_hj_params_0.60",
+         "decode_hj_macs_0.60_int8", "decode_hj_params_0.60_int8", "decode_dense_lm_dense",
          "decode_dense_lm_data_lowrank_incremental_target0.50", "score", "report"]
 
 
@@ -58,7 +59,7 @@ def test_results_json_has_every_system_with_its_costs_latency_and_errors(tiny_de
     output_dir, stdout = tiny_demo
     results = json.loads((output_dir / "results.json").read_text())
     systems = {entry["name"]: entry for entry in results["systems"]}
-    assert list(systems) == ["dense", "hj_macs_0.60", "hj_params_0.60"]
+    assert list(systems) == ["dense", "dense_seed1", "hj_macs_0.60", "hj_params_0.60"]
     for entry in systems.values():
         assert SYSTEM_FIELDS <= set(entry)
         assert entry["latency_ms"] > 0 and 0 <= entry["cer"] and 0 <= entry["wer"]
@@ -85,6 +86,32 @@ def test_results_json_has_every_system_with_its_costs_latency_and_errors(tiny_de
     # The table printed before the last line shows every system.
     for name in systems:
         assert re.search(rf"^{re.escape(name)} ", stdout, re.MULTILINE)
+
+
+def test_seeds_of_one_system_are_grouped_and_the_papers_claims_get_verdicts(tiny_demo):
+    output_dir, stdout = tiny_demo
+    results = json.loads((output_dir / "results.json").read_text())
+    seeds = {entry["name"]: entry["seed"] for entry in results["systems"]}
+    assert seeds == {"dense": 0, "dense_seed1": 1, "hj_macs_0.60": 0, "hj_params_0.60": 0}
+    for name, seed in seeds.items():  # ESPnet's trainer ran with the demo's seed plus the system's
+        config = yaml.safe_load((output_dir / "exp" / f"asr_{name}" / "config.yaml").read_text())
+        assert config["seed"] == seed
+    comparison = results["comparison"]
+    groups = {(group["method"], group["target"]): group for group in comparison["groups"]}
+    dense = groups[("dense", None)]
+    assert [run["name"] for run in dense["runs"]] == ["dense", "dense_seed1"]
+    assert dense["min"]["error"] <= dense["mean"]["error"] <= dense["max"]["error"]
+    assert dense["mean"]["error"] == pytest.approx((systems_wer(results, "dense") + systems_wer(results, "dense_seed1"))
+                                                   / 2)
+    assert len(comparison["claims"]) == 5 and all(claim["verdict"] for claim in comparison["claims"])
+    # hj_macs 0.6 is in neither claim's MAC range but the last (40-50 % less computation).
+    assert [claim["verdict"] == "not tested" for claim in comparison["claims"]] == [True] * 4 + [False]
+    results_md = (output_dir / "RESULTS.md").read_text()
+    assert "## The paper's claims on this run" in results_md and "## The paper's claims on this run" in stdout
+
+
+def systems_wer(results, name):
+    return next(entry["wer"] for entry in results["systems"] if entry["name"] == name)
 
 
 def test_the_compact_systems_are_decoded_in_int8_and_compared_with_fp32(tiny_demo):

@@ -68,7 +68,7 @@ def test_every_compact_system_is_decoded_again_with_espnets_int8_flag(tmp_path):
 
 def test_every_size_of_a_multi_size_system_is_decoded_from_its_exported_directory(tmp_path):
     system = System("hj_macs_multi", targets=(0.8, 0.6, 0.4))
-    settings = DemoSettings(systems=(System("dense"), System("hj_macs", 0.8), system))
+    settings = DemoSettings(systems=(System("dense"), System("hj_macs", 0.8), system), int8=True)
     recipe = DemoRecipe(settings, DemoPaths(tmp_path, "asr"), progress=Recorder())
     steps = {step.name: step for step in direct_mode.direct_steps(recipe)}
     assert steps[f"export_{system.name}"].after == (f"train_{system.name}",)

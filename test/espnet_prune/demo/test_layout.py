@@ -51,6 +51,9 @@ def test_each_model_is_decoded_from_the_trained_or_the_exported_experiment(tmp_p
     assert paths.decode_exp("dense") == tmp_path / "exp" / "slu_dense"
     assert paths.decode_exp("scratch") == tmp_path / "exp" / "slu_scratch"
     assert paths.decode_exp("hj_macs_0.50") == tmp_path / "exp" / "slu_hj_macs_0.50_pruned"
+    # Another seed of an unpruned system is decoded from its own trained experiment too.
+    assert paths.decode_exp(System("dense", seed=2).name) == tmp_path / "exp" / "slu_dense_seed2"
+    assert paths.decode_exp(System("hj_macs", 0.5, seed=1).name) == tmp_path / "exp" / "slu_hj_macs_0.50_seed1_pruned"
     size = System("hj_macs_multi", targets=(0.8, 0.6)).sizes[1]
     assert paths.decode_dir(size.name, layout.INT8_TAG) == (
         tmp_path / "exp" / "slu_hj_macs_multi_0.80_0.60_pruned" / "target0.60" / "decode_int8" / "test")

@@ -36,28 +36,75 @@ def test_a_command_is_timed_by_wall_and_cpu_seconds(tmp_path):
         recipe.run([sys.executable, "-c", "raise SystemExit(3)"], tmp_path / "fail.log")
 
 
-def test_the_pretrained_stand_in_is_copied_where_the_ctc_one_would_be(tmp_path):
+def test_a_committed_stand_in_is_copied_where_the_trained_one_would_be(tmp_path):
     source = tmp_path / "committed"
     source.mkdir()
     with pytest.raises(DemoError, match="run 'make pretrain'"):
-        demo_recipe.copy_pretrained_standin(tmp_path / "exp" / "ssl_encoder.pth", source)
+        demo_recipe.copy_committed_standin(tmp_path / "exp" / "ssl_encoder.pth", "pretrained", source)
+    with pytest.raises(DemoError, match="run 'make standin'"):
+        demo_recipe.copy_committed_standin(tmp_path / "exp" / "ssl_encoder.pth", "ctc_committed", source)
     (source / "ssl_encoder.pth").write_bytes(b"weights")
     (source / "ssl_encoder.json").write_text("{}")
     (source / "pretrain.json").write_text('{"settings": {"steps": 7}, "hours": 1.5, "curve": [{"loss": 2.5}]}')
-    summary = demo_recipe.copy_pretrained_standin(tmp_path / "exp" / "ssl_encoder.pth", source)
+    summary = demo_recipe.copy_committed_standin(tmp_path / "exp" / "ssl_encoder.pth", "pretrained", source)
     assert "7 steps on 1.50 h" in summary and "2.500" in summary
     assert (tmp_path / "exp" / "ssl_encoder.pth").read_bytes() == b"weights"
     assert (tmp_path / "exp" / "ssl_encoder.json").is_file()
+    (source / "standin.json").write_text('{"steps": 2000, "valid_cer": 0.0913}')
+    summary = demo_recipe.copy_committed_standin(tmp_path / "exp2" / "ssl_encoder.pth", "ctc_committed", source)
+    assert "committed CTC stand-in (2000 steps" in summary and "0.091" in summary
+    assert (tmp_path / "exp2" / "standin.json").is_file()
     with pytest.raises(ValueError, match="standin must be one of"):
         DemoSettings(standin="random")
 
 
+def test_another_seed_fine_tunes_with_the_demo_seed_plus_its_own(tmp_path):
+    settings = DemoSettings(systems=(System("dense"), System("hj_macs", 0.5, seed=2)), seed=10)
+    recipe = DemoRecipe(settings, DemoPaths(tmp_path, "asr"), progress=Recorder())
+    for system, seed in zip(settings.systems, ("10", "12")):
+        args = [str(arg) for arg in recipe.system_args(system)]
+        assert args[args.index("--seed") + 1] == seed
+
+
+def test_make_standin_saves_the_trained_stand_in_with_its_validation_curve(tmp_path):
+    paths = DemoPaths(tmp_path / "run", "asr")
+    experiment = paths.exp(layout.SSL_STANDIN)
+    experiment.mkdir(parents=True)
+    epoch = "INFO: {}epoch results: [train] loss_ctc=9.0, cer_ctc=0.9, [valid] loss_ctc=5.0, cer_ctc={}, loss=5.0\n"
+    (experiment / "train.log").write_text("start\n" + epoch.format(1, 0.75) + epoch.format(2, 0.25))
+    paths.ssl_checkpoint.write_bytes(b"weights")
+    paths.ssl_checkpoint.with_suffix(".json").write_text("{}")
+    paths.data.mkdir(parents=True)
+    (paths.data / "corpus.json").write_text('{"task": "asr", "seed": 0, "num_train": 30, "voices": {}}')
+    with pytest.raises(DemoError, match="--standin ctc"):
+        demo_recipe.save_standin(DemoSettings(), paths, tmp_path / "saved")
+    saved = demo_recipe.save_standin(DemoSettings(standin="ctc", pretrain_steps=20), paths, tmp_path / "saved")
+    record = json.loads((saved / "standin.json").read_text())
+    assert record["valid_cer_per_epoch"] == [0.75, 0.25] and record["valid_cer"] == 0.25 and record["steps"] == 20
+    assert record["corpus"] == {"task": "asr", "seed": 0, "num_train": 30}
+    assert (saved / "ssl_encoder.pth").read_bytes() == b"weights"
+    # What the demo then copies back (--standin ctc_committed).
+    summary = demo_recipe.copy_committed_standin(tmp_path / "again" / "ssl_encoder.pth", "ctc_committed", saved)
+    assert "20 steps" in summary and "0.250" in summary
+
+
+def test_the_committed_stand_ins_are_in_the_repository():
+    """The default demo fine-tunes from the committed CTC stand-in: its files and record exist and it
+    was trained as ``--standin ctc`` trains one."""
+    for standin, directory in layout.COMMITTED_STANDINS.items():
+        record = "pretrain.json" if standin == "pretrained" else "standin.json"
+        for name in ("ssl_encoder.pth", "ssl_encoder.json", record):
+            assert (directory / name).is_file(), (standin, name)
+    ctc = json.loads((layout.COMMITTED_STANDINS["ctc_committed"] / "standin.json").read_text())
+    assert ctc["steps"] == DemoSettings().pretrain_steps and 0.0 < ctc["valid_cer"] < 0.3
+
+
 def test_a_multi_size_system_trains_every_size_with_its_ramp_and_hold(tmp_path):
     system = System("hj_macs_multi", targets=(0.8, 0.6, 0.4))
-    settings = DemoSettings(systems=(System("dense"), system))
+    settings = DemoSettings(systems=(System("dense"), system), int8=True)
     recipe = DemoRecipe(settings, DemoPaths(tmp_path, "asr"), progress=Recorder())
     args = [str(arg) for arg in recipe.system_args(system)]
-    assert args[:6] == ["--max_epoch", "15", "--num_iters_per_epoch", "100", "--scheduler_conf", "total_steps=1500"]
-    assert "pruning.targets=[0.8,0.6,0.4]" in args and "pruning.hold_steps=300" in args
+    assert args[:6] == ["--max_epoch", "12", "--num_iters_per_epoch", "100", "--scheduler_conf", "total_steps=1200"]
+    assert "pruning.targets=[0.8,0.6,0.4]" in args and "pruning.hold_steps=200" in args
     assert "pruning.warmup_steps=200" in args
     assert [size.name for size in recipe.int8_systems()] == [size.name for size in system.sizes]

@@ -109,7 +109,8 @@ def test_shallow_fusion_decodes_the_exported_model_with_each_lm(recipe):
 
 def test_a_multi_size_system_is_trained_timed_then_exported_and_decoded_size_by_size(tmp_path, fake_espnet):
     system = System("hj_macs_multi", targets=(0.8, 0.6))
-    settings = DemoSettings(systems=(System("hj_macs", 0.8), system), fusion_system="hj_macs_0.80", lm_prunings=())
+    settings = DemoSettings(systems=(System("hj_macs", 0.8), system), fusion_system="hj_macs_0.80", lm_prunings=(),
+                            int8=True)
     recipe = DemoRecipe(settings, DemoPaths(tmp_path / "demo" / "asr1", "asr"), espnet_root=fake_espnet,
                         progress=Quiet())
     calls = []

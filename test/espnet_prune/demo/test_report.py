@@ -44,7 +44,7 @@ def test_the_report_sets_each_size_beside_the_separate_run_and_sums_their_traini
     assert training["one_run"] == one_run and training["complete"]
     assert training["separate"] == dict(wall_seconds=150.0, cpu_seconds=130.0, steps=1200)
     assert training["ratio"]["cpu_seconds"] == pytest.approx(90 / 130)
-    assert comparison["schedule"]["total_steps"] == 2 * (200 + 300)
+    assert comparison["schedule"]["total_steps"] == 2 * (200 + 200)
     lines = format_multisize("asr", [comparison])
     assert any(line.startswith("| 0.80 | 22.0 % | 80.0 % |") and line.endswith("| +2.0 |") for line in lines)
     assert any(line.startswith("| separate runs (hj_macs_0.80, hj_macs_0.60) | 1200 | 2m30s | 2m10s |")

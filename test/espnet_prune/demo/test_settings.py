@@ -30,9 +30,42 @@ def test_systems_name_themselves_and_set_the_pruning_of_the_frontend():
     assert "pruning.target=0.7" in transformer and "pruning.metric=macs" in transformer
 
 
+def test_another_seed_is_another_system_spelled_with_at():
+    system = demo_settings.parse_system("hj_macs:0.5@2")
+    assert system == System("hj_macs", 0.5, seed=2) and system.name == "hj_macs_0.50_seed2"
+    assert system.frontend_overrides(10) == System("hj_macs", 0.5).frontend_overrides(10)
+    assert demo_settings.parse_system("dense@1").name == "dense_seed1"
+    multi = demo_settings.parse_system("hj_macs_multi:0.8/0.6@1")
+    assert multi.sizes[1].name == "hj_macs_multi_0.80_0.60_seed1/target0.60"
+    for text in ("dense", "hj_macs:0.5@2", "hj_params:0.84", "hj_macs_multi:0.8/0.6@1"):
+        system = demo_settings.parse_system(text)
+        assert demo_settings.parse_system(system.spelling) == system
+    assert DemoSettings(systems=(System("dense"), System("dense", seed=1))).as_dict()["systems"] == ["dense",
+                                                                                                  "dense_seed1"]
+
+
+def test_the_paper_preset_runs_every_method_at_three_mac_ratios_with_seeds():
+    settings = DemoSettings(**demo_settings.SIZES["paper"])
+    names = [system.name for system in settings.systems]
+    assert len(names) == len(set(names)) and not settings.uses_lm
+    seeds = {}
+    for system in settings.systems:
+        seeds.setdefault((system.method, system.target), set()).add(system.seed)
+    assert seeds.pop(("dense", None)) == set(range(demo_settings.PAPER_DENSE_SEEDS)) == {0, 1, 2}
+    assert all(found == set(range(demo_settings.PAPER_SEEDS)) == {0, 1} for found in seeds.values())
+    for ratio in demo_settings.PAPER_RATIOS:
+        assert {("hj_macs", ratio), ("separate", ratio)} <= set(seeds)
+        assert ("hj_params", demo_settings.params_target_for_macs(ratio)) in seeds
+    # Transformer-only pruning cannot go below the CNN's share of the MACs (0.6995 on this encoder).
+    assert {target for method, target in seeds if method == "transformer_only"} == {0.9}
+    # HJ-Size aims at the MAC ratio through the measured 0.6 params <-> 0.5 MACs.
+    assert demo_settings.params_target_for_macs(0.5) == 0.6 and demo_settings.params_target_for_macs(0.9) == 0.92
+
+
 @pytest.mark.parametrize("text, message", [("hj_macs", "needs a target"), ("dense:0.5", "takes no target"),
                                            ("scratch:0.5", "takes no target"), ("transformer_only", "needs a target"),
-                                           ("hj_macs:1.5", "keep ratio in"), ("magnitude:0.5", "unknown pruning")])
+                                           ("hj_macs:1.5", "keep ratio in"), ("magnitude:0.5", "unknown pruning"),
+                                           ("dense@x", "seed after '@'"), ("hj_macs:0.5@-1", "seed after '@'")])
 def test_bad_systems_are_named(text, message):
     with pytest.raises(ValueError, match=message):
         demo_settings.parse_system(text)
@@ -60,8 +93,8 @@ def test_settings_are_checked():
     with pytest.raises(ValueError, match="batch_size must be a positive int"):
         DemoSettings(batch_size=0)
     assert not DemoSettings(task="slu").uses_lm and DemoSettings().uses_lm
-    assert DemoSettings().as_dict()["systems"] == ["dense", "hj_macs_0.80", "hj_macs_0.50", "hj_params_0.60",
-                                                  "separate_0.80", "transformer_only_0.80"]
+    assert DemoSettings().as_dict()["systems"] == ["dense", "hj_macs_0.80", "hj_params_0.84", "separate_0.80",
+                                                  "transformer_only_0.80"]
 
 
 def test_a_multi_size_system_names_its_sizes_and_resolves_to_targets_with_holds():
@@ -96,8 +129,8 @@ def test_bad_multi_size_systems_are_named(text, message):
 def test_a_multi_size_run_holds_each_size_as_long_as_a_single_run_trains_after_its_ramp():
     system = demo_settings.parse_system("hj_macs_multi:0.8/0.6/0.4")
     settings = DemoSettings(systems=(System("dense"), System("hj_macs", 0.8), system))
-    assert settings.multisize_hold_steps == settings.finetune_steps - settings.prune_warmup_steps == 300
-    assert settings.training_steps(system) == 3 * (200 + 300)
+    assert settings.multisize_hold_steps == settings.finetune_steps - settings.prune_warmup_steps == 200
+    assert settings.training_steps(system) == 3 * (200 + 200)
     assert settings.training_steps(System("hj_macs", 0.8)) == settings.finetune_steps
     assert [size.name for size in settings.sizes()] == ["dense", "hj_macs_0.80"] + [size.name for size in system.sizes]
     # The ramp of each size is as long as the controller's rule wants for the demo's reg_lr.
