@@ -8,9 +8,11 @@
     python -m espnet_prune.bin.demo --output_dir demo_multisize \
         --systems dense,hj_macs:0.8,hj_macs:0.6,hj_macs:0.4,hj_macs_multi:0.8/0.6/0.4   # one run vs three
 
-It synthesises an English voice-command corpus with eSpeak NG, trains a small
-wav2vec2-architecture model densely as the stand-in for a pretrained SSL model, fine-tunes
-from it the dense baseline and HJ-Pruning systems (by MACs at several targets, by size),
+It synthesises an English voice-command corpus with eSpeak NG, takes a small
+wav2vec2-architecture model as the stand-in for a pretrained SSL model (by default the CTC one
+committed by ``make standin``), fine-tunes from it the dense baseline and the pruned systems
+(HJ-Pruning by MACs, by size, separate CNN/Transformer budgets, Transformer-only; ``--size
+paper``: each at three MAC ratios with several seeds, and a verdict on the paper's claims),
 exports the compact models, trains and prunes a Transformer LM (ASR), decodes (with shallow
 fusion of every LM for one system), scores, times every system on CPU, and writes
 ``OUTPUT_DIR/results.json``, ``results.png`` and ``RESULTS.md``. The last line printed is

@@ -18,6 +18,12 @@ per size; ``multisize`` in ``results.json`` sets each size beside the separate s
 at the same target (``hj_macs``), if the demo ran one: error, MACs and params of both, and the
 fine-tuning time of the one run against the sum of the separate runs (wall and CPU seconds of
 the training process, as the training step recorded them).
+
+Systems that differ only by their fine-tuning seed (``hj_macs_0.50`` and ``hj_macs_0.50_seed1``)
+are grouped in ``comparison`` (:mod:`espnet_prune.demo.claims`): every seed's error, MACs, params
+and latency with their mean, minimum and maximum, and a verdict on each of the HJ-Pruning
+paper's claims; the plot then draws each method as one line through its means, with the seeds'
+range as bars.
 """
 
 import contextlib

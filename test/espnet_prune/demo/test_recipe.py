@@ -4,6 +4,7 @@ import json
 import sys
 
 import pytest
+import yaml
 
 from espnet_prune.demo import layout
 from espnet_prune.demo import recipe as demo_recipe
@@ -97,6 +98,14 @@ def test_the_committed_stand_ins_are_in_the_repository():
             assert (directory / name).is_file(), (standin, name)
     ctc = json.loads((layout.COMMITTED_STANDINS["ctc_committed"] / "standin.json").read_text())
     assert ctc["steps"] == DemoSettings().pretrain_steps and 0.0 < ctc["valid_cer"] < 0.3
+    # Both tasks fine-tune from it: its architecture is both fine-tuning configs'.
+    committed = json.loads((layout.COMMITTED_STANDINS["ctc_committed"] / "ssl_encoder.json").read_text())
+    for task in ("asr", "slu"):
+        conf = layout.RECIPES / f"{task}1" / "conf" / f"train_{task}_pruned_ssl.yaml"
+        arch = yaml.safe_load(conf.read_text())["frontend_conf"]["arch"]
+        assert [list(layer) for layer in arch["conv_layers"]] == committed["conv_layers"]
+        assert (arch["embed_dim"], arch["num_layers"]) == (committed["embed_dim"], committed["num_layers"])
+        assert (arch["ffn_dims"], arch["num_heads"]) == (committed["ffn_dims"], committed["num_heads"])
 
 
 def test_a_multi_size_system_trains_every_size_with_its_ramp_and_hold(tmp_path):
