@@ -231,7 +231,7 @@ def asr_steps(recipe: DemoRecipe, text_files: Sequence[str]) -> List[Step]:
     steps.append(Step(SSL_STANDIN, "11", pretrain, after=(f"{task}_stats",), marker=recipe.marker(standin, "train")))
 
     decode_steps: List[str] = []
-    int8 = recipe.int8_systems()
+    int8 = recipe.settings.int8_sizes()
     for system in settings.systems:
         experiment = paths.exp(system.name)
 

@@ -29,7 +29,7 @@ from espnet_prune.demo.layout import (
     fusion_lms,
     training_time_file,
 )
-from espnet_prune.demo.settings import DemoError, DemoSettings, LMPruning, System, SystemSize
+from espnet_prune.demo.settings import DemoError, DemoSettings, LMPruning, System
 from espnet_prune.demo.steps import Progress, Step, format_seconds
 
 
@@ -174,15 +174,10 @@ class DemoRecipe:
             lines.append(f"{system}/{tag} {main}")
         return "; ".join(lines)
 
-    def int8_systems(self) -> List[SystemSize]:
-        """The models decoded a second time with dynamic int8 quantization (``int8`` of the settings):
-        every pruned one (each size of a multi-size system too)."""
-        return [size for size in self.settings.sizes() if size.pruned and self.settings.int8]
-
     def decodings(self) -> List[Tuple[str, str]]:
         """Every ``(system size name, inference_tag)`` that stage 12 decodes."""
         decodings = [(size.name, INFERENCE_TAG) for size in self.settings.sizes()]
-        decodings += [(size.name, INT8_TAG) for size in self.int8_systems()]
+        decodings += [(size.name, INT8_TAG) for size in self.settings.int8_sizes()]
         if self.settings.uses_lm:
             decodings += [(self.settings.fusion_system, lm["inference_tag"])
                           for lm in fusion_lms(self.settings, self.paths)]

@@ -132,7 +132,7 @@ def recipe_steps(recipe: DemoRecipe) -> List[Step]:
                       marker=recipe.marker(paths.exp(SSL_STANDIN), "train")))
 
     decodes = []
-    int8 = recipe.int8_systems()
+    int8 = recipe.settings.int8_sizes()
     for system in settings.systems:
         def train_and_decode(system: System = system) -> str:
             options = [f"--{task}_config", f"conf/train_{task}_pruned_ssl.yaml", f"--{task}_tag", system.name,

@@ -495,8 +495,7 @@ def write_report(settings: DemoSettings, paths: DemoPaths, threads: int, progres
     """
     systems = collect_systems(settings, paths, threads)
     lm_fusion = collect_lm_fusion(settings, paths)
-    pruned = [system.name for system in settings.sizes() if system.pruned]
-    int8 = collect_int8(settings, paths, pruned)
+    int8 = collect_int8(settings, paths, [size.name for size in settings.int8_sizes()])
     multisize = collect_multisize(settings, systems)
     groups = group_runs(settings.task, systems)
     several_seeds = any(len(group["runs"]) > 1 for group in groups)

@@ -334,6 +334,11 @@ class DemoSettings:
         largest first)."""
         return [size for system in self.systems for size in system.sizes]
 
+    def int8_sizes(self) -> List[SystemSize]:
+        """The models decoded a second time with dynamic int8 quantization (``int8``): every pruned
+        one (each size of a multi-size system too); none without ``int8``."""
+        return [size for size in self.sizes() if size.pruned] if self.int8 else []
+
     @property
     def uses_lm(self) -> bool:
         """The LM stages run for ASR (the SLU recipe, like ESPnet's SLURP, decodes without LM)."""

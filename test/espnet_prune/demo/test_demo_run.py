@@ -147,7 +147,7 @@ def test_a_rerun_skips_finished_steps(tiny_demo):
 
 
 def test_the_slu_demo_trains_decodes_and_scores_intents(tmp_path):
-    result = run_demo(tmp_path, "--task", "slu")
+    result = run_demo(tmp_path, "--task", "slu", "--systems", "dense,hj_macs:0.6,hj_params:0.6")  # one seed each
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert result.stdout.strip().splitlines()[-1] == f"RESULTS: {tmp_path.resolve() / 'results.json'}"
     for step in ("slu_stats", "ssl_standin", "train_hj_params_0.60", "export_hj_macs_0.60", "decode_dense", "score"):

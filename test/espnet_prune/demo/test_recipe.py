@@ -116,4 +116,5 @@ def test_a_multi_size_system_trains_every_size_with_its_ramp_and_hold(tmp_path):
     assert args[:6] == ["--max_epoch", "12", "--num_iters_per_epoch", "100", "--scheduler_conf", "total_steps=1200"]
     assert "pruning.targets=[0.8,0.6,0.4]" in args and "pruning.hold_steps=200" in args
     assert "pruning.warmup_steps=200" in args
-    assert [size.name for size in recipe.int8_systems()] == [size.name for size in system.sizes]
+    assert [size.name for size in settings.int8_sizes()] == [size.name for size in system.sizes]
+    assert DemoSettings(systems=(System("dense"), system)).int8_sizes() == []  # int8 off by default
