@@ -30,7 +30,7 @@ from espnet_prune.demo.layout import (
 )
 from espnet_prune.demo.recipe import DemoRecipe, copy_committed_standin, lm_pruning_steps
 from espnet_prune.demo.settings import UNPRUNED_METHODS, System, SystemSize
-from espnet_prune.demo.steps import Step
+from espnet_prune.demo.steps import SERIAL_PRIORITY, Step
 from espnet_prune.utils import kaldi_data
 
 MIN_WAV_SECONDS, MAX_WAV_SECONDS = 0.1, 20.0  # asr.sh's min_wav_duration / max_wav_duration
@@ -159,7 +159,7 @@ def lm_steps(recipe: DemoRecipe) -> List[Step]:
             "--train_shape_file", paths.lm_train_text, "--valid_shape_file", dev_text, "--config", lm_config])
 
     steps.append(Step("lm_stats", "6", lm_stats, after=("token_list",), marker=recipe.marker(paths.lm_stats, "stats"),
-                      priority=1))
+                      priority=SERIAL_PRIORITY))
 
     def lm_train() -> str:
         recipe.espnet("lm_train", [
@@ -173,7 +173,7 @@ def lm_steps(recipe: DemoRecipe) -> List[Step]:
         return f"{paths.lm_model}"
 
     steps.append(Step("lm_train", "7", lm_train, after=("lm_stats",), marker=recipe.marker(paths.lm_exp, "train"),
-                      priority=1))
+                      priority=SERIAL_PRIORITY))
 
     def lm_perplexity() -> str:
         output = paths.lm_exp / "perplexity_test"
@@ -184,7 +184,7 @@ def lm_steps(recipe: DemoRecipe) -> List[Step]:
         return f"test perplexity {float((output / 'ppl').read_text().strip()):.3f}"
 
     steps.append(Step("lm_perplexity", "8", lm_perplexity, after=("lm_train",),
-                      marker=recipe.marker(paths.lm_exp / "perplexity_test", "ppl"), priority=1))
+                      marker=recipe.marker(paths.lm_exp / "perplexity_test", "ppl"), priority=SERIAL_PRIORITY))
     steps += lm_pruning_steps(recipe)
     return steps
 

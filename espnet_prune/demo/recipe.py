@@ -30,7 +30,7 @@ from espnet_prune.demo.layout import (
     training_time_file,
 )
 from espnet_prune.demo.settings import DemoError, DemoSettings, LMPruning, System
-from espnet_prune.demo.steps import Progress, Step, format_seconds
+from espnet_prune.demo.steps import SERIAL_PRIORITY, Progress, Step, format_seconds
 
 
 class DemoRecipe:
@@ -259,7 +259,7 @@ def lm_pruning_steps(recipe: DemoRecipe) -> List[Step]:
             return ", ".join(f"{row['name']} ppl {row['perplexity']:.2f}" for row in report["systems"])
 
         steps.append(Step(f"lm_prune_{pruning.name}", "8+", prune, after=("lm_train",),
-                          marker=recipe.marker(output, "prune"), priority=1))
+                          marker=recipe.marker(output, "prune"), priority=SERIAL_PRIORITY))
     return steps
 
 

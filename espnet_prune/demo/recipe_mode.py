@@ -28,7 +28,7 @@ from typing import Dict, List, Sequence
 from espnet_prune.demo.layout import INFERENCE_TAG, INT8_TAG, LM_TAG, SSL_STANDIN, TEMPLATE_PRUNE, fusion_lms
 from espnet_prune.demo.recipe import DemoRecipe, copy_committed_standin, lm_pruning_steps
 from espnet_prune.demo.settings import DemoError, System, SystemSize
-from espnet_prune.demo.steps import Step
+from espnet_prune.demo.steps import SERIAL_PRIORITY, Step
 
 #: Links of the working directory: name -> path relative to the repository's egs2/.
 RECIPE_LINKS = ("run.sh", "conf", "local")
@@ -113,7 +113,8 @@ def recipe_steps(recipe: DemoRecipe) -> List[Step]:
             prune_stages(recipe, 6, 8, [*standin_options, "--use_lm", "true"], logs / "stage6-8.log")
             return f"LM {paths.lm_exp}"
 
-        steps.append(Step("lm_train", "6-8", lm, after=("data",), marker=recipe.marker(paths.lm_exp, "train")))
+        steps.append(Step("lm_train", "6-8", lm, after=("data",), marker=recipe.marker(paths.lm_exp, "train"),
+                          priority=SERIAL_PRIORITY))
         steps += lm_pruning_steps(recipe)
 
     def standin() -> str:

@@ -16,6 +16,12 @@ from typing import Callable, Dict, List, Optional, Sequence, TextIO, Tuple
 
 from espnet_prune.demo.settings import DemoError
 
+#: ``priority`` of the LM's steps (statistics, training, perplexity, pruning): one serial chain of
+#: ~9 min that must not wait for the fine-tunings, which are many and fill every lane; started
+#: first, it runs in one lane beside them (measured: at priority 1, behind the fine-tunings, the
+#: default demo's LM training had not started at minute 11).
+SERIAL_PRIORITY = -1
+
 
 @dataclass
 class Step:
@@ -24,7 +30,7 @@ class Step:
     ``stage`` is the asr.sh stage number it belongs to (or a name for the demo's own steps);
     ``after`` names the steps it needs; ``marker`` is written when it succeeds and, when it
     exists already, makes a rerun skip the step. Of the steps ready to run, those of lower
-    ``priority`` start first (the ASR chain, which is the longest, before the LM's).
+    ``priority`` start first (:data:`SERIAL_PRIORITY`).
     """
 
     name: str

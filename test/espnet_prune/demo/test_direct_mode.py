@@ -9,6 +9,7 @@ from espnet_prune.demo import direct_mode, layout, pipeline
 from espnet_prune.demo.layout import DemoPaths
 from espnet_prune.demo.recipe import DemoRecipe
 from espnet_prune.demo.settings import SIZES, DemoSettings, System
+from espnet_prune.demo.steps import SERIAL_PRIORITY
 from espnet_prune.utils.kaldi_data import Utterance, read_text, validate_data_dir, write_data_dir
 from test.espnet_prune.demo.recorder import Recorder
 
@@ -78,3 +79,12 @@ def test_every_size_of_a_multi_size_system_is_decoded_from_its_exported_director
         assert (size.name, layout.INFERENCE_TAG) in recipe.decodings()
         assert recipe.paths.decode_dir(size.name) == (
             tmp_path / "exp" / f"asr_{system.name}_pruned" / size.size_dir / "decode" / "test")
+
+
+def test_the_lm_chain_starts_before_the_fine_tunings_that_would_fill_every_lane(tmp_path):
+    recipe = DemoRecipe(DemoSettings(), DemoPaths(tmp_path, "asr"), progress=Recorder())
+    steps = {step.name: step for step in pipeline.plan(recipe)}
+    lm = [name for name in steps if name.startswith("lm_")]
+    assert set(lm) >= {"lm_stats", "lm_train", "lm_perplexity", "lm_prune_data_lowrank_incremental"}
+    assert {steps[name].priority for name in lm} == {SERIAL_PRIORITY}
+    assert all(steps[name].priority > SERIAL_PRIORITY for name in steps if name.startswith("train_"))
