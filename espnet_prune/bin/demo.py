@@ -36,6 +36,7 @@ from espnet_prune.demo.pipeline import run_demo
 from espnet_prune.demo.recipe import DemoRecipe, save_standin
 from espnet_prune.demo.settings import SIZES, STANDINS, DemoError, DemoSettings, parse_lm_pruning, parse_system
 from espnet_prune.demo.steps import Progress
+from espnet_prune.utils.output_dir import OutputDirError, check_output_dir
 
 
 def positive_int(value: str) -> int:
@@ -63,6 +64,8 @@ def ratio(value: str) -> float:
 
 
 DEFAULTS = DemoSettings()
+#: The settings of a run, in its output directory; a directory holding it is a demo run's.
+SETTINGS_FILE = "settings.json"
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -126,7 +129,11 @@ def settings_from_args(args: argparse.Namespace) -> DemoSettings:
 def check_settings_file(output_dir: Path, settings: DemoSettings, espnet_root: Optional[Path]) -> None:
     """Record the settings in ``settings.json``; a rerun must use the same ones."""
     record = dict(settings.as_dict(), espnet_root=None if espnet_root is None else str(espnet_root.resolve()))
-    path = output_dir / "settings.json"
+    path = output_dir / SETTINGS_FILE
+    try:
+        check_output_dir(output_dir, "espnet_prune.bin.demo", marker=SETTINGS_FILE)
+    except OutputDirError as error:
+        raise DemoError(str(error)) from None
     if path.exists():
         previous = json.loads(path.read_text(encoding="utf-8"))
         changed = sorted(key for key in set(previous) | set(record) if previous.get(key) != record.get(key))

@@ -51,8 +51,12 @@ import yaml
 
 from espnet_prune import register
 from espnet_prune.ssl import cost
+from espnet_prune.utils.finite import NonFiniteError, check_finite, max_abs_diff
+from espnet_prune.utils.output_dir import OutputDirError, check_output_dir, claim_output_dir, replace_file
 
 TASKS = ("asr", "slu")
+#: The name under which export claims its output directories (see espnet_prune.utils.output_dir).
+COMMAND = "espnet_prune.bin.export"
 #: Largest allowed difference between the gated and the compact frontend's features.
 TOLERANCE = 1e-3
 #: Config keys (``a.b`` for nested ones) whose value is a file that decoding reads.
@@ -159,6 +163,9 @@ def compact_model(train_config: Path, model_file: Path, task: Optional[str] = No
 
     model, _ = task_class(task).build_model_from_file(str(train_config), str(model_file), "cpu")
     model.eval()
+    # The controller's buffers hold NaN on purpose ("no earlier value"); its gates are parameters.
+    check_finite([*model.named_parameters(), *((name, buffer) for name, buffer in model.named_buffers()
+                                              if ".controller." not in name)], f"{model_file} cannot be exported")
     frontend = model.frontend
     if not isinstance(frontend, PrunedSSLFrontend) or frontend.controller is None:
         raise ValueError(f"{train_config} does not describe a pruning frontend "
@@ -175,8 +182,9 @@ def compact_model(train_config: Path, model_file: Path, task: Optional[str] = No
         gated_features, _ = frontend(probe, probe_lengths)
         structures = frontend.make_compact()
         compact_features, _ = frontend(probe, probe_lengths)
-    max_diff = float((gated_features - compact_features).abs().max())
-    if max_diff > TOLERANCE:
+    check_finite([("features", gated_features)], f"the gated frontend of {model_file} on a probe input")
+    max_diff = max_abs_diff(gated_features, compact_features)
+    if not max_diff <= TOLERANCE:
         raise RuntimeError(f"compact frontend differs from the gated one by {max_diff:.3g}; nothing written")
 
     compact = encoder_cost(frontend.encoder.config, seconds)
@@ -245,17 +253,28 @@ def select_size(model: torch.nn.Module, model_file: Path, size: Optional[int]) -
 
 
 def _write_report(report: Dict[str, Any], path: Path) -> None:
-    with open(path, "w", encoding="utf-8") as f:
+    with replace_file(path, "w") as f:
         json.dump(report, f, indent=2)
+
+
+def _save_model(model: torch.nn.Module, path: Path) -> None:
+    with replace_file(path) as f:
+        torch.save(model.state_dict(), f)
 
 
 def _write_onnx(frontend, onnx: Path, check_seconds: float) -> Dict[str, Any]:
     """Write ``frontend`` (compact) to the ONNX file ``onnx``; its entry of the report."""
     from espnet_prune.ssl.onnx_export import export_onnx, max_feature_diff
 
+    if onnx.is_symlink():
+        raise OutputDirError(f"refusing to write {onnx}: it is a symlink (to {onnx.resolve()})")
     export_onnx(frontend, onnx)
     probe = _probe(frontend, check_seconds)
-    return {"path": str(onnx), "max_abs_diff_torch_vs_onnxruntime": max_feature_diff(frontend, onnx, [probe])}
+    diff = max_feature_diff(frontend, onnx, [probe])
+    if not diff <= TOLERANCE:
+        raise RuntimeError(f"{onnx}: onnxruntime's features differ from PyTorch's by {diff:.3g} "
+                           f"(tolerance {TOLERANCE:g})")
+    return {"path": str(onnx), "max_abs_diff_torch_vs_onnxruntime": diff}
 
 
 def export(train_config: Path, model_file: Path, output: Path, task: Optional[str] = None,
@@ -263,12 +282,16 @@ def export(train_config: Path, model_file: Path, output: Path, task: Optional[st
     """Write the compact model file ``output`` and its report ``output.with_suffix(".json")``
     (and the compact frontend to the ONNX file ``onnx`` if given).
 
-    The model file loads with the unchanged ``train_config``. Returns the report.
+    The model file loads with the unchanged ``train_config``; ``output`` is replaced as a file
+    of its own (never written through a symlink) and may not be one of the inputs. Returns the
+    report.
     """
+    _refuse_inputs_as_outputs({output: "--output", output.with_suffix(".json"): "--output's report"},
+                              train_config, model_file)
     model, report, _ = compact_model(train_config, model_file, task, check_seconds)
     report["output"] = str(output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(model.state_dict(), output)
+    _save_model(model, output)
     if onnx is not None:
         report["onnx"] = _write_onnx(model.frontend, onnx, check_seconds)
     _write_report(report, output.with_suffix(".json"))
@@ -327,23 +350,22 @@ def export_experiment(train_config: Path, model_file: Path, output_dir: Path, ta
     and checked against the gated model before this returns. Returns the report.
     """
     model_name = model_file.name
-    targets = {output_dir / "config.yaml": train_config, output_dir / model_name: model_file}
-    for target, source in targets.items():
-        if target.resolve() == source.resolve():
-            raise ValueError(f"--output_dir {output_dir} would overwrite {source}; choose another directory")
+    _refuse_inputs_as_outputs({output_dir / "config.yaml": "--output_dir", output_dir / model_name: "--output_dir"},
+                              train_config, model_file)
+    check_output_dir(output_dir, COMMAND)
     config = read_config(train_config)
     model, report, gated_features = compact_model(train_config, model_file, task, check_seconds, size)
     new_config = standalone_config(config, report["structure"]["after"], output_dir)
 
     from espnet2.utils.yaml_no_alias_safe_dump import yaml_no_alias_safe_dump
 
-    output_dir.mkdir(parents=True, exist_ok=True)
-    with open(output_dir / "config.yaml", "w", encoding="utf-8") as f:
+    claim_output_dir(output_dir, COMMAND)
+    with replace_file(output_dir / "config.yaml", "w") as f:
         yaml_no_alias_safe_dump(new_config, f, indent=4, sort_keys=False)
-    torch.save(model.state_dict(), output_dir / model_name)
+    _save_model(model, output_dir / model_name)
     images = train_config.parent / "images"
-    if images.is_dir() and images.resolve() != (output_dir / "images").resolve():
-        shutil.copytree(images, output_dir / "images", dirs_exist_ok=True)
+    if images.is_dir():
+        _copy_images(images, output_dir / "images")
 
     rebuilt, _ = task_class(report["task"]).build_model_from_file(
         str(output_dir / "config.yaml"), str(output_dir / model_name), "cpu")
@@ -351,8 +373,8 @@ def export_experiment(train_config: Path, model_file: Path, output_dir: Path, ta
     probe, probe_lengths = _probe(rebuilt.frontend, check_seconds)
     with torch.no_grad():
         rebuilt_features, _ = rebuilt.frontend(probe, probe_lengths)
-    max_diff = float((gated_features - rebuilt_features).abs().max())
-    if max_diff > TOLERANCE:
+    max_diff = max_abs_diff(gated_features, rebuilt_features)
+    if not max_diff <= TOLERANCE:
         raise RuntimeError(f"the model rebuilt from {output_dir} differs from the gated one by {max_diff:.3g}")
 
     files = decoding_files(new_config)
@@ -366,6 +388,26 @@ def export_experiment(train_config: Path, model_file: Path, output_dir: Path, ta
         report["onnx"] = _write_onnx(model.frontend, onnx, check_seconds)
     _write_report(report, (output_dir / model_name).with_suffix(".json"))
     return report
+
+
+def _refuse_inputs_as_outputs(outputs: Dict[Path, str], train_config: Path, model_file: Path) -> None:
+    """Refuse outputs that are the training config or the model file (through any link)."""
+    for output, option in outputs.items():
+        for source in (train_config, model_file):
+            if output.resolve() == source.resolve():
+                raise OutputDirError(f"{option} would overwrite {source}; choose another output")
+
+
+def _copy_images(source: Path, target: Path) -> None:
+    """Copy the training curves ``source`` (a directory) to ``target``, replacing an earlier copy."""
+    if target.is_symlink() or (target.exists() and not target.is_dir()):
+        raise OutputDirError(f"refusing to replace {target}: it is not a directory that export wrote")
+    staging = target.with_name(f".{target.name}.partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    shutil.copytree(source, staging, symlinks=True)
+    if target.exists():
+        shutil.rmtree(target)
+    staging.rename(target)
 
 
 def pruning_sizes(train_config: Path) -> List[Dict[str, float]]:
@@ -394,6 +436,7 @@ def export_sizes(train_config: Path, model_file: Path, output_dir: Path, task: O
     sizes = pruning_sizes(train_config)
     if len(sizes) < 2:
         raise ValueError(f"{train_config} prunes to one size; export it with export_experiment")
+    claim_output_dir(output_dir, COMMAND)
     reports = []
     for index, size in enumerate(sizes):
         name = size_name(size)
@@ -403,10 +446,10 @@ def export_sizes(train_config: Path, model_file: Path, output_dir: Path, task: O
                                          size_onnx, size=index))
     rows = summary_rows(reports)
     table = summary_table(rows, reports[0]["reference_seconds"])
-    output_dir.mkdir(parents=True, exist_ok=True)
     _write_report({"train_config": str(train_config), "model_file": str(model_file), "sizes": rows},
                   output_dir / "summary.json")
-    (output_dir / "summary.md").write_text(table + "\n", encoding="utf-8")
+    with replace_file(output_dir / "summary.md", "w") as f:
+        f.write(table + "\n")
     return {"sizes": reports, "summary": rows, "table": table}
 
 
@@ -487,6 +530,14 @@ def main(cmd: Optional[List[str]] = None) -> None:
     for path in (args.train_config, args.model_file):
         if not path.is_file():
             sys.exit(f"export: {path} does not exist")
+    try:
+        _export(args)
+    except (OutputDirError, NonFiniteError) as error:
+        sys.exit(f"export: {error}")
+
+
+def _export(args: argparse.Namespace) -> None:
+    """Export as ``args`` (parsed by :func:`get_parser`) says; log the reports."""
     if len(pruning_sizes(args.train_config)) > 1:
         if args.output_dir is None:
             sys.exit(f"export: {args.train_config} yields several sizes (frontend_conf.pruning.targets): export "

@@ -44,6 +44,11 @@ from espnet_prune.lm.latency import time_lms
 from espnet_prune.lm.methods import minimum_params, prune_step
 from espnet_prune.lm.report import perplexity, write_report
 from espnet_prune.lm.schedulers import plan_schedule, run_schedule
+from espnet_prune.utils.finite import NonFiniteError, check_finite
+from espnet_prune.utils.output_dir import check_output_dir, claim_output_dir
+
+#: The name under which lm_prune claims its output directory (see espnet_prune.utils.output_dir).
+COMMAND = "espnet_prune.bin.lm_prune"
 
 
 def parse_targets(value: str) -> List[float]:
@@ -159,6 +164,7 @@ def get_parser() -> argparse.ArgumentParser:
 
 def check_inputs(args: argparse.Namespace) -> None:
     """Everything that can be checked before loading the LM; raises ``ValueError``."""
+    check_output_dir(args.output_dir, COMMAND)
     read_lm_config(args.lm_train_config)
     if not Path(args.lm_file).is_file():
         raise ValueError(f"lm_file: no such file: {args.lm_file}")
@@ -175,6 +181,7 @@ def load_dense_lm(args: argparse.Namespace):
     register()
     device = "cuda" if args.ngpu > 0 else "cpu"
     dense, train_args, config = load_lm_experiment(args.lm_train_config, args.lm_file, device)
+    check_finite(dense, f"lm_file {args.lm_file}")
     dense_params = dense.lm.num_params()
     minimum = minimum_params(dense.lm, args.method)
     smallest = min(args.targets)
@@ -211,8 +218,7 @@ def check_unknown_tokens(args: argparse.Namespace, train_args) -> Dict[str, floa
 def prune_lm(args: argparse.Namespace, dense, train_args, config) -> Dict:
     """Run the pruning job described by ``args`` on the loaded dense LM; return the report."""
     torch.manual_seed(args.seed)
-    output_dir = Path(args.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
+    output_dir = claim_output_dir(args.output_dir, COMMAND)
     dense_params = dense.lm.num_params()
     logging.info(f"dense LM: {dense_params} parameters; targets {sorted(args.targets, reverse=True)}")
 
@@ -241,6 +247,7 @@ def prune_lm(args: argparse.Namespace, dense, train_args, config) -> Dict:
 
     def emit(target, model):
         name = target_name(target)
+        check_finite(model, f"the LM pruned to {name}")
         config_path, model_path = save_lm_experiment(model, config, output_dir / name)
         logging.info(f"{name}: {model.lm.num_params()} parameters -> {config_path.parent}")
         systems[name] = dict(model=model, target=target, config=str(config_path), model_file=str(model_path))
@@ -318,7 +325,10 @@ def main(cmd: Optional[Sequence[str]] = None) -> None:
         args.unknown_token_rates = check_unknown_tokens(args, train_args)
     except ValueError as e:
         parser.error(str(e))
-    prune_lm(args, dense, train_args, config)
+    try:
+        prune_lm(args, dense, train_args, config)
+    except NonFiniteError as e:
+        sys.exit(f"lm_prune: {e}")
 
 
 if __name__ == "__main__":

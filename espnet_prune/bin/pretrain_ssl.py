@@ -31,6 +31,12 @@ import yaml
 from espnet_prune.ssl.config import EncoderConfig, get_config
 from espnet_prune.ssl.pretrain import PretrainSettings, pretrain
 from espnet_prune.utils.kaldi_data import read_text
+from espnet_prune.utils.output_dir import check_output_dir, claim_output_dir, replace_file
+
+#: The name under which pretrain_ssl claims its output directory (see espnet_prune.utils.output_dir).
+COMMAND = "espnet_prune.bin.pretrain_ssl"
+#: The run's record (settings, loss curve); a directory holding it is a pretraining run's.
+RECORD = "pretrain.json"
 
 
 def read_arch(arch: str) -> EncoderConfig:
@@ -84,6 +90,7 @@ def main(cmd: Optional[Sequence[str]] = None) -> None:
     torch.set_num_threads(args.num_threads)
     settings_keys = {field.name for field in dataclasses.fields(PretrainSettings)}
     try:
+        check_output_dir(args.output_dir, COMMAND, marker=RECORD)
         settings = PretrainSettings(**{key: value for key, value in vars(args).items() if key in settings_keys})
         config = read_arch(args.arch)
         waveforms = read_waveforms(args.data_dir, config.sample_rate)
@@ -92,13 +99,15 @@ def main(cmd: Optional[Sequence[str]] = None) -> None:
         encoder, record = pretrain(config, waveforms, settings, log=lambda line: print(line, file=sys.stderr))
     except (OSError, ValueError) as error:
         parser.exit(1, f"{parser.prog}: error: {error}\n")
-    args.output_dir.mkdir(parents=True, exist_ok=True)
-    torch.save(encoder.state_dict(), args.output_dir / "ssl_encoder.pth")
+    claim_output_dir(args.output_dir, COMMAND, marker=RECORD)
+    with replace_file(args.output_dir / "ssl_encoder.pth") as f:
+        torch.save(encoder.state_dict(), f)
     arch: Dict = config.to_dict()
-    (args.output_dir / "ssl_encoder.json").write_text(json.dumps(arch, indent=2) + "\n", encoding="utf-8")
     record["data_dirs"] = [str(path) for path in args.data_dir]
     record["num_threads"] = args.num_threads
-    (args.output_dir / "pretrain.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    for name, content in (("ssl_encoder.json", arch), (RECORD, record)):
+        with replace_file(args.output_dir / name, "w") as f:
+            f.write(json.dumps(content, indent=2) + "\n")
     print(f"{args.output_dir / 'ssl_encoder.pth'}: final masked-prediction loss {record['curve'][-1]['loss']:.3f} "
           f"(chance {record['chance_loss']:.3f}) after {settings.steps} steps, {record['wall_seconds']:.0f} s")
 

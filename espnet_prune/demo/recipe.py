@@ -31,6 +31,10 @@ from espnet_prune.demo.layout import (
 )
 from espnet_prune.demo.settings import DemoError, DemoSettings, LMPruning, System
 from espnet_prune.demo.steps import SERIAL_PRIORITY, Progress, Step, format_seconds
+from espnet_prune.utils.output_dir import OutputDirError, claim_output_dir, replace_file
+
+#: The record of a committed CTC stand-in (steps, validation CER, corpus), beside its encoder.
+STANDIN_RECORD = "standin.json"
 
 
 class DemoRecipe:
@@ -199,7 +203,7 @@ def copy_committed_standin(checkpoint: Path, standin: str, source: Optional[Path
     """Put a committed stand-in (``standin``: a key of :data:`COMMITTED_STANDINS`, from ``source``,
     by default its committed directory) where the one trained in the run would be."""
     source = COMMITTED_STANDINS[standin] if source is None else source
-    record_file = source / ("pretrain.json" if standin == "pretrained" else "standin.json")
+    record_file = source / ("pretrain.json" if standin == "pretrained" else STANDIN_RECORD)
     files = [source / "ssl_encoder.pth", source / "ssl_encoder.json", record_file]
     missing = [str(path) for path in files if not path.is_file()]
     if missing:
@@ -233,10 +237,15 @@ def save_standin(settings: DemoSettings, paths: DemoPaths, destination: Path) ->
                   seed=settings.seed, valid_cer=curve[-1], valid_cer_per_epoch=curve,
                   corpus={key: corpus[key] for key in ("task", "seed", "num_train", "num_dev", "num_test")
                           if key in corpus})
-    destination.mkdir(parents=True, exist_ok=True)
-    for name in ("ssl_encoder.pth", "ssl_encoder.json"):
-        shutil.copyfile(paths.ssl_checkpoint.parent / name, destination / name)
-    (destination / "standin.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    try:
+        claim_output_dir(destination, "espnet_prune.bin.demo --save_standin", marker=STANDIN_RECORD)
+        for name in ("ssl_encoder.pth", "ssl_encoder.json"):
+            with open(paths.ssl_checkpoint.parent / name, "rb") as source, replace_file(destination / name) as f:
+                shutil.copyfileobj(source, f)
+        with replace_file(destination / STANDIN_RECORD, "w") as f:
+            f.write(json.dumps(record, indent=2) + "\n")
+    except OutputDirError as error:
+        raise DemoError(str(error)) from None
     return destination
 
 

@@ -19,6 +19,7 @@ from espnet2.lm.espnet_model import ESPnetLanguageModel
 from espnet2.utils.yaml_no_alias_safe_dump import yaml_no_alias_safe_dump
 
 from espnet_prune.lm.pruned_transformer_lm import PrunedTransformerLM
+from espnet_prune.utils.output_dir import replace_file
 
 SUPPORTED_LM_TYPES = ("transformer", "pruned_transformer")
 PRUNED_LM_TYPE = "pruned_transformer"
@@ -116,9 +117,10 @@ def save_lm_experiment(
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     config_path, model_path = output_dir / "config.yaml", output_dir / "model.pth"
-    with config_path.open("w", encoding="utf-8") as f:
+    with replace_file(config_path, "w") as f:
         yaml_no_alias_safe_dump(
             pruned_config(config, model.lm, output_dir), f, indent=4, sort_keys=False
         )
-    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, model_path)
+    with replace_file(model_path) as f:
+        torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, f)
     return config_path, model_path

@@ -13,6 +13,9 @@ from typing import Any, Dict, Iterable, List, Tuple
 import torch
 from espnet2.lm.espnet_model import ESPnetLanguageModel
 
+from espnet_prune.utils.finite import NonFiniteError
+from espnet_prune.utils.output_dir import replace_file
+
 
 @torch.no_grad()
 def perplexity(model: ESPnetLanguageModel, batches: Iterable[Tuple[torch.Tensor, torch.Tensor]]) -> float:
@@ -30,6 +33,8 @@ def perplexity(model: ESPnetLanguageModel, batches: Iterable[Tuple[torch.Tensor,
         model.train(was_training)
     if total_tokens == 0:
         raise ValueError("no tokens to compute perplexity on")
+    if not math.isfinite(total_nll):
+        raise NonFiniteError(f"the LM's negative log-likelihood of the text is {total_nll} (non-finite)")
     return math.exp(total_nll / total_tokens)
 
 
@@ -66,7 +71,7 @@ def write_report(output_dir: str, report: Dict[str, Any]) -> Tuple[Path, Path]:
     """
     output_dir = Path(output_dir)
     json_path, md_path = output_dir / "report.json", output_dir / "report.md"
-    with json_path.open("w", encoding="utf-8") as f:
+    with replace_file(json_path, "w") as f:
         json.dump(report, f, indent=2)
     settings = report["settings"]
     latency = report["latency"]
@@ -79,5 +84,6 @@ def write_report(output_dir: str, report: Dict[str, Any]) -> Tuple[Path, Path]:
         f"{latency['num_steps']} steps, {latency['num_threads']} CPU thread(s), "
         f"{latency['repeats']} interleaved rounds), all systems timed in one run.\n\n"
     )
-    md_path.write_text(header + markdown_table(report["systems"]), encoding="utf-8")
+    with replace_file(md_path, "w") as f:
+        f.write(header + markdown_table(report["systems"]))
     return json_path, md_path

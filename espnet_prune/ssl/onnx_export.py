@@ -37,6 +37,7 @@ from espnet2.asr.frontend.abs_frontend import AbsFrontend
 from torch import Tensor, nn
 
 from espnet_prune.ssl.model import SSLEncoder
+from espnet_prune.utils.finite import max_abs_diff, worst
 
 INPUT_NAMES = ("speech", "speech_lengths")
 OUTPUT_NAMES = ("feats", "feats_lengths")
@@ -218,14 +219,15 @@ class OnnxFrontend(AbsFrontend):
 
 
 def max_feature_diff(model: nn.Module, path: PathLike, batches: Sequence[Tuple[Tensor, Tensor]]) -> float:
-    """Largest ``|PyTorch - onnxruntime|`` over the valid frames of ``batches`` (lengths equal too).
+    """Largest ``|PyTorch - onnxruntime|`` over the valid frames of ``batches`` (lengths equal too);
+    NaN when either side computes a non-finite value.
 
     Raises:
         AssertionError: if the two disagree on any batch's frame lengths.
     """
     module = as_feature_module(model).eval()
     session = inference_session(path)
-    worst = 0.0
+    diffs = []
     for speech, lengths in batches:
         with torch.no_grad():
             expected, expected_lengths = module(speech, lengths)
@@ -234,5 +236,5 @@ def max_feature_diff(model: nn.Module, path: PathLike, batches: Sequence[Tuple[T
             raise AssertionError(f"frame lengths differ: PyTorch {expected_lengths.tolist()}, "
                                  f"onnxruntime {actual_lengths.tolist()}")
         for i, frames in enumerate(expected_lengths.tolist()):
-            worst = max(worst, float((expected[i, :frames] - actual[i, :frames]).abs().max()))
-    return worst
+            diffs.append(max_abs_diff(expected[i, :frames], actual[i, :frames]))
+    return worst(diffs)

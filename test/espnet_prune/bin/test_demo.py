@@ -36,3 +36,13 @@ def test_a_rerun_with_other_settings_is_refused(tmp_path):
     with pytest.raises(DemoError, match="other settings \\(num_train differ\\)"):
         demo_cli.check_settings_file(tmp_path, DemoSettings(num_train=10), None)
     assert Path(tmp_path / "settings.json").is_file()
+
+
+def test_a_directory_that_holds_something_else_is_refused(tmp_path):
+    from test.espnet_prune.utils.test_output_dir import espnet_experiment, snapshot
+
+    other = espnet_experiment(tmp_path / "exp")
+    before = snapshot(other)
+    with pytest.raises(DemoError, match=f"refusing to write into {other}"):
+        demo_cli.check_settings_file(other, DemoSettings(), None)
+    assert snapshot(other) == before

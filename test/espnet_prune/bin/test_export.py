@@ -24,6 +24,7 @@ from espnet_prune import register
 from espnet_prune.bin import export as export_cli
 from espnet_prune.ssl.config import get_config
 from espnet_prune.ssl.model import SSLEncoder
+from espnet_prune.utils.output_dir import OWNER_FILE
 from test.espnet_prune.asr.recipe_steps import TINY_ARCH, decode, launch, token_args, training_config, write_config
 
 PRUNING = {"units": ["conv", "head", "interm"], "metric": "macs", "target": 0.7, "reference_seconds": 1}
@@ -98,7 +99,8 @@ def first_utterance(data_dir: Path):
 @pytest.mark.slow
 def test_directory_holds_the_config_the_model_and_the_report(asr_export):
     compact = asr_export["compact"]
-    assert sorted(p.name for p in compact.iterdir()) == ["config.yaml", "images", "valid.acc.ave.json", MODEL]
+    assert sorted(p.name for p in compact.iterdir()) == [
+        OWNER_FILE, "config.yaml", "images", "valid.acc.ave.json", MODEL]
     assert (compact / "images" / "loss.png").read_bytes() == b"curve"
     report = json.loads((compact / "valid.acc.ave.json").read_text(encoding="utf-8"))
     assert report["task"] == "asr"

@@ -183,3 +183,29 @@ def test_unknown_token_rate_is_measured_with_the_lms_own_tokenisation(tiny_lm, t
     args.max_unk_rate = 0.3
     with pytest.raises(ValueError, match=r"valid_text: 40\.0 % .*--max_unk_rate 0\.3"):
         check_unknown_tokens(args, train_args)
+
+
+def test_output_dir_of_another_experiment_is_refused_byte_for_byte(tiny_lm, tmp_path, capsys):  # noqa: F811
+    from test.espnet_prune.utils.test_output_dir import espnet_experiment, snapshot
+
+    other = espnet_experiment(tmp_path / "lm_other")
+    before = snapshot(other)
+    with pytest.raises(SystemExit) as exit_info:
+        main(lm_prune_args(tiny_lm, other, targets="0.5", finetune_steps=0))
+    assert exit_info.value.code == 2
+    assert f"refusing to write into {other}" in capsys.readouterr().err
+    assert snapshot(other) == before
+
+
+def test_a_non_finite_lm_is_refused_naming_the_tensor(tiny_lm, tmp_path, capsys):  # noqa: F811
+    import torch
+
+    state = torch.load(tiny_lm.model_file)
+    name = next(key for key, value in state.items() if value.is_floating_point() and value.dim() == 2)
+    state[name][0, 0] = float("inf")
+    torch.save(state, tmp_path / "inf.pth")
+    with pytest.raises(SystemExit) as exit_info:
+        main(lm_prune_args(tiny_lm, tmp_path / "out", lm_file=tmp_path / "inf.pth", targets="0.5", finetune_steps=0))
+    assert exit_info.value.code == 2
+    assert f"tensor '{name}' has 1 non-finite" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

@@ -72,6 +72,16 @@ def test_compact_frontend_in_onnxruntime_matches_pytorch(tmp_path):
     assert max_feature_diff(frontend, path, batches()) < TOLERANCE
 
 
+def test_a_nan_on_either_side_is_no_agreement(tmp_path):
+    """max_feature_diff is NaN, not 0, when one side computes NaN (max(0.0, nan) is 0.0)."""
+    frontend = compact_frontend()
+    path = export_onnx(frontend, tmp_path / "frontend.onnx")
+    with torch.no_grad():
+        next(p for n, p in frontend.named_parameters() if n.endswith("q_proj.weight"))[0, 0] = float("nan")
+    diff = max_feature_diff(frontend, path, batches()[:2])
+    assert not diff <= TOLERANCE and diff != diff
+
+
 @pytest.mark.parametrize("model_type", ["wav2vec2", "wavlm"])
 def test_dense_frontends_export_the_same_way(tmp_path, model_type):
     torch.manual_seed(0)
