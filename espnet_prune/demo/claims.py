@@ -18,6 +18,7 @@ Pure Python on purpose (no torch): the report and its tests use it on the entrie
 ``results.json``.
 """
 
+import math
 from typing import Dict, List, Optional, Sequence
 
 from espnet_prune.demo.settings import MULTI_SIZE_METHODS, params_target_for_macs
@@ -59,7 +60,10 @@ def group_runs(task: str, systems: Sequence[Dict]) -> List[Dict]:
 
 
 def compare(first: Dict, second: Dict) -> str:
-    """``better``, ``worse`` or ``overlap``: ``first`` against ``second`` by error, beyond the seeds' spread."""
+    """``better``, ``worse`` or ``overlap``: ``first`` against ``second`` by error, beyond the seeds' spread;
+    ``unmeasured`` when a run of either has no finite error (a NaN compares as neither)."""
+    if not all(math.isfinite(run["error"]) for run in (*first["runs"], *second["runs"])):
+        return "unmeasured"
     if first["max"]["error"] < second["min"]["error"]:
         return "better"
     if first["min"]["error"] > second["max"]["error"]:
@@ -85,6 +89,8 @@ def _describe(first: Dict, second: Dict) -> str:
 def _verdict(outcomes: Sequence[str], no_degradation: bool = False) -> str:
     if not outcomes:
         return "not tested"
+    if "unmeasured" in outcomes:
+        return "not measured (a run has no finite error)"
     if no_degradation:
         return "does not hold" if "worse" in outcomes else "holds"
     if all(outcome == "better" for outcome in outcomes):

@@ -41,6 +41,15 @@ def test_a_difference_counts_only_beyond_the_seeds_spread():
     assert compare(low, near) == "overlap"  # 0.22 > 0.215: the intervals overlap, however far the means
 
 
+def test_a_run_without_a_finite_error_gives_no_verdict():
+    (good,) = group_runs("asr", _seeds("hj_macs", 0.5, [0.20, 0.22], 0.5))
+    (broken,) = group_runs("asr", _seeds("separate", 0.5, [0.30, float("nan")], 0.5))
+    assert compare(good, broken) == "unmeasured" and compare(broken, good) == "unmeasured"
+    dense = _seeds("dense", None, [0.20, 0.21], 1.0)
+    claims = paper_claims("asr", group_runs("asr", dense + _seeds("hj_macs", 0.5, [0.20, float("nan")], 0.5)))
+    assert claims[4]["verdict"].startswith("not measured")
+
+
 def test_each_claim_gets_a_verdict_from_every_ratio_both_sides_have():
     systems = (_seeds("dense", None, [0.20, 0.21, 0.22], 1.0)
                + _seeds("hj_macs", 0.9, [0.18, 0.19], 0.9) + _seeds("hj_macs", 0.7, [0.25, 0.26], 0.7)
