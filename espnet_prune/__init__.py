@@ -10,7 +10,8 @@ step hook that moves the Lagrange multipliers and the pruning schedule; every ot
 is built as before. For a ``pruned_ssl`` encoder with LayerDrop under DDP it also sets
 ESPnet's ``--unused_parameters true`` (see :func:`_ddp_options_for`). It also wraps
 ``Trainer.run`` so that, when training ends, a pruning model logs where its budgets ended
-(a WARNING in ``train.log`` for a missed one).
+(a WARNING in ``train.log`` for a missed one), and ``AbsTask.build_streaming_iterator`` so that
+ESPnet's inference and statistics tools name every utterance whose audio has NaN or Inf samples.
 """
 
 import importlib
@@ -53,7 +54,27 @@ def register() -> Dict[str, List[str]]:
         added.setdefault(f"{task_module}.{registry_name}", []).append(choice)
     _wrap_build_optimizers()
     _wrap_trainer_run()
+    _wrap_streaming_iterator()
     return added
+
+
+def _wrap_streaming_iterator() -> None:
+    """Make the loader of ESPnet's inference and statistics tools name utterances whose audio has
+    NaN or Inf samples (see :class:`espnet_prune.asr.input_check.FiniteInputReport`)."""
+    from espnet2.tasks.abs_task import AbsTask
+
+    original = AbsTask.build_streaming_iterator.__func__
+    if getattr(original, "espnet_prune_wrapper", False):
+        return
+
+    def build_streaming_iterator(cls, *args, **kwargs):
+        from espnet_prune.asr.input_check import FiniteInputReport
+
+        return FiniteInputReport(original(cls, *args, **kwargs))
+
+    build_streaming_iterator.espnet_prune_wrapper = True
+    build_streaming_iterator.__doc__ = original.__doc__
+    AbsTask.build_streaming_iterator = classmethod(build_streaming_iterator)
 
 
 def _wrap_trainer_run() -> None:

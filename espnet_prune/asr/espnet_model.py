@@ -5,15 +5,22 @@ from typing import Dict, Tuple
 from espnet2.asr.espnet_model import ESPnetASRModel
 from torch import Tensor
 
+from espnet_prune.asr.input_check import FiniteInputMixin, empty_batch_loss
 from espnet_prune.pruning.espnet_glue import PruningLossMixin
 
 
-class PrunedESPnetASRModel(PruningLossMixin, ESPnetASRModel):
+class PrunedESPnetASRModel(FiniteInputMixin, PruningLossMixin, ESPnetASRModel):
     """ESPnet's CTC/attention ASR model; with a pruning ``pruned_ssl`` frontend its training
     loss adds the Lagrangian ``lambda1 (c - t) + lambda2 (c - t)^2`` of the expected cost ratio
-    c and target t. Takes exactly ESPnet's ``model_conf`` keys."""
+    c and target t. Utterances whose audio has NaN or Inf samples are left out of the batch, each
+    named in a WARNING (:mod:`espnet_prune.asr.input_check`). Takes exactly ESPnet's
+    ``model_conf`` keys."""
 
     def forward(self, speech: Tensor, speech_lengths: Tensor, text: Tensor, text_lengths: Tensor,
                 **kwargs) -> Tuple[Tensor, Dict[str, Tensor], Tensor]:
-        loss, stats, weight = super().forward(speech, speech_lengths, text, text_lengths, **kwargs)
+        batch = self.finite_batch(dict(speech=speech, speech_lengths=speech_lengths, text=text,
+                                       text_lengths=text_lengths, **kwargs))
+        if batch is None:
+            return empty_batch_loss(self)
+        loss, stats, weight = super().forward(**batch)
         return self.add_pruning_loss(loss, stats), stats, weight

@@ -5,14 +5,21 @@ from typing import Dict, Tuple
 from espnet2.slu.espnet_model import ESPnetSLUModel
 from torch import Tensor
 
+from espnet_prune.asr.input_check import FiniteInputMixin, empty_batch_loss
 from espnet_prune.pruning.espnet_glue import PruningLossMixin
 
 
-class PrunedESPnetSLUModel(PruningLossMixin, ESPnetSLUModel):
+class PrunedESPnetSLUModel(FiniteInputMixin, PruningLossMixin, ESPnetSLUModel):
     """ESPnet's SLU model; with a pruning ``pruned_ssl`` frontend its training loss adds the
-    Lagrangian of the expected cost ratio. Takes exactly ESPnet's SLU ``model_conf`` keys."""
+    Lagrangian of the expected cost ratio. Utterances whose audio has NaN or Inf samples are left
+    out of the batch, each named in a WARNING (:mod:`espnet_prune.asr.input_check`). Takes
+    exactly ESPnet's SLU ``model_conf`` keys."""
 
     def forward(self, speech: Tensor, speech_lengths: Tensor, text: Tensor, text_lengths: Tensor,
                 **kwargs) -> Tuple[Tensor, Dict[str, Tensor], Tensor]:
-        loss, stats, weight = super().forward(speech, speech_lengths, text, text_lengths, **kwargs)
+        batch = self.finite_batch(dict(speech=speech, speech_lengths=speech_lengths, text=text,
+                                       text_lengths=text_lengths, **kwargs))
+        if batch is None:
+            return empty_batch_loss(self)
+        loss, stats, weight = super().forward(**batch)
         return self.add_pruning_loss(loss, stats), stats, weight
