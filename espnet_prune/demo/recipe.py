@@ -263,7 +263,7 @@ def lm_pruning_steps(recipe: DemoRecipe) -> List[Step]:
                 "--criterion", pruning.criterion, "--method", pruning.method, "--scheduler", pruning.scheduler,
                 "--targets", ",".join(str(t) for t in settings.lm_targets),
                 "--finetune_steps", settings.lm_finetune_steps, "--seed", settings.seed,
-                "--latency_threads", 1, "--output_dir", output], output / "lm_prune.log")
+                "--latency_threads", 1, "--output_dir", output], output.with_name(f"{output.name}.log"))
             report = json.loads((output / "report.json").read_text(encoding="utf-8"))
             return ", ".join(f"{row['name']} ppl {row['perplexity']:.2f}" for row in report["systems"])
 
