@@ -20,6 +20,13 @@ METRICS = ("macs", "params")
 #: Budget keys of one model size and of several (``targets``: one run, several sizes).
 SINGLE_SIZE_KEYS = ("target", "cnn_target", "transformer_target")
 MULTI_SIZE_KEYS = ("targets", "cnn_targets", "transformer_targets")
+#: The values ``reg_lr`` may take. Adam moves a gate's ``log_alpha`` by up to about ``reg_lr`` per
+#: step, and about 9 lie between a unit kept with probability 0.99 (``init_keep_prob``) and one
+#: removed (0.01); lambda1 moves by up to ``reg_lr`` per step. Above 1 a handful of steps decides a
+#: unit and the multipliers swing instead of settling (``reg_lr: 1e9`` was seen to freeze the gates
+#: at +-5e9); below 1e-4 the rule ``warmup_steps * reg_lr >= 10`` (``MIN_WARMUP_TIMES_LR`` of
+#: :mod:`espnet_prune.pruning.controller`) asks for a ramp of more than 100 000 steps.
+REG_LR_RANGE = (1e-4, 1.0)
 
 
 @dataclass
@@ -57,8 +64,8 @@ class PruningConfig:
             is kept at the end of its hold; the last is held until training ends); ``None``:
             ``warmup_steps``.
         reference_seconds: input duration (s, > 0) the MACs are counted for.
-        reg_lr: learning rate (> 0) of the gates (their own parameter group) and full-rate
-            step of lambda1 (see ``PruningController.advance``).
+        reg_lr: learning rate of the gates (their own parameter group) and full-rate step of
+            lambda1 (see ``PruningController.advance``), in [0.0001, 1] (:data:`REG_LR_RANGE`).
         lambda2_lr_scale: lambda2 moves this many times faster than lambda1 (> 0).
         temperature: hard-concrete temperature beta (> 0).
         init_keep_prob: initial keep probability of every unit, in (0, 1).
@@ -190,6 +197,11 @@ class PruningConfig:
         self._check_hold_steps()
         for key in ("reference_seconds", "reg_lr", "lambda2_lr_scale", "temperature"):
             setattr(self, key, self._positive(key))
+        low, high = REG_LR_RANGE
+        if not low <= self.reg_lr <= high:
+            raise ValueError(f"{self._name('reg_lr')} must lie in [{low:g}, {high:g}], got {self.reg_lr:g}: it is the "
+                             "gates' learning rate and the multipliers' step per optimizer step (README, 'Reaching "
+                             "the budget'; 0.02 to 0.2 are the values in use)")
         keep = self._number("init_keep_prob", self.init_keep_prob)
         if not 0.0 < keep < 1.0:
             raise ValueError(f"{self._name('init_keep_prob')} must lie in (0, 1), got {self.init_keep_prob!r}")
