@@ -21,6 +21,32 @@ import sys
 USAGE = "usage: python -m espnet_prune (-m MODULE | -c CODE | SCRIPT) [ARGS ...]  |  python -m espnet_prune --check"
 
 
+def module_spec(name: str):
+    """The spec of module ``name`` for ``-m``, as ``python3 -m`` finds it (a package runs its
+    ``__main__``); exits with python3's one-line message where there is none: ``No module named
+    no.such.module`` also when a parent package is missing or is a module, and the import error
+    when importing a parent package fails for another reason."""
+    try:
+        spec = importlib.util.find_spec(name)
+        if spec is not None and spec.submodule_search_locations is not None:
+            package, spec = name, importlib.util.find_spec(f"{name}.__main__")
+            if spec is None:
+                sys.exit(f"espnet_prune: No module named {name}.__main__; '{package}' is a package and cannot be "
+                         "directly executed")
+    except ModuleNotFoundError as error:
+        if error.name is not None and name != error.name and not name.startswith(f"{error.name}."):
+            # A parent package was found but importing it failed on something else.
+            sys.exit(f"espnet_prune: Error while finding module specification for '{name}' "
+                     f"({type(error).__name__}: {error})")
+        spec = None
+    except ImportError as error:
+        sys.exit(f"espnet_prune: Error while finding module specification for '{name}' "
+                 f"({type(error).__name__}: {error})")
+    if spec is None:
+        sys.exit(f"espnet_prune: No module named {name}")
+    return spec
+
+
 def main(argv=None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     # Interpreter options that take no value are harmless to skip (e.g. "-u" in cmd.sh).
@@ -53,9 +79,7 @@ def main(argv=None) -> None:
         # Keep this launcher as sys.modules["__main__"], named after espnet_prune.spawn_main:
         # processes spawned by the program (ESPnet's DDP workers) import that module first,
         # which registers the plugin there too.
-        target = importlib.util.find_spec(argv[1])
-        if target is None:
-            sys.exit(f"espnet_prune: No module named {argv[1]}")
+        target = module_spec(argv[1])
         sys.modules["__main__"].__spec__ = importlib.util.find_spec("espnet_prune.spawn_main")
         sys.argv = [target.origin] + argv[2:]  # like python3 -m: argv[0] is the module's file
         runpy.run_module(argv[1], run_name="__main__", alter_sys=False)

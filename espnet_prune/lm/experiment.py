@@ -17,8 +17,10 @@ import torch
 import yaml
 from espnet2.lm.espnet_model import ESPnetLanguageModel
 from espnet2.utils.yaml_no_alias_safe_dump import yaml_no_alias_safe_dump
+from torch import Tensor
 
 from espnet_prune.lm.pruned_transformer_lm import PrunedTransformerLM
+from espnet_prune.ssl.load.common import listing
 from espnet_prune.utils.output_dir import replace_file
 
 SUPPORTED_LM_TYPES = ("transformer", "pruned_transformer")
@@ -83,11 +85,49 @@ def load_lm_experiment(
         raise ValueError(f"lm_file: no such file: {model_path}")
     config["token_list"] = token_list(config)
     model = build_lm_model(config)
-    state = torch.load(model_path, map_location="cpu", weights_only=False)
-    if "module" in state:  # deepspeed checkpoint
-        state = state["module"]
-    model.load_state_dict(state, strict=True)
+    model.load_state_dict(read_lm_state(model_path, model, config_path), strict=True)
     return model.to(device).eval(), argparse.Namespace(**copy.deepcopy(config)), config
+
+
+def read_lm_state(model_path: str, model: ESPnetLanguageModel, config_path: str) -> Dict[str, Tensor]:
+    """The state dict in ``model_path``, checked against ``model`` (built from ``config_path``).
+
+    Raises:
+        ValueError: one line naming the file and what is wrong: not a PyTorch file (a text file,
+            a truncated file), not a state dict, keys that are not this LM's (how many, a few of
+            them, and a few of the expected ones), or shapes that differ from ``config_path``'s.
+    """
+    try:
+        state = torch.load(model_path, map_location="cpu", weights_only=False)
+    except Exception as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise ValueError(f"lm_file: cannot read {model_path} as a PyTorch model file "
+                         f"({type(error).__name__}: {reason}); expected the model.pth or *.ave.pth of an ESPnet "
+                         "LM experiment") from error
+    if isinstance(state, dict) and "module" in state:  # deepspeed checkpoint
+        state = state["module"]
+    if not isinstance(state, dict) or not all(isinstance(value, Tensor) for value in state.values()):
+        raise ValueError(f"lm_file: {model_path} holds a {type(state).__name__}, not a state dict of tensors; expected "
+                         "the model.pth or *.ave.pth of an ESPnet LM experiment")
+    expected = model.state_dict()
+    missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+    if missing or unexpected:
+        problems = []
+        if missing:
+            problems.append(f"{len(missing)} of the LM's {len(expected)} parameters are missing "
+                            f"({listing(missing, 3)})")
+        if unexpected:
+            problems.append(f"{len(unexpected)} keys are not the LM's ({listing(unexpected, 3)})")
+        raise ValueError(f"lm_file: {model_path} is not a model file of the LM that {config_path} describes: "
+                         f"{'; '.join(problems)}; expected ESPnetLanguageModel keys such as "
+                         f"{listing(sorted(expected), 3)}")
+    mismatched = [f"{key}: file {tuple(state[key].shape)} vs config {tuple(value.shape)}"
+                  for key, value in expected.items() if state[key].shape != value.shape]
+    if mismatched:
+        raise ValueError(f"lm_file: {model_path} does not fit the LM that {config_path} describes (lm_conf, "
+                         f"token_list): the shapes of {len(mismatched)} of its parameters differ "
+                         f"({listing(mismatched, 3)})")
+    return state
 
 
 def pruned_config(

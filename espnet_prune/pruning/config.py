@@ -7,13 +7,12 @@ that names the key, before any model is built. :class:`~espnet_prune.pruning.con
 PruningController` owns the resulting object.
 """
 
-import math
-import numbers
 from dataclasses import MISSING, InitVar, asdict, dataclass, field, fields
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from espnet_prune.presets import preset as read_preset
 from espnet_prune.ssl.units import UNIT_TYPES
+from espnet_prune.utils.config_values import number, whole_number
 
 #: Pruning units, in the order the encoder consumes their masks.
 UNITS = UNIT_TYPES
@@ -21,11 +20,13 @@ METRICS = ("macs", "params")
 #: Budget keys of one model size and of several (``targets``: one run, several sizes).
 SINGLE_SIZE_KEYS = ("target", "cnn_target", "transformer_target")
 MULTI_SIZE_KEYS = ("targets", "cnn_targets", "transformer_targets")
-
-
-def _is_number(value: Any) -> bool:
-    """A real number that YAML can give (int or float), but not a bool or a string."""
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+#: The values ``reg_lr`` may take. Adam moves a gate's ``log_alpha`` by up to about ``reg_lr`` per
+#: step, and about 9 lie between a unit kept with probability 0.99 (``init_keep_prob``) and one
+#: removed (0.01); lambda1 moves by up to ``reg_lr`` per step. Above 1 a handful of steps decides a
+#: unit and the multipliers swing instead of settling (``reg_lr: 1e9`` was seen to freeze the gates
+#: at +-5e9); below 1e-4 the rule ``warmup_steps * reg_lr >= 10`` (``MIN_WARMUP_TIMES_LR`` of
+#: :mod:`espnet_prune.pruning.controller`) asks for a ramp of more than 100 000 steps.
+REG_LR_RANGE = (1e-4, 1.0)
 
 
 @dataclass
@@ -63,8 +64,8 @@ class PruningConfig:
             is kept at the end of its hold; the last is held until training ends); ``None``:
             ``warmup_steps``.
         reference_seconds: input duration (s, > 0) the MACs are counted for.
-        reg_lr: learning rate (> 0) of the gates (their own parameter group) and full-rate
-            step of lambda1 (see ``PruningController.advance``).
+        reg_lr: learning rate of the gates (their own parameter group) and full-rate step of
+            lambda1 (see ``PruningController.advance``), in [0.0001, 1] (:data:`REG_LR_RANGE`).
         lambda2_lr_scale: lambda2 moves this many times faster than lambda1 (> 0).
         temperature: hard-concrete temperature beta (> 0).
         init_keep_prob: initial keep probability of every unit, in (0, 1).
@@ -131,9 +132,7 @@ class PruningConfig:
         return f"{self._where}.{key}"
 
     def _number(self, key: str, value: Any) -> float:
-        if not _is_number(value) or not math.isfinite(float(value)):
-            raise ValueError(f"{self._name(key)} must be a number, got {type(value).__name__} {value!r}")
-        return float(value)
+        return number(self._name(key), value)
 
     def _positive(self, key: str) -> float:
         value = self._number(key, getattr(self, key))
@@ -191,16 +190,18 @@ class PruningConfig:
             key = "transformer_target" if self.transformer_targets is None else "transformer_targets"
             raise ValueError(f"{self._name(key)} < 1 needs a Transformer unit "
                              f"(head, attn_layer, interm, ffn_layer) in {self._name('units')}")
-        warmup = self.warmup_steps
-        if not _is_number(warmup) or not float(warmup).is_integer():
-            raise ValueError(f"{self._name('warmup_steps')} must be a whole number of steps, got "
-                             f"{type(warmup).__name__} {warmup!r}")
+        warmup = whole_number(self._name("warmup_steps"), self.warmup_steps, "a whole number of steps")
         if warmup < 0:
             raise ValueError(f"{self._name('warmup_steps')} must be >= 0, got {warmup}")
-        self.warmup_steps = int(warmup)
+        self.warmup_steps = warmup
         self._check_hold_steps()
         for key in ("reference_seconds", "reg_lr", "lambda2_lr_scale", "temperature"):
             setattr(self, key, self._positive(key))
+        low, high = REG_LR_RANGE
+        if not low <= self.reg_lr <= high:
+            raise ValueError(f"{self._name('reg_lr')} must lie in [{low:g}, {high:g}], got {self.reg_lr:g}: it is the "
+                             "gates' learning rate and the multipliers' step per optimizer step (README, 'Reaching "
+                             "the budget'; 0.02 to 0.2 are the values in use)")
         keep = self._number("init_keep_prob", self.init_keep_prob)
         if not 0.0 < keep < 1.0:
             raise ValueError(f"{self._name('init_keep_prob')} must lie in (0, 1), got {self.init_keep_prob!r}")
@@ -245,12 +246,11 @@ class PruningConfig:
                              f"give '{single}: {values[0] if values else 0.5}'")
         ratios = []
         for i, value in enumerate(values):
-            if not _is_number(value) or not math.isfinite(float(value)):
-                raise ValueError(f"{self._name(key)}[{i}] must be a number, got {type(value).__name__} {value!r}")
-            if not 0.0 < float(value) <= 1.0:
+            value = number(f"{self._name(key)}[{i}]", value)
+            if not 0.0 < value <= 1.0:
                 raise ValueError(f"{self._name(key)}[{i}]: every size's target must be a keep ratio in (0, 1], "
                                  f"got {value}")
-            ratios.append(float(value))
+            ratios.append(value)
         return ratios
 
     def _check_sizes(self) -> None:
@@ -296,9 +296,7 @@ class PruningConfig:
         if not self.is_multi_size:
             raise ValueError(f"{self._name('hold_steps')} applies to several sizes from one run ('targets', "
                              "'cnn_targets', 'transformer_targets'); one target is held until training ends")
-        if not _is_number(hold) or not float(hold).is_integer():
-            raise ValueError(f"{self._name('hold_steps')} must be a whole number of steps, got "
-                             f"{type(hold).__name__} {hold!r}")
+        hold = whole_number(self._name("hold_steps"), hold, "a whole number of steps")
         if hold < 0:
             raise ValueError(f"{self._name('hold_steps')} must be >= 0, got {hold}")
-        self.hold_steps = int(hold)
+        self.hold_steps = hold

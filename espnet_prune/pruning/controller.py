@@ -425,6 +425,14 @@ class PruningController(nn.Module):
             gate.planned_kept = None
         return {name: float(value) for name, value in self.budget_ratios(self._cost(counts)).items()}
 
+    def ungated_units(self, budget: str) -> List[str]:
+        """Units that ``units`` does not gate but could lower ``budget`` (``total``, ``cnn`` or
+        ``transformer``) on this encoder: CNN units for ``cnn``, Transformer units for
+        ``transformer``, either for ``total``; only those the encoder has (:meth:`Unit.gated_layers`)."""
+        return [unit.name for unit in UNITS
+                if unit.name not in self.units and unit.gated_layers(self.config)
+                and (budget == "total" or unit.cnn == (budget == "cnn"))]
+
     def _check_reachable(self) -> None:
         """A target within :data:`BUDGET_TOLERANCE` of :meth:`minimum_ratios` (or below) is reached
         only by removing (nearly) every gated unit: say so before training."""
@@ -432,12 +440,15 @@ class PruningController(nn.Module):
         for size in self.pruning.sizes():
             for name, target in size.items():
                 if target < floor[name] + BUDGET_TOLERANCE:
+                    more = self.ungated_units(name)
+                    remedy = (f", or gate more units (add {', '.join(more)} to units)" if more else
+                              f" (units already gates every unit of this encoder that counts in budget '{name}')")
                     raise ValueError(
                         f"pruning budget '{name}' ({self.metric}) target {target:g} is out of reach: removing "
                         f"every unit that units {self.units} gate leaves {floor[name]:.4f} of the encoder's "
                         f"{self.metric} (the rest is in units that are not gated), and a target within "
                         f"{BUDGET_TOLERANCE:g} of that is met only by removing (nearly) all of them; choose a "
-                        f"target above {floor[name] + BUDGET_TOLERANCE:.2f}, or gate more units (e.g. conv)")
+                        f"target above {floor[name] + BUDGET_TOLERANCE:.2f}{remedy}")
 
     def current_targets(self) -> Dict[str, float]:
         """Each budget's target at the current step: linear from its start (1.0, see

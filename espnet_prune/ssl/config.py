@@ -8,11 +8,13 @@ holds only YAML/JSON types and is rebuilt with ``from_dict``.
 """
 
 import copy
+import functools
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import Any, Dict, List, Optional, Sequence, Union, get_type_hints
 
 from espnet_prune.presets import presets
+from espnet_prune.utils.config_values import typed
 
 MODEL_TYPES = ("wav2vec2", "hubert", "wavlm")
 #: The model types whose attention adds WavLM's bucketed relative position bias (shared by all
@@ -25,6 +27,20 @@ def has_relative_position_bias(model_type: str) -> bool:
     """Whether encoders of ``model_type`` add WavLM's relative position bias (before a config exists)."""
     return model_type in RELATIVE_POSITION_BIAS_TYPES
 EXTRACTOR_MODES = ("group_norm", "layer_norm")
+#: The fields that are probabilities (the dropouts and LayerDrop), in [0, 1]; training-only, so an
+#: ``arch`` override of them beside a checkpoint changes nothing the checkpoint computes.
+PROBABILITY_KEYS = ("encoder_projection_dropout", "encoder_dropout", "attention_dropout", "activation_dropout",
+                    "layer_drop")
+#: The fields an ``arch`` override can change on a loaded checkpoint without changing any
+#: parameter's name or shape, and that change what the encoder computes with the same weights
+#: (CNN strides, the split into heads, WavLM's head order and relative distances, pre/post-LN,
+#: waveform normalisation, the rate the input is taken for, LayerNorm epsilon). Loading warns
+#: about each, naming both values (:func:`espnet_prune.ssl.load.common.make_config`); an override
+#: of any other field but the dropouts changes a parameter's name or shape, which loading refuses.
+COMPUTATION_KEYS = ("conv_layers", "num_heads", "head_dim", "kept_heads", "layer_norm_first", "max_distance",
+                    "normalize_waveform", "sample_rate", "layer_norm_eps")
+#: Prefix of the keys in error messages: the YAML key (``frontend_conf.arch``) that holds them.
+WHERE = "arch"
 
 _BASE_CONV = [[512, 10, 5]] + [[512, 3, 2]] * 4 + [[512, 2, 2]] * 2
 
@@ -69,6 +85,13 @@ class EncoderConfig:
             ``False`` for an encoder cut below its last layer (``pruned_ssl``'s ``layer: k``),
             whose hidden state k has none; post-LN models always keep theirs (applied to the
             Transformer's input).
+
+    Every field is checked against its declared type when the config is built, so that a wrong
+    value fails before a model exists, with a ``ValueError`` naming the key (``arch.<key>``), the
+    value and the expected type (:func:`espnet_prune.utils.config_values.typed`): numbers that
+    PyYAML leaves as strings (``layer_norm_eps: 1e-5`` arrives as ``'1e-5'``) are taken as
+    numbers; a quoted number, a bool where a number belongs or a number where a bool belongs is
+    refused. The dropouts and ``layer_drop`` must lie in [0, 1], ``layer_norm_eps`` above 0.
     """
 
     model_type: str = "wav2vec2"
@@ -100,6 +123,13 @@ class EncoderConfig:
     final_layer_norm: bool = True
 
     def __post_init__(self):
+        for name, hint in _field_types().items():
+            setattr(self, name, typed(f"{WHERE}.{name}", getattr(self, name), hint))
+        for name in PROBABILITY_KEYS:
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{WHERE}.{name} must lie in [0, 1], got {getattr(self, name)!r}")
+        if not self.layer_norm_eps > 0:
+            raise ValueError(f"{WHERE}.layer_norm_eps must be > 0, got {self.layer_norm_eps!r}")
         if self.model_type not in MODEL_TYPES:
             raise ValueError(f"Unknown model_type '{self.model_type}'; expected one of {MODEL_TYPES}")
         if self.extractor_mode not in EXTRACTOR_MODES:
@@ -108,7 +138,6 @@ class EncoderConfig:
             )
         if not self.layer_norm_first and not self.final_layer_norm:
             raise ValueError("final_layer_norm: false is only possible for pre-LN models (layer_norm_first: true)")
-        self.conv_layers = [[int(v) for v in layer] for layer in self.conv_layers]
         for layer in self.conv_layers:
             if len(layer) != 3 or min(layer) < 1:
                 raise ValueError(f"conv_layers entries must be [channels, kernel, stride] >= 1, got {layer}")
@@ -119,21 +148,20 @@ class EncoderConfig:
             if self.embed_dim % dense_heads:
                 raise ValueError(f"embed_dim {self.embed_dim} is not divisible by num_heads {dense_heads}")
             self.head_dim = self.embed_dim // dense_heads
-        self.num_heads = self._per_layer("num_heads", self.num_heads, int)
-        self.ffn_dims = self._per_layer("ffn_dims", self.ffn_dims, int)
-        self.use_attention = self._per_layer("use_attention", self.use_attention, bool)
-        self.use_ffn = self._per_layer("use_ffn", self.use_ffn, bool)
-        if self.kept_heads is not None:
-            self.kept_heads = [[int(h) for h in heads] for heads in self.kept_heads]
-            if [len(h) for h in self.kept_heads] != self.num_heads:
-                raise ValueError("kept_heads must list exactly num_heads[l] indices for every layer")
+        self.num_heads = self._per_layer("num_heads", self.num_heads)
+        self.ffn_dims = self._per_layer("ffn_dims", self.ffn_dims)
+        self.use_attention = self._per_layer("use_attention", self.use_attention)
+        self.use_ffn = self._per_layer("use_ffn", self.use_ffn)
+        if self.kept_heads is not None and [len(h) for h in self.kept_heads] != self.num_heads:
+            raise ValueError("kept_heads must list exactly num_heads[l] indices for every layer")
 
-    def _per_layer(self, name: str, value: Any, kind: type) -> list:
-        if isinstance(value, (list, tuple)):
+    def _per_layer(self, name: str, value: Any) -> list:
+        """A per-layer field (already typed) as a list of ``num_layers`` entries."""
+        if isinstance(value, list):
             if len(value) != self.num_layers:
                 raise ValueError(f"{name} has {len(value)} entries but num_layers is {self.num_layers}")
-            return [kind(v) for v in value]
-        return [kind(value)] * self.num_layers
+            return list(value)
+        return [value] * self.num_layers
 
     @property
     def relative_position_bias(self) -> bool:
@@ -183,6 +211,13 @@ class EncoderConfig:
         values = self.to_dict()
         values.update(changes)
         return EncoderConfig.from_dict(values)
+
+
+@functools.lru_cache(maxsize=None)
+def _field_types() -> Dict[str, Any]:
+    """``{field: declared type}`` of :class:`EncoderConfig`."""
+    hints = get_type_hints(EncoderConfig)
+    return {f.name: hints[f.name] for f in fields(EncoderConfig)}
 
 
 class _Presets(Mapping):

@@ -102,3 +102,34 @@ def test_bad_invocations_explain_themselves(args, message):
     assert message in result.stderr
     # They fail before registering, i.e. without importing ESPnet (whose import prints this notice).
     assert "Flash Attention" not in result.stderr
+
+
+@pytest.mark.parametrize("name, message", [
+    ("no.such.module", "espnet_prune: No module named no.such.module"),  # no parent package
+    ("json.no_such_module", "espnet_prune: No module named json.no_such_module"),  # the parent exists
+    ("json.decoder.x", "espnet_prune: No module named json.decoder.x"),  # the parent is a module
+    ("json", "espnet_prune: No module named json.__main__; 'json' is a package and cannot be directly executed"),
+    ("broken_package_for_test.module", "espnet_prune: Error while finding module specification for "
+                                       "'broken_package_for_test.module' (ModuleNotFoundError: No module named "
+                                       "'missing_dependency_for_test')"),
+])
+def test_a_module_that_cannot_run_is_one_line(name, message, tmp_path, monkeypatch):
+    from espnet_prune.__main__ import module_spec
+
+    package = tmp_path / "broken_package_for_test"
+    package.mkdir()
+    (package / "__init__.py").write_text("import missing_dependency_for_test\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(SystemExit) as exit_info:
+        module_spec(name)
+    assert exit_info.value.code == message
+    assert module_spec("json.decoder").name == "json.decoder"
+    assert module_spec("espnet_prune").name == "espnet_prune.__main__"
+
+
+@pytest.mark.slow  # a launcher subprocess (imports ESPnet's tasks)
+def test_missing_module_exits_with_one_line_and_no_traceback():
+    result = launch("-m", "no.such.module")
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == "espnet_prune: No module named no.such.module"
+    assert "Traceback" not in result.stderr

@@ -48,8 +48,11 @@ class PrunedSSLFrontend(AbsFrontend):
             ``*_large`` ...) or a dict of :class:`EncoderConfig` values (``preset`` + overrides).
             Without ``checkpoint`` the encoder is randomly initialised from it; with one it is
             only needed for torchaudio state dicts, and its dropout-like values override the
-            checkpoint's. ``espnet_prune.bin.export --output_dir`` writes ``checkpoint: null``
-            and the compact encoder's complete structure (every :class:`EncoderConfig` field,
+            checkpoint's (an override that changes what the weights compute, e.g.
+            ``num_heads``, is logged as a warning). Values are type-checked when the encoder
+            config is built, naming the key (:class:`EncoderConfig`).
+            ``espnet_prune.bin.export --output_dir`` writes ``checkpoint: null`` and the
+            compact encoder's complete structure (every :class:`EncoderConfig` field,
             per-layer widths included) here, so the exported config builds the compact
             encoder itself and its weights come from the model file alone.
         layer: hidden state to output: ``-1`` the last, ``0`` the Transformer input,

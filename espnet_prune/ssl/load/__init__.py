@@ -28,7 +28,10 @@ including ``sample_rate`` and ``normalize_waveform``. ``arch`` (a preset name, a
 :class:`EncoderConfig`, see :func:`espnet_prune.ssl.config.get_config`) then overrides it
 field by field: a dict overrides only the fields it names (``{"encoder_dropout": 0.0,
 "layer_drop": 0.05}``), a preset name or a dict naming ``preset`` overrides every field of
-that preset. Overridden shapes that disagree with the weights are reported as errors.
+that preset. Overridden shapes that disagree with the weights are reported as errors; an
+override that keeps every shape but changes what the weights compute (``num_heads``,
+``layer_norm_first``, ``normalize_waveform``, ... :data:`espnet_prune.ssl.config.COMPUTATION_KEYS`)
+is logged as a warning naming the key, its value and the checkpoint's.
 
 Loading is strict. Parameters that only pretraining or a task head uses (quantizer, masked
 embedding, label embeddings, CTC output layer, ...) are dropped by name; any other key of

@@ -3,6 +3,7 @@ their top-level keys, and building the encoder with the one strict check of keys
 (:func:`build_encoder`)."""
 
 import argparse
+import logging
 import os
 import pickle
 import re
@@ -12,7 +13,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 import torch
 from torch import Tensor
 
-from espnet_prune.ssl.config import EncoderConfig, get_config
+from espnet_prune.ssl.config import COMPUTATION_KEYS, WHERE, EncoderConfig, get_config
 from espnet_prune.ssl.model import SSLEncoder
 
 Arch = Union[str, Dict[str, Any], EncoderConfig, None]
@@ -117,11 +118,24 @@ def arch_overrides(arch: Arch) -> Dict[str, Any]:
 
 
 def make_config(values: Dict[str, Any], arch: Arch, source: Path) -> EncoderConfig:
-    values = {**values, **arch_overrides(arch)}
+    """The config of the checkpoint at ``source`` (``values``, read from it) with ``arch``'s
+    overrides; a warning for each override of :data:`~espnet_prune.ssl.config.COMPUTATION_KEYS`
+    that differs from the checkpoint's value."""
+    overrides = arch_overrides(arch)
     try:
-        return EncoderConfig.from_dict(values)
+        config = EncoderConfig.from_dict({**values, **overrides})
     except (TypeError, ValueError) as error:
         raise ValueError(f"Invalid encoder configuration for '{source}': {error}") from error
+    try:
+        own = EncoderConfig.from_dict(values).to_dict()
+    except (TypeError, ValueError):
+        own = values  # valid only with the overrides: compare with the values as read
+    for key in COMPUTATION_KEYS:
+        if key in overrides and key in own and own[key] != getattr(config, key):
+            logging.warning(
+                "%s.%s = %r overrides %r of checkpoint '%s': the same weights now compute something else than "
+                "they were trained for", WHERE, key, getattr(config, key), own[key], source)
+    return config
 
 
 def listing(items: Sequence[str], limit: int = 12) -> str:

@@ -120,6 +120,17 @@ def test_bad_frontend_config_is_rejected(kwargs, message):
         PrunedSSLFrontend(arch=TINY_ARCH, **kwargs)
 
 
+def test_arch_values_are_typed_when_the_frontend_is_built(batch):
+    """What PyYAML gives for ``layer_norm_eps: 1e-5`` (the string '1e-5') is the number; a quoted
+    number is refused by name (it used to fail in the first forward pass, or in nn.Dropout)."""
+    frontend = PrunedSSLFrontend(arch={**TINY_ARCH, "layer_norm_eps": "1e-5", "encoder_dropout": "1e-1"})
+    assert (frontend.encoder.config.layer_norm_eps, frontend.encoder.config.encoder_dropout) == (1e-5, 0.1)
+    features, _ = frontend(*batch)
+    assert torch.isfinite(features).all()
+    with pytest.raises(ValueError, match=r"arch\.encoder_dropout must be a number, got str '0\.1' \(a quoted number"):
+        PrunedSSLFrontend(arch={**TINY_ARCH, "encoder_dropout": "0.1"})
+
+
 def test_missing_checkpoint_and_missing_arch_are_rejected(tmp_path):
     with pytest.raises((ValueError, FileNotFoundError), match="No such checkpoint.*wav2vec_small.pt"):
         PrunedSSLFrontend(checkpoint=str(tmp_path / "wav2vec_small.pt"))

@@ -148,6 +148,48 @@ def test_bad_input_is_refused_before_any_work(tiny_lm, tmp_path, capsys, case, m
     assert not output_dir.exists()
 
 
+def _not_this_lm(kind, experiment, path):
+    import torch
+
+    from espnet_prune.ssl.config import tiny_config
+    from espnet_prune.ssl.model import SSLEncoder
+
+    if kind == "text":
+        path.write_text("this is a text file\n", encoding="utf-8")
+    elif kind == "state_dict_of_another_model":
+        torch.save(SSLEncoder(tiny_config()).state_dict(), path)
+    elif kind == "other_shapes":
+        state = torch.load(experiment.model_file, map_location="cpu")
+        key = sorted(state)[0]
+        state[key] = torch.zeros(3, 5)
+        torch.save(state, path)
+    else:
+        torch.save([1, 2, 3], path)
+
+
+@pytest.mark.parametrize("kind, message", [
+    ("text", r"cannot read PATH as a PyTorch model file \(UnpicklingError: [^)]+\); expected the model\.pth or "
+             r"\*\.ave\.pth of an ESPnet LM experiment$"),
+    ("state_dict_of_another_model",
+     r"PATH is not a model file of the LM that \S+ describes: (\d+) of the LM's \1 parameters are missing "
+     r"\(\['lm\.[^']+', '[^']+', '[^']+', \.\.\. and \d+ more\]\); \d+ keys are not the LM's \(\['encoder\.[^]]+\]\); "
+     r"expected ESPnetLanguageModel keys such as \['lm\.[^]]+\]$"),
+    ("other_shapes", r"PATH does not fit the LM that \S+ describes \(lm_conf, token_list\): the shapes of 1 of its "
+                     r"parameters differ \(\['lm\.\S+: file \(3, 5\) vs config \(\d+,?\)'\]\)$"),
+    ("list", r"PATH holds a list, not a state dict of tensors"),
+])
+def test_lm_file_that_is_not_this_lm_is_named_in_one_line(tiny_lm, tmp_path, capsys, kind, message):  # noqa: F811
+    path = tmp_path / "not_an_lm.pth"
+    _not_this_lm(kind, tiny_lm, path)
+    output_dir = tmp_path / "out"
+    with pytest.raises(SystemExit) as exit_info:
+        main(lm_prune_args(tiny_lm, output_dir, lm_file=path, targets="0.5", method="lowrank"))
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]  # argparse's one line, after the usage
+    assert re.search(": error: lm_file: " + message.replace("PATH", re.escape(str(path))), error), error
+    assert not output_dir.exists()
+
+
 def test_method_that_does_not_apply_to_the_input_lm_is_refused(tiny_lm, tmp_path, capsys):  # noqa: F811
     from espnet_prune.lm.experiment import load_lm_experiment, save_lm_experiment
     from espnet_prune.lm.methods import prune_step

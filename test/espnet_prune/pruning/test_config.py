@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from espnet_prune.asr.frontend.pruned_ssl import PrunedSSLFrontend
-from espnet_prune.pruning.config import PruningConfig
+from espnet_prune.pruning.config import REG_LR_RANGE, PruningConfig
 from espnet_prune.pruning.controller import PruningController
 from espnet_prune.ssl.config import tiny_config
 from test.espnet_prune.asr.recipe_steps import TINY_ARCH
@@ -58,6 +58,26 @@ def test_defaults_and_round_trip():
     assert isinstance(PruningConfig.from_dict({"target": 0.5, "warmup_steps": 10.0}).warmup_steps, int)
 
 
+def test_numbers_pyyaml_leaves_as_strings_are_numbers():
+    """PyYAML (YAML 1.1) reads ``5e-1`` and ``5e3`` as strings; they are the numbers they spell."""
+    values = yaml.safe_load("targets: [8e-1, 6e-1]\nreg_lr: 2e-2\nwarmup_steps: 5e3\nhold_steps: 1e3\n"
+                            "reference_seconds: 1e1\n")
+    assert isinstance(values["reg_lr"], str) and isinstance(values["targets"][0], str)
+    config = PruningConfig.from_dict(values)
+    assert (config.targets, config.reg_lr, config.warmup_steps, config.hold_steps, config.reference_seconds) == (
+        [0.8, 0.6], 0.02, 5000, 1000, 10.0)
+    assert type(config.warmup_steps) is int and type(config.hold_steps) is int
+
+
+def test_reg_lr_range_is_documented_and_its_ends_are_accepted():
+    low, high = REG_LR_RANGE
+    for value in (low, high, PruningConfig.defaults()["reg_lr"]):
+        assert PruningConfig.from_dict({"target": 0.5, "reg_lr": value}).reg_lr == value
+    row = next(line for line in README.read_text(encoding="utf-8").splitlines() if line.startswith("| `reg_lr` |"))
+    assert f"[{low:g}, {high:g}]" in row
+    assert f"[{low:g}, {high:g}]" in PruningConfig.__doc__
+
+
 BAD = [
     ({"target": "half"}, r"frontend_conf\.pruning\.target must be a number, got str 'half'"),
     ({"target": True}, r"frontend_conf\.pruning\.target must be a number, got bool True"),
@@ -73,6 +93,11 @@ BAD = [
     ({"target": 0.5, "reg_lr": "fast"}, r"frontend_conf\.pruning\.reg_lr must be a number"),
     ({"target": float("nan")}, r"frontend_conf\.pruning\.target must be a number"),
     ({"cnn_target": "0.5"}, r"frontend_conf\.pruning\.cnn_target must be a number"),
+    ({"target": 0.5, "reg_lr": 1e9}, r"frontend_conf\.pruning\.reg_lr must lie in \[0\.0001, 1\], got 1e\+09"),
+    ({"target": 0.5, "reg_lr": "2e1"}, r"frontend_conf\.pruning\.reg_lr must lie in \[0\.0001, 1\], got 20"),
+    ({"target": 0.5, "reg_lr": 5e-5}, r"frontend_conf\.pruning\.reg_lr must lie in \[0\.0001, 1\], got 5e-05"),
+    ({"target": 0.5, "warmup_steps": "1e-1"}, r"frontend_conf\.pruning\.warmup_steps must be a whole number of "
+                                              r"steps, got str '1e-1'"),
 ]
 
 

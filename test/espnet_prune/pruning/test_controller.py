@@ -458,6 +458,25 @@ def test_a_target_the_gated_units_cannot_reach_is_rejected_before_training(confi
     PruningController(config, units=transformer_only, target=round(floor + 0.03, 3))
 
 
+def test_the_out_of_reach_error_suggests_only_units_not_yet_gated(config):
+    def message(**kwargs):
+        with pytest.raises(ValueError, match="out of reach") as error:
+            PruningController(config, **kwargs)
+        return str(error.value)
+
+    floor = PruningController(config, units=["conv", "head", "interm"], target=0.99).minimum_ratios()["total"]
+    text = message(units=["conv", "head", "interm"], target=round(floor + 0.01, 3))
+    assert text.endswith("or gate more units (add attn_layer, ffn_layer to units)"), text
+    text = message(units=["head", "interm"], transformer_target=0.01)
+    assert text.endswith("or gate more units (add attn_layer, ffn_layer to units)"), text  # conv lowers no Transformer
+    text = message(units=["conv", "head"], cnn_target=0.01)
+    assert text.endswith("(units already gates every unit of this encoder that counts in budget 'cnn')"), text
+    every = ["conv", "head", "attn_layer", "interm", "ffn_layer"]
+    floor = PruningController(config, units=every, target=0.99).minimum_ratios()["total"]
+    text = message(units=every, target=round(floor + 0.01, 3))
+    assert "gate more units" not in text and "already gates every unit" in text, text
+
+
 def test_the_readme_states_the_run_length_rule_the_controller_advises():
     """The README's rule for warmup_steps against the run length names the constants that
     budget_report's advice uses, and the demo's settings follow it."""

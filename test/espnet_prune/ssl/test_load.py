@@ -5,6 +5,7 @@ That the loaded encoders compute what the original implementations compute is te
 """
 
 import json
+import logging
 import re
 
 import pytest
@@ -132,6 +133,32 @@ def test_fairseq_arch_overrides_dropouts(make_config, checkpoints):
     overridden = load_encoder(path, arch={"encoder_dropout": 0.2, "layer_drop": 0.05})
     assert (overridden.config.encoder_dropout, overridden.config.layer_drop) == (0.2, 0.05)
     assert overridden.config.replace(encoder_dropout=0.0, layer_drop=0.0) == plain.config
+
+
+def test_arch_override_that_changes_what_the_weights_compute_is_warned(make_config, checkpoints, caplog):
+    path, _ = checkpoints.fairseq(make_config())  # post-LN, 4 heads, no waveform normalisation, eps 1e-5
+    overrides = {"num_heads": 2, "layer_norm_first": True, "normalize_waveform": True, "encoder_dropout": 0.2,
+                 "layer_norm_eps": "1e-5"}  # the last two: a dropout, and the checkpoint's own value
+    with caplog.at_level(logging.WARNING):
+        encoder = load_encoder(path, arch=overrides)
+    assert (encoder.config.num_heads, encoder.config.head_dim, encoder.config.layer_norm_first) == ([2, 2], 24, True)
+    warnings = sorted(record.getMessage() for record in caplog.records if record.levelno == logging.WARNING)
+    assert len(warnings) == 3, warnings
+    for warning, expected in zip(warnings, ["arch.layer_norm_first = True overrides False",
+                                            "arch.normalize_waveform = True overrides False",
+                                            "arch.num_heads = [2, 2] overrides [4, 4]"]):
+        assert warning.startswith(f"{expected} of checkpoint '{path}'"), warning
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        load_encoder(path, arch={"encoder_dropout": 0.2, "layer_drop": 0.05, "num_heads": 4})
+    assert not [record for record in caplog.records if record.levelno == logging.WARNING]
+
+
+def test_arch_value_of_the_wrong_type_is_named_with_the_checkpoint(make_config, checkpoints):
+    path, _ = checkpoints.fairseq(make_config())
+    with pytest.raises(ValueError, match=rf"Invalid encoder configuration for '{re.escape(str(path))}': "
+                                         r"arch\.encoder_dropout must be a number, got str 'high'"):
+        load_encoder(path, arch={"encoder_dropout": "high"})
 
 
 def test_fairseq_arch_preset_that_disagrees_with_weights_is_rejected(make_config, checkpoints):
