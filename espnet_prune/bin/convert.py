@@ -16,12 +16,17 @@ the encoder's structure as ``arch``, the layer choice or the learned layer weigh
 ``multilayer_feature``, see :mod:`espnet_prune.asr.frontend.from_s3prl`) and ``model:
 pruned_espnet``; ``D/<model file name>`` holds the same weights under pruned_ssl's names.
 Everything else (normalisation, pre-encoder, encoder, decoder, CTC, token list, BPE model and
-statistics paths) is unchanged; run convert from the directory those relative paths start from
-(the recipe directory), as ``espnet_prune.bin.export``. From a zip, the files it bundles are
-copied into ``D`` and the config points there. Without ``--pruning`` the converted model
-decodes what the original decodes; ``--pruning`` (a preset name from ``conf/pruning/`` or a
-YAML file with the keys of ``frontend_conf.pruning``) adds the pruning section, ready for
-fine-tuning with ``--init_param D/<model file name>``.
+statistics paths) is unchanged, except that the data and shape file lists of the original run
+(:data:`RUN_ARGUMENTS`) are emptied, so that the config serves as ``--asr_config`` of a
+fine-tuning run (ESPnet would append that run's lists to them). Run convert from the
+directory the config's relative paths start from (the recipe directory), as
+``espnet_prune.bin.export``. From a zip, the files it bundles are copied into ``D`` and the
+config points there.
+
+Without ``--pruning`` the converted model decodes what the original decodes. ``--pruning``
+(a preset name from ``conf/pruning/`` or a YAML file with the keys of
+``frontend_conf.pruning``) adds the pruning section, ready for fine-tuning with
+``--init_param D/<model file name>``.
 
 Only local files are read; nothing is downloaded. The upstream's architecture comes from its
 s3prl name or, for ``*_local`` / ``*_url`` / ``*_custom`` upstreams, from the checkpoint at
@@ -49,6 +54,11 @@ TASKS = ("asr", "slu")
 _LEGACY_UPSTREAM_PREFIX = "upstream.model."
 #: Models whose pruning-aware subclass is ``model: pruned_espnet`` (ESPnet's default, ``espnet``).
 _CONVERTIBLE_MODELS = ("espnet",)
+#: Training-run arguments with ``action="append"`` that asr.sh / slu.sh always pass on the
+#: command line: the converted config leaves them empty, or ESPnet would add a fine-tuning
+#: run's data and shape files to the original run's.
+RUN_ARGUMENTS = ("train_data_path_and_name_and_type", "valid_data_path_and_name_and_type", "train_shape_file",
+                 "valid_shape_file", "fold_length")
 
 
 def pruning_section(value: str) -> Dict[str, Any]:
@@ -111,6 +121,7 @@ def convert_state(config: Dict[str, Any], state: Dict[str, torch.Tensor], model_
     frontend_conf, converted_frontend = convert_s3prl_frontend(
         config.get("frontend_conf") or {}, frontend_state, model_file, upstream_checkpoint, pruning)
     converted = {**config, "frontend": "pruned_ssl", "frontend_conf": frontend_conf, "model": "pruned_espnet"}
+    converted.update({key: [] for key in RUN_ARGUMENTS if key in config})
     new_state = {k: v for k, v in state.items() if not k.startswith("frontend.")}
     new_state.update({f"frontend.{k}": v for k, v in converted_frontend.items()})
     return converted, new_state
