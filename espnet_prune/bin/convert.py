@@ -16,9 +16,11 @@ the encoder's structure as ``arch``, the layer choice or the learned layer weigh
 ``multilayer_feature``, see :mod:`espnet_prune.asr.frontend.from_s3prl`) and ``model:
 pruned_espnet``; ``D/<model file name>`` holds the same weights under pruned_ssl's names.
 Everything else (normalisation, pre-encoder, encoder, decoder, CTC, token list, BPE model and
-statistics paths) is unchanged, except that the data and shape file lists of the original run
-(:data:`RUN_ARGUMENTS`) are emptied, so that the config serves as ``--asr_config`` of a
-fine-tuning run (ESPnet would append that run's lists to them). Run convert from the
+statistics paths) is unchanged. So that the config serves as ``--asr_config`` of a fine-tuning
+run, the data and shape file lists of the original run (:data:`RUN_ARGUMENTS`) are emptied
+(ESPnet would append that run's lists to them) and the entries ESPnet records in
+``config.yaml`` but refuses in a ``--config`` file (``required``, ``version``) are left out.
+Run convert from the
 directory the config's relative paths start from (the recipe directory), as
 ``espnet_prune.bin.export``. From a zip, the files it bundles are copied into ``D`` and the
 config points there.
@@ -127,6 +129,14 @@ def convert_state(config: Dict[str, Any], state: Dict[str, torch.Tensor], model_
     return converted, new_state
 
 
+def usable_as_config(task: str, config: Dict[str, Any]) -> Dict[str, Any]:
+    """``config`` without the entries that ``<task>_train --config`` refuses: the ones that are
+    no option of its parser (``required`` and ``version``, which ESPnet adds to ``config.yaml``)."""
+    register()
+    options = {action.dest for action in task_class(task).get_parser()._actions}
+    return {key: value for key, value in config.items() if key in options}
+
+
 def check_model(task: str, config: Dict[str, Any], state: Dict[str, torch.Tensor], train_config: Path,
                 model_file: Path) -> None:
     """Build the converted model from ``config`` and load ``state`` into it, strictly.
@@ -221,6 +231,7 @@ def convert(task: str, train_config: Path, model_file: Path, output_dir: Path,
         raise ValueError(f"model file {model_file} is not an ESPnet model state dict")
     converted, new_state = convert_state(config, state, model_file, upstream_checkpoint, pruning_conf)
     check_model(task, converted, new_state, train_config, model_file)
+    converted = usable_as_config(task, converted)
     files: Dict[str, Path] = {}
     if unpacked_root is not None:
         converted = _relocate(converted, str(unpacked_root), output_dir, files)
