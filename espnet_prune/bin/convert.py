@@ -148,7 +148,7 @@ def check_model(task: str, config: Dict[str, Any], state: Dict[str, torch.Tensor
     register()
     try:
         model = task_class(task).build_model(argparse.Namespace(**config))
-    except (OSError, ValueError, KeyError, TypeError, AssertionError) as error:
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, AssertionError, RuntimeError) as error:
         raise ValueError(f"cannot build the converted model from {train_config} ({type(error).__name__}: {error}); "
                          "run convert from the directory the config's relative paths start from (the recipe "
                          "directory)") from error
