@@ -273,6 +273,22 @@ def test_model_file_that_does_not_match_its_config_is_named(s3prl_experiment, ca
     assert not s3prl_experiment["out"].exists()
 
 
+def test_older_espnet_models_upstream_keys_convert_alike(s3prl_experiment):
+    """ESPnet models trained before s3prl's ``S3PRLUpstream`` hold ``frontend.upstream.model.*``."""
+    state = torch.load(s3prl_experiment["model"])
+    old = {k.replace("frontend.upstream.upstream.model.", "frontend.upstream.model."): v for k, v in state.items()}
+    assert old.keys() != state.keys()
+    older = s3prl_experiment["tmp"] / "older.pth"
+    torch.save(old, older)
+    run_convert("--asr_train_config", s3prl_experiment["config"], "--asr_model_file", s3prl_experiment["model"],
+                "--output_dir", s3prl_experiment["out"] / "current")
+    run_convert("--asr_train_config", s3prl_experiment["config"], "--asr_model_file", older,
+                "--output_dir", s3prl_experiment["out"] / "older")
+    current = torch.load(s3prl_experiment["out"] / "current" / "model.pth")
+    converted = torch.load(s3prl_experiment["out"] / "older" / "older.pth")
+    assert current.keys() == converted.keys() and all(torch.equal(current[k], converted[k]) for k in current)
+
+
 @pytest.mark.parametrize("args,expected", [
     (["--pruning", "hj_macs0.55"], "--pruning 'hj_macs0.55' is neither a preset"),
     (["--asr_model_file", "missing.pth"], "missing.pth does not exist"),
