@@ -27,6 +27,15 @@ from espnet_prune.ssl.model import SSLEncoder
 from espnet_prune.ssl.prune import keep_first_layers, prune_encoder
 
 _STRUCTURE_KEY = "compact_structure"
+#: s3prl's ``S3PRLUpstream`` pads a batch whose longest utterance is shorter than this (0.05 s at 16 kHz).
+S3PRL_MIN_SAMPLES = 800
+
+
+def _fit_frames(hidden: Tensor, frames: int) -> Tensor:
+    """``(B, T, D)`` -> ``(B, frames, D)``: cut, or extended by repeating the last frame."""
+    if hidden.shape[1] >= frames:
+        return hidden[:, :frames]
+    return torch.cat([hidden, hidden[:, -1:].expand(-1, frames - hidden.shape[1], -1)], dim=1)
 
 
 def _encode_structure(config: EncoderConfig) -> Tensor:
@@ -60,6 +69,20 @@ class PrunedSSLFrontend(AbsFrontend):
             counted in the pruning cost): the encoder keeps its first k layers.
         multilayer_feature: output a learned softmax-weighted sum of all hidden states
             (like ESPnet's ``s3prl`` frontend); exclusive with ``layer != -1``.
+        normalize_hidden_states: apply a LayerNorm without learned parameters (eps 1e-5) to
+            each hidden state before it is output or weighted (ESPnet's ``s3prl`` frontend with
+            ``frontend_conf: {normalize: true}``, i.e. s3prl's ``S3PRLUpstream(normalize=True)``).
+        s3prl_lengths: count output frames as ESPnet's ``s3prl`` frontend does (s3prl's
+            ``S3PRLUpstream``): an utterance of ``n`` samples gets ``ceil(n / hop)`` frames
+            (``hop`` the CNN's total stride) instead of the CNN's own output length (one frame
+            fewer for most lengths); the hidden states are cut, or extended by repeating their
+            last frame, to ``ceil(longest / hop)`` frames, and a batch whose longest utterance
+            is shorter than 0.05 s (800 samples) is first zero-padded at the end by the
+            difference. ``espnet_prune.bin.convert`` sets it so that a converted model decodes
+            what the original decodes. In a batch, an utterance's frames past its own CNN output
+            are what the encoder computes at padded positions (s3prl's model computes them with
+            its own padding handling); one utterance at a time (``Speech2Text``) the outputs are
+            the same.
         pruning: ``None`` for no pruning, or a dict of
             :class:`~espnet_prune.pruning.config.PruningConfig` keys (``preset``: a budget
             in ``conf/pruning/``, ``units``, ``metric``,
@@ -77,6 +100,8 @@ class PrunedSSLFrontend(AbsFrontend):
         arch: Optional[Union[str, Dict[str, Any]]] = None,
         layer: int = -1,
         multilayer_feature: bool = False,
+        normalize_hidden_states: bool = False,
+        s3prl_lengths: bool = False,
         pruning: Optional[Dict[str, Any]] = None,
     ):
         super().__init__()
@@ -118,6 +143,8 @@ class PrunedSSLFrontend(AbsFrontend):
         self.encoder = encoder
         self.layer = layer
         self.multilayer_feature = multilayer_feature
+        self.normalize_hidden_states = normalize_hidden_states
+        self.s3prl_lengths = s3prl_lengths
         self.layer_weights = nn.Parameter(torch.zeros(num_hidden)) if multilayer_feature else None
         self.controller = None
         if self.pruning_conf is not None:
@@ -149,15 +176,44 @@ class PrunedSSLFrontend(AbsFrontend):
         Returns:
             features ``(B, T, D)`` and valid frames ``(B,)``.
         """
+        if self.s3prl_lengths:
+            if input_lengths is None:
+                input_lengths = torch.full((input.shape[0],), input.shape[1], dtype=torch.long, device=input.device)
+            original_lengths = input_lengths
+            input, input_lengths = self._s3prl_min_length(input, input_lengths)
+            frames = -(-int(input_lengths.max()) // self.hop_length)
         input, input_lengths = self._pad_short(input, input_lengths)
         masks = self.controller() if self.controller is not None else None
         hidden_states, lengths = self.encoder(input, input_lengths, masks)
+        hidden_states = hidden_states if self.multilayer_feature else [hidden_states[self.layer]]
+        if self.s3prl_lengths:
+            lengths = torch.div(original_lengths - 1, self.hop_length, rounding_mode="floor") + 1
+            hidden_states = [_fit_frames(h, frames)[:, :int(lengths.max())] for h in hidden_states]
+        if self.normalize_hidden_states:
+            hidden_states = [nn.functional.layer_norm(h, h.shape[-1:]) for h in hidden_states]
         if self.multilayer_feature:
             weights = torch.softmax(self.layer_weights, dim=0)
             features = (torch.stack(hidden_states, dim=0) * weights[:, None, None, None]).sum(0)
         else:
-            features = hidden_states[self.layer]
+            features = hidden_states[0]
         return features, lengths
+
+    @staticmethod
+    def _s3prl_min_length(input: Tensor, input_lengths: Tensor) -> Tuple[Tensor, Tensor]:
+        """A batch whose longest utterance has fewer than :data:`S3PRL_MIN_SAMPLES` samples,
+        zero-padded at the end by the difference; every utterance's length grows by it (as
+        s3prl's ``S3PRLUpstream`` does).
+
+        Args:
+            input: ``(B, S)`` waveforms.
+            input_lengths: ``(B,)`` valid samples.
+        Returns:
+            ``(B, S + e)`` waveforms and ``(B,)`` lengths ``+ e``, ``e >= 0``.
+        """
+        extra = S3PRL_MIN_SAMPLES - int(input_lengths.max())
+        if extra <= 0:
+            return input, input_lengths
+        return nn.functional.pad(input, (0, extra)), input_lengths + extra
 
     def _pad_short(self, input: Tensor, input_lengths: Optional[Tensor]) -> Tuple[Tensor, Optional[Tensor]]:
         """Zero-pad utterances shorter than the CNN's receptive field to it (one output frame).

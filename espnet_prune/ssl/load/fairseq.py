@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple, Union
 
-from espnet_prune.ssl.config import has_relative_position_bias
+from espnet_prune.ssl.config import EncoderConfig, has_relative_position_bias
 from espnet_prune.ssl.load.common import (
     POS_CONV,
     POSITION_BIAS,
@@ -253,8 +253,23 @@ def from_s3prl(checkpoint: Dict[str, Any], source: Path, arch: Arch) -> SSLEncod
         name = "hubert"
     model_type = _fairseq_model_type(name, state, source)
     config = make_config(_fairseq_values(model_cfg, task_cfg, model_type, source), arch, source)
+    return from_fairseq_state(config, state, source, "s3prl")
+
+
+def from_fairseq_state(config: EncoderConfig, state: StateDict, source: Path, what: str) -> SSLEncoder:
+    """An encoder for ``config`` holding ``state``, a pretrained model's parameters under
+    fairseq's names (as s3prl's model classes, and so ESPnet's ``s3prl`` frontend, hold them).
+
+    Args:
+        config: the encoder's structure.
+        state: fairseq-named parameters; pretraining-only ones are dropped.
+        source: the file they come from, for error messages.
+        what: what the file is, for error messages (e.g. ``"s3prl"``).
+    Raises:
+        ValueError: keys or shapes that do not match ``config`` (listed).
+    """
     renamed, unknown = rename_keys(state, _fairseq_key)
-    return build_encoder(config, renamed, unknown, source, "s3prl")
+    return build_encoder(config, renamed, unknown, source, what)
 
 
 def load_fairseq(path: Union[str, os.PathLike], arch: Arch = None) -> SSLEncoder:
