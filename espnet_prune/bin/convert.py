@@ -49,8 +49,11 @@ import yaml
 
 from espnet_prune import register
 from espnet_prune.bin.export import read_config, task_class
+from espnet_prune.utils.output_dir import check_output_dir, claim_output_dir, replace_file
 
 TASKS = ("asr", "slu")
+#: The name under which convert claims its output directory (see espnet_prune.utils.output_dir).
+COMMAND = "espnet_prune.bin.convert"
 #: Frontend state-dict prefixes of the s3prl upstream's model: ESPnet 202511, and ESPnet
 #: models trained before s3prl's ``S3PRLUpstream`` (``frontend.upstream.model.*``).
 _LEGACY_UPSTREAM_PREFIX = "upstream.model."
@@ -165,31 +168,30 @@ def write_experiment(output_dir: Path, config: Dict[str, Any], state: Dict[str, 
     """Write the converted experiment: ``output_dir/config.yaml``, ``output_dir/<model_name>``
     and ``files`` (``{path relative to output_dir: source file}``, copied).
 
-    Every file is written beside its destination and then moved onto it, so an existing
-    symbolic link there is replaced, never written through.
+    ``output_dir`` must be new, empty or an earlier conversion's (see
+    :mod:`espnet_prune.utils.output_dir`); every file is written beside its destination and
+    then moved onto it, never through a symlink.
 
     Returns:
         the paths written.
     """
+    claim_output_dir(output_dir, COMMAND)
     written = []
 
     def place(relative: str, write) -> None:
         target = output_dir / relative
         target.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
-        os.close(handle)
-        try:
-            write(Path(temporary))
-            os.replace(temporary, target)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
+        with replace_file(target) as f:
+            write(f)
         written.append(target)
 
     for relative, source in (files or {}).items():
-        place(relative, lambda path, source=source: shutil.copyfile(source, path))
-    place(model_name, lambda path: torch.save(state, path))
-    place("config.yaml", lambda path: path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8"))
+        def copy(f, source=source):
+            with open(source, "rb") as original:
+                shutil.copyfileobj(original, f)
+        place(relative, copy)
+    place(model_name, lambda f: torch.save(state, f))
+    place("config.yaml", lambda f: f.write(yaml.safe_dump(config, sort_keys=False).encode("utf-8")))
     return written
 
 
@@ -287,6 +289,7 @@ def main(cmd: Optional[List[str]] = None) -> None:
         sys.exit("convert: give one input: --asr_train_config and --asr_model_file, --slu_train_config and "
                  "--slu_model_file, or --model_zip")
     try:
+        check_output_dir(args.output_dir, COMMAND)
         if args.model_zip is not None:
             written = convert_zip(args.model_zip, args.output_dir, args.upstream_checkpoint, args.pruning)
         else:

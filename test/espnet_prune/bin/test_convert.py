@@ -167,16 +167,21 @@ def test_pruning_option_adds_a_preset_or_a_yaml_file(tmp_path):
     assert model.frontend.controller is not None
 
 
-def test_output_replaces_a_symlink_instead_of_writing_through_it(tmp_path):
+def test_a_directory_convert_did_not_write_is_refused_and_left_alone(tmp_path, capsys):
     path, _ = CheckpointWriter(tmp_path).s3prl(small_config())
     config, model_file = build_experiment(tmp_path / "exp", s3prl_config(s3prl_frontend_conf(path, "wav2vec2")))
     elsewhere = tmp_path / "elsewhere.pth"
     elsewhere.write_bytes(b"keep me")
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "model.pth").symlink_to(elsewhere)
-    run_convert("--asr_train_config", config, "--asr_model_file", model_file, "--output_dir", tmp_path / "out")
-    assert elsewhere.read_bytes() == b"keep me"
-    assert not (tmp_path / "out" / "model.pth").is_symlink()
+    message = convert_error(capsys, "--asr_train_config", config, "--asr_model_file", model_file,
+                            "--output_dir", tmp_path / "out")
+    assert f"refusing to write into {tmp_path / 'out'}" in message
+    assert elsewhere.read_bytes() == b"keep me" and (tmp_path / "out" / "model.pth").is_symlink()
+    # Its own earlier output is written again.
+    run_convert("--asr_train_config", config, "--asr_model_file", model_file, "--output_dir", tmp_path / "new")
+    run_convert("--asr_train_config", config, "--asr_model_file", model_file, "--output_dir", tmp_path / "new")
+    assert (tmp_path / "new" / "model.pth").is_file()
 
 
 def test_local_upstream_whose_checkpoint_is_gone_needs_upstream_checkpoint(tmp_path, capsys):
