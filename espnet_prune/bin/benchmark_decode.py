@@ -214,7 +214,8 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--targets", type=float, nargs="+", default=[0.5],
                         help="with --shape: MAC ratios of the compact frontends")
     parser.add_argument("--arch", default="wav2vec2_base",
-                        help="with --shape: the SSL frontend's preset, or a JSON / YAML mapping of EncoderConfig values ('{preset: wav2vec2_base, num_layers: 2}')")
+                        help="with --shape: the SSL frontend's preset, or a JSON / YAML mapping of "
+                        "EncoderConfig values ('{preset: wav2vec2_base, num_layers: 2}')")
     parser.add_argument("--tokens", type=int, default=30, help="with --shape: decoded tokens per utterance")
     parser.add_argument("--vocabulary", type=int, default=0, help="with --shape: output tokens (0: the shape's)")
     parser.add_argument("--small", action="store_true", help="with --shape: 1-block downstream networks (tests)")
