@@ -54,3 +54,28 @@ def test_the_report_sets_each_size_beside_the_separate_run_and_sums_their_traini
     assert partial["sizes"][1]["separate"] is None and not partial["training"]["complete"]
     assert any("sum covers those that have one" in line for line in format_multisize("asr", [partial]))
     assert collect_multisize(DemoSettings(), entries[:2]) is None and format_multisize("asr", None) == []
+
+
+def test_latency_is_the_whole_decode_of_each_system(tmp_path):
+    """Two experiments whose models differ only in the frontend's depth: the deeper one's whole
+    decode (frontend, encoder, CTC beam search) takes longer, and the decode config is the recipe's."""
+    import torch
+    from espnet2.tasks.asr import ASRTask
+
+    from espnet_prune.demo.report import decode_latency
+    from espnet_prune.inference import shapes
+    from espnet_prune.inference.decode_timing import DecodeSystem, read_decode_config
+    from espnet_prune.ssl.config import tiny_config
+
+    systems = []
+    for name, layers in (("deep", 6), ("shallow", 1)):
+        arch = tiny_config(num_layers=layers, embed_dim=64, ffn_dims=256).to_dict()
+        config = shapes.write_train_config(shapes.train_config("ctc", arch, vocabulary=10, small=True),
+                                           tmp_path / name / "config.yaml")
+        model, _ = ASRTask.build_model_from_file(str(config), None, "cpu")
+        torch.save(model.state_dict(), tmp_path / name / "model.pth")
+        systems.append(DecodeSystem(name, config, tmp_path / name / "model.pth"))
+    decode_config = read_decode_config("egs2/espeak_demo/asr1/conf/decode_asr.yaml", {"beam_size": 2})
+    latency = decode_latency("asr", systems, decode_config, 0.1 * torch.randn(1, 8000), rounds=3)
+    assert set(latency) == {"deep", "shallow"}
+    assert 0.0 < latency["shallow"] < latency["deep"]
