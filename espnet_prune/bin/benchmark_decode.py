@@ -174,8 +174,10 @@ def benchmark(decoders: Dict[str, Any], utterances: Sequence[np.ndarray], rounds
               task: str = "asr", non_linguistic_symbols: Sequence[str] = (), cleaner: Optional[str] = None,
               verbose: bool = True) -> Dict[str, Dict[str, Any]]:
     """Time the decoders (:func:`~espnet_prune.inference.decode_timing.time_decodes`) and summarize
-    them against the first one; each row also gets ``tokens`` (decode steps per utterance, summed)
-    and, with ``references``, ``wer`` / ``cer`` (``intent_acc`` for SLU)."""
+    them against the first one (best-path decoders, ``*_best_path``, against the first of them, and
+    ``speedup_over_beam``: the beam search on the same model over the best path); each row also
+    gets ``tokens`` (decode steps per utterance, summed) and, with ``references``, ``wer`` / ``cer``
+    (``intent_acc`` for SLU)."""
     audio_seconds = sum(len(u) for u in utterances) / 16000
 
     def progress(index: int, seconds: Dict[str, float]) -> None:
@@ -186,7 +188,17 @@ def benchmark(decoders: Dict[str, Any], utterances: Sequence[np.ndarray], rounds
     times, outputs = time_decodes(decoders, utterances, rounds, warmup, device, progress)
     macs = {name: frontend_macs(decoder.asr_model, audio_seconds / len(utterances))
             for name, decoder in decoders.items()}
-    rows = summarize(times, macs, audio_seconds, next(iter(decoders)))
+    # Best-path decoders are compared with each other (the first is their reference) and with
+    # the beam search on the same model.
+    best = [name for name in decoders if name.endswith(BEST_PATH_SUFFIX)]
+    beam = [name for name in decoders if name not in best]
+    rows = summarize({name: times[name] for name in beam}, macs, audio_seconds, beam[0])
+    if best:
+        best_rows = summarize({name: times[name] for name in best}, macs, audio_seconds, best[0])
+        for name in best:
+            beam_name = name[: -len(BEST_PATH_SUFFIX)]
+            best_rows[name]["speedup_over_beam"] = times[beam_name]["decode_s"] / times[name]["decode_s"]
+        rows = {name: (rows.get(name) or best_rows[name]) for name in decoders}
     for name, results in outputs.items():
         rows[name]["tokens"] = sum(decoded_steps(result) for result in results)
         if references is not None:

@@ -72,12 +72,17 @@ def test_random_shape_run_decodes_the_same_number_of_tokens(shape, tmp_path):
     assert rows["dense"]["tokens"] == rows["frontend_0.5"]["tokens"] == 4
     assert results["decode_config"]["maxlenratio"] == -4.0 and results["decode_config"]["minlenratio"] == -3.0
     assert 1.0 < rows["frontend_0.5"]["mac_cut"] <= 2.5
-    for row in rows.values():
-        speedup = rows["dense"]["decode_ms"] / row["decode_ms"]
+    for name, row in rows.items():
+        reference = "dense_best_path" if name.endswith("_best_path") else "dense"
+        speedup = rows[reference]["decode_ms"] / row["decode_ms"]
         if not abs(row["speedup"] - speedup) <= 1e-9:
             pytest.fail(f"speed-up {row['speedup']} != {speedup}")
         if not 0.0 < row["frontend_share"] < 1.0:
             pytest.fail(f"frontend share {row['frontend_share']}")
+    if shape == "ctc":
+        over_beam = rows["frontend_0.5"]["decode_ms"] / rows["frontend_0.5_best_path"]["decode_ms"]
+        if not abs(rows["frontend_0.5_best_path"]["speedup_over_beam"] - over_beam) <= 1e-9:
+            pytest.fail(f"best path over beam {rows['frontend_0.5_best_path']['speedup_over_beam']} != {over_beam}")
     assert (tmp_path / "results.md").read_text(encoding="utf-8").startswith("| system | decode |")
 
 
