@@ -45,10 +45,10 @@ def test_frontend_clock_adds_up_forward_time_and_leaves_outputs_alone():
     x = torch.ones(3)
     assert torch.equal(module(x), x * 2)
     module(x)
-    assert 0.04 <= clock.seconds < 1.0
+    assert 0.04 <= clock.seconds < 10.0
     clock.close()
     module(x)
-    assert clock.seconds < 1.0 and not module._forward_hooks and not module._forward_pre_hooks
+    assert clock.seconds < 10.0 and not module._forward_hooks and not module._forward_pre_hooks
 
 
 def test_decode_config_refuses_unknown_keys(tmp_path):
