@@ -1,7 +1,7 @@
 # Targets: env (create .venv, install editable with test extras from the lock), check, test (lint
 # and every test), test-fast (lint and the tests not marked slow), both in TEST_WORKERS parallel
 # pytest-xdist workers (make test TEST_WORKERS=0 runs in one process),
-# lock (re-resolve setup.py's ranges in a scratch venv and pin the result), demo, paper, bench, pretrain,
+# lock (re-resolve setup.py's ranges in a scratch venv and pin the result), demo, paper, bench, bench-gpu, pretrain,
 # standin.
 # DEMO_ARGS passes options to the demo, e.g. make demo DEMO_ARGS="--task slu".
 PYTHON ?= python3
@@ -15,7 +15,7 @@ LOCK := espnet_prune/constraints.txt
 TEST_WORKERS ?= 2
 PYTEST := $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
-.PHONY: env check test test-fast lock demo paper bench pretrain standin clean
+.PHONY: env check test test-fast lock demo paper bench bench-gpu pretrain standin clean
 DEMO_ARGS ?=
 
 env: $(VENV)/.installed
@@ -77,6 +77,11 @@ standin: env
 
 bench: env
 	$(PY) -m espnet_prune.bin.benchmark_ssl
+
+# On a GPU (under 5 minutes): frontend latency fp32/bf16 at batch 1 and 16, the whole decode,
+# the training-step overhead of pruning; bench_gpu/results.json and bench_gpu/results.md.
+bench-gpu: env
+	$(PY) -m espnet_prune.bin.benchmark_gpu --device cuda --output_dir bench_gpu
 
 clean:
 	rm -rf $(VENV) .lock-venv *.egg-info

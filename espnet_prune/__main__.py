@@ -10,6 +10,10 @@ the plugin registered as well. What modules print while being imported (ESPnet's
 Flash-Attention notice, for one) goes to stderr, so the program's stdout is exactly what it
 would be under ``python3`` (asr.sh pastes some tools' stdout into score files).
 
+ESPnet tools that the plugin extends run as the plugin's versions (:data:`EXTENDED_TOOLS`):
+``-m espnet2.bin.asr_inference`` runs :mod:`espnet_prune.bin.asr_inference`, which takes every
+option of ESPnet's and one more (``ctc_greedy``), and without it is ESPnet's tool.
+
 ``python -m espnet_prune --check`` checks the environment instead (see
 :mod:`espnet_prune.bin.check_env`).
 """
@@ -17,6 +21,9 @@ would be under ``python3`` (asr.sh pastes some tools' stdout into score files).
 import importlib.util
 import runpy
 import sys
+
+#: ESPnet module -> the plugin's module run in its place (a superset of its options).
+EXTENDED_TOOLS = {"espnet2.bin.asr_inference": "espnet_prune.bin.asr_inference"}
 
 USAGE = "usage: python -m espnet_prune (-m MODULE | -c CODE | SCRIPT) [ARGS ...]  |  python -m espnet_prune --check"
 
@@ -79,10 +86,11 @@ def main(argv=None) -> None:
         # Keep this launcher as sys.modules["__main__"], named after espnet_prune.spawn_main:
         # processes spawned by the program (ESPnet's DDP workers) import that module first,
         # which registers the plugin there too.
-        target = module_spec(argv[1])
+        module = EXTENDED_TOOLS.get(argv[1], argv[1])
+        target = module_spec(module)
         sys.modules["__main__"].__spec__ = importlib.util.find_spec("espnet_prune.spawn_main")
         sys.argv = [target.origin] + argv[2:]  # like python3 -m: argv[0] is the module's file
-        runpy.run_module(argv[1], run_name="__main__", alter_sys=False)
+        runpy.run_module(module, run_name="__main__", alter_sys=False)
     elif argv[0] == "-c":
         sys.argv = ["-c"] + argv[2:]
         exec(compile(argv[1], "<string>", "exec"), {"__name__": "__main__"})

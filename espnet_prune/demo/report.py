@@ -4,12 +4,14 @@ For each fine-tuned system the report gives the parameters and MACs of its SSL e
 ``pruned_ssl`` frontend, the part that is pruned) for ``reference_seconds`` of audio, as
 counted by :mod:`espnet_prune.ssl.cost`, and their ratios to the dense encoder; the pruning
 controller's final expected ratio of each budget next to the target; the whole ESPnet
-model's parameter count; the error rates of stage 13; and the latency of
-``model.encode`` (frontend + normalisation + ESPnet encoder) on one ``reference_seconds``
-utterance, batch 1, one CPU thread. All systems are timed in the same process, in
-interleaved rounds (every system once per round), and the median per system is reported.
-With an LM, the fusion system's error rates with no LM, the dense LM and every pruned LM
-follow, with the LMs' parameters and dev perplexities from ``lm_prune``'s report. Every
+model's parameter count; the error rates of stage 13; and the latency of the whole decode
+(ESPnet's ``Speech2Text`` / ``Speech2Understand`` under the recipe's decode config with the
+demo's beam: frontend, encoder, beam search) of one ``reference_seconds`` utterance, batch 1,
+one CPU thread. With an LM, the fusion system's error rates and whole-decode latency with no LM,
+the dense LM and every pruned LM (shallow fusion) follow, with the LMs' parameters and dev
+perplexities from ``lm_prune``'s report. All decodes are timed in the same process, in
+interleaved rounds (every decode once per round, the order rotating), and the median per decode
+is reported. Every
 compact pruned system's int8 decoding (ESPnet's ``--quantize_asr_model true``) is compared
 with its fp32 one: identical hypotheses and the change of the error rate.
 
@@ -50,11 +52,11 @@ from espnet_prune.demo.layout import (
 )
 from espnet_prune.demo.settings import METHODS, MULTI_SIZE_METHODS, SEPARATE_RUNS, UNPRUNED_METHODS, DemoSettings
 from espnet_prune.demo.steps import Progress, format_seconds
+from espnet_prune.inference.decode_timing import DecodeSystem, build_decoder, read_decode_config, time_decodes
 from espnet_prune.lm.choices import target_name
 from espnet_prune.ssl import cost
 from espnet_prune.ssl.config import get_config
 from espnet_prune.utils.kaldi_data import read_table
-from espnet_prune.utils.timing import time_interleaved
 
 WARMUP_ROUNDS = 2
 
@@ -100,27 +102,68 @@ def reference_waveform(test_dir: Path, seconds: float, sample_rate: int = 16000)
     return torch.from_numpy(waveform[:needed]).unsqueeze(0)
 
 
-def time_encoders(models: Dict[str, torch.nn.Module], waveform: torch.Tensor, rounds: int,
-                  threads: int = 1) -> Dict[str, float]:
-    """Median milliseconds of ``model.encode(waveform)`` per model, over interleaved rounds.
+def decode_latency(task: str, systems: Sequence[DecodeSystem], decode_config: Dict, waveform: torch.Tensor,
+                   rounds: int, threads: int = 1) -> Dict[str, float]:
+    """Median milliseconds of the whole decode of ``waveform`` per system: ESPnet's ``Speech2Text``
+    / ``Speech2Understand`` (frontend, encoder, beam search, LM under shallow fusion) under
+    ``decode_config``, batch 1, every system once per round (rotating), through
+    :func:`espnet_prune.inference.decode_timing.time_decodes`.
 
     Args:
-        models: name -> ESPnet model with ``encode(speech (B, S), lengths (B,))``.
-        waveform: ``(1, S)`` input, batch 1.
-        rounds: timed rounds; each round calls every model once, in the given order.
-        threads: torch CPU threads while timing (restored after).
+        task: ``asr`` or ``slu``.
+        systems: what to decode (an LM in a system is fused with ``decode_config``'s ``lm_weight``).
+        decode_config: Speech2Text's decoding options (the recipe's decode YAML and the demo's beam).
+        waveform: ``(1, S)`` input.
+        rounds: timed rounds (after :data:`WARMUP_ROUNDS` untimed ones).
+        threads: torch CPU threads while building and timing (restored after).
     """
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
-    lengths = torch.tensor([waveform.shape[1]])
-    calls = {name: (lambda model=model: model.encode(waveform, lengths)) for name, model in models.items()}
     try:
-        with torch.inference_mode(), warnings.catch_warnings():
+        with quiet():
+            decoders = {system.name: build_decoder(task, system, decode_config) for system in systems}
+        with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)
-            medians = time_interleaved(calls, rounds, WARMUP_ROUNDS)
+            times, _ = time_decodes(decoders, [waveform[0].numpy()], rounds, WARMUP_ROUNDS)
     finally:
         torch.set_num_threads(previous)
-    return {name: 1000.0 * seconds for name, seconds in medians.items()}
+    return {name: 1000.0 * value["decode_s"] for name, value in times.items()}
+
+
+def demo_decode_config(settings: DemoSettings, paths: DemoPaths) -> Dict:
+    """What stage 12 decodes with: the recipe's decode YAML, the demo's beam and LM weight."""
+    overrides = {"beam_size": settings.beam_size}
+    if settings.uses_lm:
+        overrides["lm_weight"] = settings.lm_weight
+    return read_decode_config(paths.conf(f"decode_{settings.task}.yaml"), overrides)
+
+
+def add_latency(settings: DemoSettings, paths: DemoPaths, threads: int, systems: List[Dict],
+                lm_fusion: Optional[Dict]) -> None:
+    """Set ``latency_ms`` (the whole decode, :func:`decode_latency`) of every system and every
+    shallow-fusion LM entry (the fusion system decoding with that LM; ``none``: without one),
+    all timed in one interleaved run."""
+    specs = [DecodeSystem(entry["name"], Path(entry["train_config"]), Path(entry["model_file"]))
+             for entry in systems]
+    fusion_names = {}
+    if lm_fusion is not None:
+        fusion = next(entry for entry in systems if entry["name"] == lm_fusion["asr_system"])
+        for entry in lm_fusion["entries"]:
+            if entry["lm"] == "none":
+                fusion_names["none"] = fusion["name"]
+                continue
+            name = f"{fusion['name']}+lm_{entry['lm']}"
+            fusion_names[entry["lm"]] = name
+            specs.append(DecodeSystem(name, Path(fusion["train_config"]), Path(fusion["model_file"]),
+                                      Path(entry["lm_config"]), Path(entry["lm_file"])))
+    waveform = reference_waveform(paths.dump("test"), settings.reference_seconds)
+    latency = decode_latency(settings.task, specs, demo_decode_config(settings, paths), waveform,
+                             settings.latency_rounds, threads)
+    for entry in systems:
+        entry["latency_ms"] = latency[entry["name"]]
+    if lm_fusion is not None:
+        for entry in lm_fusion["entries"]:
+            entry["latency_ms"] = latency[fusion_names[entry["lm"]]]
 
 
 def _read_json(path: Path) -> Dict:
@@ -136,13 +179,13 @@ def _score_fields(task: str, score: Dict) -> Dict[str, float]:
     return fields
 
 
-def collect_systems(settings: DemoSettings, paths: DemoPaths, threads: int) -> List[Dict]:
-    """One entry per fine-tuned system (module docstring), latency included."""
+def collect_systems(settings: DemoSettings, paths: DemoPaths) -> List[Dict]:
+    """One entry per fine-tuned system (module docstring), latency not yet (:func:`add_latency`)."""
     seconds = settings.reference_seconds
     dense_config = get_config(_read_json(paths.exp(SSL_STANDIN) / "ssl_encoder.json"))
     dense_params = cost.count_params(dense_config)["total"]
     dense_macs = cost.count_macs(dense_config, seconds)["total"]
-    entries, models = [], {}
+    entries = []
     for system in settings.sizes():
         experiment = paths.exp(system.system.name)
         train_config, model_file = decode_files(paths, system)
@@ -172,10 +215,6 @@ def collect_systems(settings: DemoSettings, paths: DemoPaths, threads: int) -> L
             **_score_fields(settings.task, score), train_config=str(train_config), model_file=str(model_file),
             decode_dir=str(paths.decode_dir(system.name)),
             training=json.loads(timing.read_text(encoding="utf-8")) if timing.is_file() else None))
-        models[system.name] = model
-    latency = time_encoders(models, reference_waveform(paths.dump("test"), seconds), settings.latency_rounds, threads)
-    for entry in entries:
-        entry["latency_ms"] = latency[entry["name"]]
     return entries
 
 
@@ -387,15 +426,17 @@ def format_table(task: str, systems: Sequence[Dict], lm_fusion: Optional[Dict]) 
             f"{100 * entry['cer']:>5.1f}%")
     if lm_fusion is not None:
         lines += ["", f"Shallow fusion with system '{lm_fusion['asr_system']}' (lm_weight {lm_fusion['lm_weight']}):"]
-        header = f"{'LM':<36} {'params':>9} {'params%':>8} {'dev ppl':>8} {'WER':>6} {'CER':>6}"
+        header = f"{'LM':<36} {'params':>9} {'params%':>8} {'dev ppl':>8} {'latency':>9} {'WER':>6} {'CER':>6}"
         lines += [header, "-" * len(header)]
         for entry in lm_fusion["entries"]:
+            latency = f"{entry['latency_ms']:>7.2f}ms"
             if entry["lm"] == "none":
-                lines.append(f"{'(no LM)':<36} {'-':>9} {'-':>8} {'-':>8} {100 * entry['wer']:>5.1f}% "
+                lines.append(f"{'(no LM)':<36} {'-':>9} {'-':>8} {'-':>8} {latency} {100 * entry['wer']:>5.1f}% "
                              f"{100 * entry['cer']:>5.1f}%")
                 continue
             lines.append(f"{entry['lm']:<36} {entry['params'] / 1e6:>8.3f}M {100 * entry['params_ratio']:>7.1f}% "
-                         f"{entry['dev_perplexity']:>8.3f} {100 * entry['wer']:>5.1f}% {100 * entry['cer']:>5.1f}%")
+                         f"{entry['dev_perplexity']:>8.3f} {latency} {100 * entry['wer']:>5.1f}% "
+                         f"{100 * entry['cer']:>5.1f}%")
     return "\n".join(lines)
 
 
@@ -493,8 +534,9 @@ def write_report(settings: DemoSettings, paths: DemoPaths, threads: int, progres
     Returns:
         The path of ``results.json``.
     """
-    systems = collect_systems(settings, paths, threads)
+    systems = collect_systems(settings, paths)
     lm_fusion = collect_lm_fusion(settings, paths)
+    add_latency(settings, paths, threads, systems, lm_fusion)
     int8 = collect_int8(settings, paths, [size.name for size in settings.int8_sizes()])
     multisize = collect_multisize(settings, systems)
     groups = group_runs(settings.task, systems)
@@ -510,8 +552,11 @@ def write_report(settings: DemoSettings, paths: DemoPaths, threads: int, progres
         reference_seconds=settings.reference_seconds,
         cost=dict(what="SSL encoder (pruned_ssl frontend) parameters and MACs, espnet_prune.ssl.cost",
                   dense_arch=str(paths.exp(SSL_STANDIN) / "ssl_encoder.json")),
-        latency=dict(what="model.encode (frontend + ESPnet encoder), CPU, batch 1, one utterance of "
-                          f"{settings.reference_seconds} s, median over interleaved rounds",
+        latency=dict(what="the whole decode (ESPnet's Speech2Text / Speech2Understand: frontend, encoder, beam "
+                          "search, the LM under shallow fusion), CPU, batch 1, one utterance of "
+                          f"{settings.reference_seconds} s, median over interleaved rounds "
+                          "(espnet_prune.inference.decode_timing)",
+                     decode_config=demo_decode_config(settings, paths),
                      threads=threads, rounds=settings.latency_rounds, warmup_rounds=WARMUP_ROUNDS),
         systems=systems,
         lm_fusion=lm_fusion,

@@ -83,6 +83,9 @@ def test_results_json_has_every_system_with_its_costs_latency_and_errors(tiny_de
     assert lms["none"]["wer"] == dense["wer"]
     assert lms["data_lowrank_incremental_target0.50"]["params_ratio"] == pytest.approx(0.5, abs=0.02)
     assert lms["dense"]["test_perplexity"] > 1
+    # Latency is the whole decode, the fusion system's with each LM too.
+    assert "Speech2Text" in results["latency"]["what"] and results["latency"]["decode_config"]["beam_size"] >= 1
+    assert all(entry["latency_ms"] > 0 for entry in lms.values())
     # The table printed before the last line shows every system.
     for name in systems:
         assert re.search(rf"^{re.escape(name)} ", stdout, re.MULTILINE)

@@ -54,3 +54,42 @@ def test_the_report_sets_each_size_beside_the_separate_run_and_sums_their_traini
     assert partial["sizes"][1]["separate"] is None and not partial["training"]["complete"]
     assert any("sum covers those that have one" in line for line in format_multisize("asr", [partial]))
     assert collect_multisize(DemoSettings(), entries[:2]) is None and format_multisize("asr", None) == []
+
+
+def test_latency_is_the_whole_decode_of_each_system(tmp_path, monkeypatch):
+    """Each system becomes ESPnet's Speech2Text under the recipe's decode config and the demo's
+    beam, and its latency is what the whole-decode timer measured for it (the timer itself is
+    replaced: its times are given, so nothing here depends on the machine's speed)."""
+    import torch
+    from espnet2.bin.asr_inference import Speech2Text
+    from espnet2.tasks.asr import ASRTask
+
+    from espnet_prune.demo import report
+    from espnet_prune.inference import shapes
+    from espnet_prune.inference.decode_timing import DecodeSystem, read_decode_config
+    from espnet_prune.ssl.config import tiny_config
+
+    systems = []
+    for name, layers in (("deep", 3), ("shallow", 1)):
+        config = shapes.write_train_config(shapes.train_config("ctc", tiny_config(num_layers=layers).to_dict(),
+                                                               vocabulary=10, small=True),
+                                           tmp_path / name / "config.yaml")
+        model, _ = ASRTask.build_model_from_file(str(config), None, "cpu")
+        torch.save(model.state_dict(), tmp_path / name / "model.pth")
+        systems.append(DecodeSystem(name, config, tmp_path / name / "model.pth"))
+    seen = {}
+
+    def fake_time_decodes(decoders, utterances, rounds, warmup):
+        for name, decoder in decoders.items():
+            seen[name] = (decoder, decoder(utterances[0]), rounds, warmup)
+        return {"deep": {"decode_s": 0.25, "frontend_s": 0.1}, "shallow": {"decode_s": 0.125, "frontend_s": 0.05}}, {}
+
+    monkeypatch.setattr(report, "time_decodes", fake_time_decodes)
+    decode_config = read_decode_config("egs2/espeak_demo/asr1/conf/decode_asr.yaml", {"beam_size": 2})
+    latency = report.decode_latency("asr", systems, decode_config, 0.1 * torch.randn(1, 8000), rounds=3)
+    assert latency == {"deep": 250.0, "shallow": 125.0}
+    for name, layers in (("deep", 3), ("shallow", 1)):
+        decoder, result, rounds, warmup = seen[name]
+        assert isinstance(decoder, Speech2Text) and decoder.beam_search.beam_size == 2
+        assert decoder.asr_model.frontend.encoder.config.num_layers == layers
+        assert (rounds, warmup) == (3, report.WARMUP_ROUNDS) and len(result) == 1

@@ -1,0 +1,323 @@
+"""What the user's decode gains: ESPnet's whole ``Speech2Text`` decode, dense against pruned, in one run.
+
+    # trained experiments (config.yaml + model file each), real test utterances, error rates
+    python -m espnet_prune.bin.benchmark_decode --system dense=exp/asr_dense \\
+        --system hj_macs0.5=exp/asr_hj_macs0.5_pruned --data_dir dump/raw/test_clean \\
+        --decode_config conf/decode_asr_ctc.yaml --output_dir exp/benchmark_decode
+    # an LM for shallow fusion: NAME=ASR_EXP+LM_EXP (and lm_weight in the decode config)
+    # random weights in a recipe's shape, the frontend uniformly pruned to 0.5 of its MACs
+    python -m espnet_prune.bin.benchmark_decode --shape conformer --targets 0.5 --threads 1
+
+Every system decodes the same utterances with ESPnet's ``Speech2Text`` (``Speech2Understand``
+for SLU experiments), batch 1, under the decode config as asr.sh passes it (``--decode_config``,
+then ``--decode_arg KEY=VALUE`` on top). Rounds interleave the systems (each decodes all
+utterances once per round, the order rotating) after warm-up rounds; medians over rounds.
+Per system: real-time factor, whole-decode speed-up over the first system, the frontend's share
+of the decode (``model.frontend`` timed by hooks), the cut of the frontend's MACs
+(:mod:`espnet_prune.ssl.cost`; frontends other than ``pruned_ssl`` are not priced) and speed-up /
+MAC cut; with ``--data_dir`` also WER / CER (and intent accuracy for SLU) of the last round's
+hypotheses against ``text``.
+
+With random weights (``--shape``) the decode length is fixed: ``maxlenratio = -N`` and
+``minlenratio = -(N - 1)`` (``--tokens N``) make ESPnet's beam search run exactly N steps,
+dropping hypotheses that end earlier, so every system decodes N tokens; the number is checked.
+``--best_path`` adds, per system, the CTC best path on the same model (``NAME_best_path``,
+:mod:`espnet_prune.inference.ctc_greedy`, what ``ctc_greedy: true`` decodes), whose length is
+what the posteriors give.
+"""
+
+import argparse
+import json
+import logging
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+import yaml
+
+from espnet_prune.bin.export import detect_task
+from espnet_prune.inference import shapes
+from espnet_prune.inference.decode_timing import (
+    DecodeSystem,
+    build_decoder,
+    decoded_steps,
+    frontend_macs,
+    markdown_table,
+    read_decode_config,
+    summarize,
+    time_decodes,
+)
+
+#: asr.sh's defaults of ``--inference_asr_model`` / ``--inference_lm``, tried before a lone ``*.pth``.
+ASR_MODEL_NAME = "valid.acc.ave.pth"
+LM_MODEL_NAME = "valid.loss.ave.pth"
+#: Name suffix of the best-path decoders that ``--best_path`` adds.
+BEST_PATH_SUFFIX = "_best_path"
+
+
+def experiment_files(path: Path, default_name: str) -> Tuple[Path, Path]:
+    """``(config.yaml, model file)`` of an experiment: ``path`` is the model file (its directory
+    holds ``config.yaml``) or the directory (``default_name`` in it, else its only ``*.pth``)."""
+    if path.is_file():
+        directory, model = path.parent, path
+    elif path.is_dir():
+        directory = path
+        model = path / default_name
+        if not model.is_file():
+            candidates = sorted(path.glob("*.pth"))
+            if len(candidates) != 1:
+                raise FileNotFoundError(f"{path}: no {default_name} and {len(candidates)} *.pth files; "
+                                        "name the model file")
+            model = candidates[0]
+    else:
+        raise FileNotFoundError(f"{path} does not exist")
+    config = directory / "config.yaml"
+    if not config.is_file():
+        raise FileNotFoundError(f"{config} is missing (an experiment directory holds config.yaml)")
+    return config, model
+
+
+def parse_system(spec: str) -> DecodeSystem:
+    """``NAME=ASR_EXP`` or ``NAME=ASR_EXP+LM_EXP`` (directories or model files)."""
+    name, sep, paths = spec.partition("=")
+    if not sep or not name or not paths:
+        raise ValueError(f"--system {spec!r}: expected NAME=EXPERIMENT[+LM_EXPERIMENT]")
+    asr, _, lm = paths.partition("+")
+    config, model = experiment_files(Path(asr), ASR_MODEL_NAME)
+    lm_config = lm_model = None
+    if lm:
+        lm_config, lm_model = experiment_files(Path(lm), LM_MODEL_NAME)
+    return DecodeSystem(name, config, model, lm_config, lm_model)
+
+
+def parse_decode_args(items: Sequence[str]) -> Dict[str, Any]:
+    """``KEY=VALUE`` pairs, values read as YAML (``beam_size=10``, ``ctc_weight=0.3``)."""
+    overrides = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"--decode_arg {item!r}: expected KEY=VALUE")
+        overrides[key] = yaml.safe_load(value)
+    return overrides
+
+
+def parse_arch(text: str) -> Union[str, Dict[str, Any]]:
+    """``--arch``: a preset name, or a JSON / YAML mapping (JSON first: YAML reads ``1e-05`` as a string)."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return yaml.safe_load(text)
+
+
+def read_utterances(data_dir: Path, limit: Optional[int]) -> Tuple[List[str], List[np.ndarray], Dict[str, str]]:
+    """Utterance ids, ``(S,)`` float32 waveforms (16 kHz) and references of a Kaldi data directory."""
+    import soundfile
+
+    from espnet_prune.utils.kaldi_data import read_table
+
+    for name in ("wav.scp", "text"):
+        if not (data_dir / name).is_file():
+            raise FileNotFoundError(f"{data_dir / name} is missing (a data directory has wav.scp and text)")
+    wavs = read_table(data_dir / "wav.scp", skip_empty_lines=True)
+    texts = read_table(data_dir / "text", skip_empty_lines=True)
+    ids = sorted(wavs)[:limit] if limit else sorted(wavs)
+    waveforms = []
+    for utt in ids:
+        samples, rate = soundfile.read(wavs[utt], dtype="float32")
+        if rate != 16000:
+            raise ValueError(f"{wavs[utt]} ({utt}): {rate} Hz audio, the models take 16000 Hz")
+        waveforms.append(samples)
+    missing = [utt for utt in ids if utt not in texts]
+    if missing:
+        raise ValueError(f"{data_dir / 'text'} has no reference for {missing[:5]}")
+    return ids, waveforms, {utt: texts[utt] for utt in ids}
+
+
+def add_best_path(decoders: Dict[str, Any]) -> Dict[str, Any]:
+    """Each decoder followed by ``<name>_best_path``: the CTC best path on the same model
+    (:class:`~espnet_prune.inference.ctc_greedy.CTCBestPath`)."""
+    from espnet_prune.inference.ctc_greedy import CTCBestPath
+
+    extended = {}
+    for name, decoder in decoders.items():
+        extended[name] = decoder
+        extended[f"{name}{BEST_PATH_SUFFIX}"] = CTCBestPath(decoder)
+    return extended
+
+
+def random_decoders(shape: str, targets: Sequence[float], arch: Union[str, Dict[str, Any]], seconds: float,
+                    tokens: int, vocabulary: int, small: bool, work_dir: Path, device: str,
+                    decode_overrides: Dict[str, Any]) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+    """Dense and compact (frontend uniformly pruned to each MAC ratio of ``targets``, see
+    :func:`espnet_prune.bin.benchmark_ssl.compact_at`) random-weight decoders of ``shape``; the
+    same seed gives every system the same downstream weights. Returns decoders and the decode config."""
+    from espnet_prune.bin.benchmark_ssl import compact_at
+
+    config = shapes.train_config(shape, arch, vocabulary, small)
+    train_config = shapes.write_train_config(config, work_dir / shape / "config.yaml")
+    decode_config = dict(shapes.DECODE_CONFIGS[shape])
+    decode_config.update(maxlenratio=-float(tokens), minlenratio=-float(tokens - 1))
+    decode_config.update(decode_overrides)
+    decoders = {"dense": build_decoder("asr", DecodeSystem("dense", train_config), decode_config, device)}
+    for target in targets:
+        decoder = build_decoder("asr", DecodeSystem(f"frontend_{target:g}", train_config), decode_config, device)
+        frontend = decoder.asr_model.frontend
+        with torch.no_grad():
+            frontend.encoder = compact_at(frontend.encoder.cpu(), target, seconds).to(device).eval()
+        decoders[f"frontend_{target:g}"] = decoder
+    return decoders, decode_config
+
+
+def benchmark(decoders: Dict[str, Any], utterances: Sequence[np.ndarray], rounds: int, warmup: int = 1,
+              device: str = "cpu", references: Optional[Dict[str, str]] = None, ids: Optional[Sequence[str]] = None,
+              task: str = "asr", non_linguistic_symbols: Sequence[str] = (), cleaner: Optional[str] = None,
+              verbose: bool = True) -> Dict[str, Dict[str, Any]]:
+    """Time the decoders (:func:`~espnet_prune.inference.decode_timing.time_decodes`) and summarize
+    them against the first one (best-path decoders, ``*_best_path``, against the first of them, and
+    ``speedup_over_beam``: the beam search on the same model over the best path); each row also
+    gets ``tokens`` (decode steps per utterance, summed) and, with ``references``, ``wer`` / ``cer``
+    (``intent_acc`` for SLU)."""
+    audio_seconds = sum(len(u) for u in utterances) / 16000
+
+    def progress(index: int, seconds: Dict[str, float]) -> None:
+        if verbose:
+            print(f"round {index + 1}/{rounds}: " + ", ".join(f"{n} {1000 * t:.0f} ms" for n, t in seconds.items()),
+                  flush=True)
+
+    times, outputs = time_decodes(decoders, utterances, rounds, warmup, device, progress)
+    macs = {name: frontend_macs(decoder.asr_model, audio_seconds / len(utterances))
+            for name, decoder in decoders.items()}
+    # Best-path decoders are compared with each other (the first is their reference) and with
+    # the beam search on the same model.
+    best = [name for name in decoders if name.endswith(BEST_PATH_SUFFIX)]
+    beam = [name for name in decoders if name not in best]
+    rows = summarize({name: times[name] for name in beam}, macs, audio_seconds, beam[0])
+    if best:
+        best_rows = summarize({name: times[name] for name in best}, macs, audio_seconds, best[0])
+        for name in best:
+            beam_name = name[: -len(BEST_PATH_SUFFIX)]
+            best_rows[name]["speedup_over_beam"] = times[beam_name]["decode_s"] / times[name]["decode_s"]
+        rows = {name: (rows.get(name) or best_rows[name]) for name in decoders}
+    for name, results in outputs.items():
+        rows[name]["tokens"] = sum(decoded_steps(result) for result in results)
+        if references is not None:
+            from espnet_prune.demo.scoring import error_rate, intent_accuracy
+
+            hyps = {}
+            for utt, result in zip(ids, results):
+                text = result[0][0] if result else ""
+                hyps[utt] = text if text is not None else " ".join(result[0][1])
+            rows[name]["wer"] = error_rate(references, hyps, "word", non_linguistic_symbols, cleaner).rate
+            rows[name]["cer"] = error_rate(references, hyps, "char", non_linguistic_symbols, cleaner).rate
+            if task == "slu":
+                rows[name]["intent_acc"] = intent_accuracy(references, hyps)
+    return rows
+
+
+def get_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--system", action="append", default=[],
+                        help="NAME=EXPERIMENT[+LM_EXPERIMENT] (a directory with config.yaml and the model, "
+                             f"{ASR_MODEL_NAME} / {LM_MODEL_NAME} or its only *.pth, or the model file); the "
+                             "first is the reference")
+    parser.add_argument("--shape", choices=shapes.SHAPES, default=None,
+                        help="random weights in this shape instead of --system (dense and --targets)")
+    parser.add_argument("--targets", type=float, nargs="+", default=[0.5],
+                        help="with --shape: MAC ratios of the compact frontends")
+    parser.add_argument("--arch", default="wav2vec2_base",
+                        help="with --shape: the SSL frontend's preset, or a JSON / YAML mapping of "
+                        "EncoderConfig values ('{preset: wav2vec2_base, num_layers: 2}')")
+    parser.add_argument("--tokens", type=int, default=30, help="with --shape: decoded tokens per utterance")
+    parser.add_argument("--vocabulary", type=int, default=0, help="with --shape: output tokens (0: the shape's)")
+    parser.add_argument("--small", action="store_true", help="with --shape: 1-block downstream networks (tests)")
+    parser.add_argument("--decode_config", type=Path, default=None,
+                        help="decode config (asr.sh's --inference_config); with --shape the shape's")
+    parser.add_argument("--decode_arg", action="append", default=[], help="KEY=VALUE over the decode config")
+    parser.add_argument("--best_path", action="store_true",
+                        help="also decode every system by the CTC best path (NAME_best_path; the same model)")
+    parser.add_argument("--data_dir", type=Path, default=None,
+                        help="Kaldi data directory (wav.scp, text) to decode and score")
+    parser.add_argument("--max_utterances", type=int, default=None, help="decode the first N of --data_dir")
+    parser.add_argument("--seconds", type=float, default=5.0, help="without --data_dir: one utterance this long")
+    parser.add_argument("--nlsyms_txt", default=None, help="non-linguistic symbols removed before scoring")
+    parser.add_argument("--cleaner", default=None, help="ESPnet text cleaner of the references")
+    parser.add_argument("--rounds", type=int, default=3, help="timed rounds")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed rounds first")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--output_dir", type=Path, default=None, help="write results.json and results.md here")
+    return parser
+
+
+def run(args: argparse.Namespace) -> Dict[str, Any]:
+    """The benchmark of the parsed command line; returns what ``results.json`` holds."""
+    import tempfile
+
+    if bool(args.system) == bool(args.shape):
+        raise ValueError("give either --system (at least one) or --shape")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    overrides = parse_decode_args(args.decode_arg)
+    ids = references = None
+    if args.data_dir is not None:
+        ids, utterances, references = read_utterances(args.data_dir, args.max_utterances)
+    else:
+        generator = torch.Generator().manual_seed(0)
+        utterances = [(0.1 * torch.randn(int(args.seconds * 16000), generator=generator)).numpy()]
+    with tempfile.TemporaryDirectory() as work_dir:
+        if args.shape:
+            if args.tokens < 2:
+                raise ValueError(f"--tokens must be >= 2, got {args.tokens}")
+            if args.decode_config is not None:
+                overrides = {**read_decode_config(args.decode_config), **overrides}
+            decoders, decode_config = random_decoders(
+                args.shape, args.targets, parse_arch(args.arch), len(utterances[0]) / 16000, args.tokens,
+                args.vocabulary, args.small, Path(work_dir), args.device, overrides)
+            task = "asr"
+            # The fixed length is meant: ESPnet's warning that the hypothesis reached it is not news.
+            logging.getLogger("espnet.nets.beam_search").setLevel(logging.ERROR)
+        else:
+            systems = [parse_system(spec) for spec in args.system]
+            tasks = {detect_task(system.train_config) for system in systems}
+            if len(tasks) != 1:
+                raise ValueError("--system mixes ASR and SLU experiments")
+            task = tasks.pop()
+            decode_config = read_decode_config(args.decode_config, overrides)
+            decoders = {system.name: build_decoder(task, system, decode_config, args.device) for system in systems}
+        if args.best_path:
+            decoders = add_best_path(decoders)
+        from espnet_prune.demo.scoring import read_symbols
+
+        rows = benchmark(decoders, utterances, args.rounds, args.warmup, args.device, references, ids, task,
+                         read_symbols(args.nlsyms_txt), args.cleaner)
+    if args.shape:
+        counts = {name: row["tokens"] for name, row in rows.items() if not name.endswith(BEST_PATH_SUFFIX)}
+        if len(set(counts.values())) != 1:
+            raise RuntimeError(f"the systems decoded different numbers of tokens: {counts}")
+    return dict(
+        systems=rows, reference=next(iter(rows)), task=task, decode_config=decode_config,
+        shape=args.shape, arch=args.arch if args.shape else None,
+        utterances=len(utterances), audio_seconds=sum(len(u) for u in utterances) / 16000,
+        rounds=args.rounds, warmup=args.warmup, threads=torch.get_num_threads(), device=args.device,
+        timing="medians over interleaved rounds (each system decodes every utterance once per round)")
+
+
+def main(cmd: Optional[List[str]] = None) -> None:
+    args = get_parser().parse_args(cmd)
+    try:
+        results = run(args)
+    except (ValueError, FileNotFoundError) as error:
+        raise SystemExit(f"benchmark_decode: {error}") from None
+    table = markdown_table(results["systems"], results["reference"])
+    print(f"{results['utterances']} utterance(s), {results['audio_seconds']:.1f} s of audio, "
+          f"{results['threads']} thread(s), {results['device']}, decode config {results['decode_config']}")
+    print(table, end="")
+    if args.output_dir is not None:
+        args.output_dir.mkdir(parents=True, exist_ok=True)
+        (args.output_dir / "results.json").write_text(json.dumps(results, indent=2), encoding="utf-8")
+        (args.output_dir / "results.md").write_text(table, encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()

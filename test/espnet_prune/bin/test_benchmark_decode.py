@@ -1,0 +1,108 @@
+"""``benchmark_decode``: its arithmetic on given times, the frontend clock, and whole runs on tiny models."""
+
+import json
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from espnet_prune.bin import benchmark_decode
+from espnet_prune.inference import shapes
+from espnet_prune.inference.decode_timing import FrontendClock, markdown_table, read_decode_config, summarize
+from espnet_prune.ssl.config import tiny_config
+from espnet_prune.utils.kaldi_data import Utterance, write_data_dir
+
+TINY_ARCH = json.dumps(tiny_config().to_dict())
+
+
+def test_summarize_on_known_times():
+    times = {"dense": {"decode_s": 2.0, "frontend_s": 0.5}, "pruned": {"decode_s": 1.6, "frontend_s": 0.25},
+             "other": {"decode_s": 4.0, "frontend_s": 1.0}}
+    rows = summarize(times, {"dense": 10e9, "pruned": 5e9, "other": None}, audio_seconds=4.0, reference="dense")
+    dense, pruned, other = rows["dense"], rows["pruned"], rows["other"]
+    expected = dict(decode_ms=1600.0, frontend_ms=250.0, rtf=0.4, speedup=1.25, frontend_share=0.15625,
+                    frontend_speedup=2.0, macs=5e9, mac_cut=2.0, speedup_over_mac_cut=0.625)
+    for key, value in expected.items():
+        if not abs(pruned[key] - value) <= 1e-9 * max(1.0, abs(value)):
+            pytest.fail(f"{key}: {pruned[key]} != {value}")
+    assert dense["speedup"] == 1.0 and dense["mac_cut"] == 1.0 and dense["frontend_share"] == 0.25
+    assert other["speedup"] == 0.5 and other["mac_cut"] is None and other["speedup_over_mac_cut"] is None
+    table = markdown_table(rows, "dense")
+    assert "| pruned | 1600 ms | 0.400 | ×1.25 | 16 % | ×2.00 | ×2.00 | 0.62 |" in table
+    with pytest.raises(ValueError, match="reference system 'x'"):
+        summarize(times, {}, 4.0, "x")
+
+
+def test_frontend_clock_adds_up_forward_time_and_leaves_outputs_alone():
+    class Slow(torch.nn.Module):
+        def forward(self, x):
+            time.sleep(0.02)
+            return x * 2
+
+    module = Slow()
+    clock = FrontendClock(module)
+    x = torch.ones(3)
+    assert torch.equal(module(x), x * 2)
+    module(x)
+    assert 0.04 <= clock.seconds < 10.0
+    clock.close()
+    module(x)
+    assert clock.seconds < 10.0 and not module._forward_hooks and not module._forward_pre_hooks
+
+
+def test_decode_config_refuses_unknown_keys(tmp_path):
+    path = tmp_path / "decode.yaml"
+    path.write_text("beam_size: 4\nbeam: 3\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"decode.yaml: keys \['beam'\]"):
+        read_decode_config(path)
+    assert read_decode_config(None, {"beam_size": 2}) == {"beam_size": 2}
+
+
+@pytest.mark.parametrize("shape", ["ctc", "conformer"])
+def test_random_shape_run_decodes_the_same_number_of_tokens(shape, tmp_path):
+    benchmark_decode.main(["--shape", shape, "--small", "--arch", TINY_ARCH, "--vocabulary", "20", "--seconds", "1",
+                           "--tokens", "4", "--rounds", "1", "--warmup", "0", "--targets", "0.5",
+                           "--output_dir", str(tmp_path)] + (["--best_path"] if shape == "ctc" else []))
+    results = json.loads((tmp_path / "results.json").read_text(encoding="utf-8"))
+    rows = results["systems"]
+    expected = ["dense", "frontend_0.5"] if shape == "conformer" else [
+        "dense", "dense_best_path", "frontend_0.5", "frontend_0.5_best_path"]
+    assert list(rows) == expected
+    assert rows["dense"]["tokens"] == rows["frontend_0.5"]["tokens"] == 4
+    assert results["decode_config"]["maxlenratio"] == -4.0 and results["decode_config"]["minlenratio"] == -3.0
+    assert 1.0 < rows["frontend_0.5"]["mac_cut"] <= 2.5
+    for name, row in rows.items():
+        reference = "dense_best_path" if name.endswith("_best_path") else "dense"
+        speedup = rows[reference]["decode_ms"] / row["decode_ms"]
+        if not abs(row["speedup"] - speedup) <= 1e-9:
+            pytest.fail(f"speed-up {row['speedup']} != {speedup}")
+        if not 0.0 < row["frontend_share"] < 1.0:
+            pytest.fail(f"frontend share {row['frontend_share']}")
+    if shape == "ctc":
+        over_beam = rows["frontend_0.5"]["decode_ms"] / rows["frontend_0.5_best_path"]["decode_ms"]
+        if not abs(rows["frontend_0.5_best_path"]["speedup_over_beam"] - over_beam) <= 1e-9:
+            pytest.fail(f"best path over beam {rows['frontend_0.5_best_path']['speedup_over_beam']} != {over_beam}")
+    assert (tmp_path / "results.md").read_text(encoding="utf-8").startswith("| system | decode |")
+
+
+def test_trained_experiments_are_decoded_and_scored(tmp_path):
+    from espnet2.tasks.asr import ASRTask
+
+    config = shapes.train_config("ctc", tiny_config().to_dict(), vocabulary=12, small=True)
+    train_config = shapes.write_train_config(config, tmp_path / "exp" / "config.yaml")
+    model, _ = ASRTask.build_model_from_file(str(train_config), None, "cpu")
+    torch.save(model.state_dict(), tmp_path / "exp" / "valid.acc.ave.pth")
+    rng = np.random.default_rng(0)
+    data = write_data_dir(tmp_path / "data", [Utterance(f"s-{i}", "s", 0.3 * rng.standard_normal(3000).clip(-3, 3) / 3,
+                                                        "w2 w3") for i in range(2)])
+    benchmark_decode.main(["--system", f"a={tmp_path / 'exp'}", "--system",
+                           f"b={tmp_path / 'exp' / 'valid.acc.ave.pth'}", "--data_dir", str(data), "--decode_arg",
+                           "beam_size=1", "--decode_arg", "ctc_weight=1.0", "--rounds", "1", "--warmup", "0",
+                           "--output_dir", str(tmp_path / "out")])
+    results = json.loads((tmp_path / "out" / "results.json").read_text(encoding="utf-8"))
+    a, b = results["systems"]["a"], results["systems"]["b"]
+    assert results["utterances"] == 2 and results["task"] == "asr"
+    assert a["wer"] == b["wer"] and 0.0 <= a["wer"] and a["mac_cut"] == b["mac_cut"] == 1.0
+    with pytest.raises(SystemExit, match="no valid.acc.ave.pth and 0"):
+        benchmark_decode.main(["--system", f"a={tmp_path}", "--rounds", "1"])
