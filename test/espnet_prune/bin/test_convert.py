@@ -427,17 +427,20 @@ def test_packed_zip_converts_to_the_same_model_with_its_files(asr_s3prl):
 
 
 @pytest.mark.slow
-def test_converted_model_fine_tunes_to_a_mac_budget_and_exports(asr_s3prl, tmp_path):
-    """asr.sh --stage 11 --asr_config D/config.yaml --asr_args "--init_param D/<model>.pth", then export."""
-    work, exp, corpus = asr_s3prl["work"], asr_s3prl["exp"], asr_s3prl["corpus"]
+@pytest.mark.parametrize("task", ["asr", "slu"])
+def test_converted_model_fine_tunes_to_a_mac_budget_and_exports(task, request, tmp_path):
+    """asr.sh (slu.sh) --stage 11 --asr_config D/config.yaml --asr_args "--init_param D/<model>.pth", then
+    export."""
+    experiment = request.getfixturevalue(f"{task}_s3prl")
+    work, exp, corpus = experiment["work"], experiment["exp"], experiment["corpus"]
     (tmp_path / "pruning.yaml").write_text(yaml.safe_dump(PRUNING), encoding="utf-8")
-    ready = tmp_path / "asr_converted_pruning"
+    ready = tmp_path / f"{task}_converted_pruning"
     with contextlib.chdir(work):
-        run_convert("--asr_train_config", exp / "config.yaml", "--asr_model_file", exp / "valid.acc.ave.pth",
+        run_convert(f"--{task}_train_config", exp / "config.yaml", f"--{task}_model_file", exp / "valid.acc.ave.pth",
                     "--output_dir", ready, "--pruning", tmp_path / "pruning.yaml")
-    stats = work / "asr_stats"
-    fine_tuned = tmp_path / "exp" / "asr_pruned"
-    train("asr", work, corpus, ready / "config.yaml", stats, ["text"], fine_tuned,
+    stats = work / f"{task}_stats"
+    fine_tuned = tmp_path / "exp" / f"{task}_pruned"
+    train(task, work, corpus, ready / "config.yaml", stats, ["text"], fine_tuned,
           extra=["--init_param", ready / "valid.acc.ave.pth", "--max_epoch", "2",
                  "--num_iters_per_epoch", str(STEPS // 2), "--optim_conf", f"lr={FINE_TUNE_LR}"])
     log = (work / f"{fine_tuned.name}.log").read_text(encoding="utf-8")
