@@ -51,8 +51,16 @@ import yaml
 
 from espnet_prune import register
 from espnet_prune.ssl import cost
+from espnet_prune.ssl.calibration import DEFAULT_CALIBRATION
+from espnet_prune.ssl.onnx_export import INT8_METHODS, INT8_TOLERANCE
 from espnet_prune.utils.finite import NonFiniteError, check_finite, max_abs_diff
-from espnet_prune.utils.output_dir import OutputDirError, check_output_dir, claim_output_dir, replace_file
+from espnet_prune.utils.output_dir import (
+    OutputDirError,
+    check_output_dir,
+    claim_output_dir,
+    refuse_symlink,
+    replace_file,
+)
 
 TASKS = ("asr", "slu")
 #: The name under which export claims its output directories (see espnet_prune.utils.output_dir).
@@ -262,25 +270,31 @@ def _save_model(model: torch.nn.Module, path: Path) -> None:
         torch.save(model.state_dict(), f)
 
 
-def _write_onnx(frontend, onnx: Path, check_seconds: float) -> Dict[str, Any]:
-    """Write ``frontend`` (compact) to the ONNX file ``onnx``; its entry of the report."""
-    from espnet_prune.ssl.onnx_export import export_onnx, max_feature_diff
+def _write_onnx(frontend, onnx: Path, check_seconds: float, int8: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """Write ``frontend`` (compact) to the ONNX file ``onnx``, and with ``int8`` (keyword arguments of
+    :func:`~espnet_prune.ssl.onnx_export.export_int8`: ``method``, ``calibration``, ``tolerance``) its
+    int8 copy ``F.int8.onnx``; their entry of the report."""
+    from espnet_prune.ssl.onnx_export import export_int8, export_onnx, max_feature_diff
 
-    if onnx.is_symlink():
-        raise OutputDirError(f"refusing to write {onnx}: it is a symlink (to {onnx.resolve()})")
-    export_onnx(frontend, onnx)
+    export_onnx(frontend, refuse_symlink(onnx))
     probe = _probe(frontend, check_seconds)
     diff = max_feature_diff(frontend, onnx, [probe])
     if not diff <= TOLERANCE:
         raise RuntimeError(f"{onnx}: onnxruntime's features differ from PyTorch's by {diff:.3g} "
                            f"(tolerance {TOLERANCE:g})")
-    return {"path": str(onnx), "max_abs_diff_torch_vs_onnxruntime": diff}
+    entry = {"path": str(onnx), "max_abs_diff_torch_vs_onnxruntime": diff}
+    if int8 is not None:
+        entry["int8"] = export_int8(frontend, onnx, refuse_symlink(onnx.with_suffix(".int8.onnx")), **int8)
+        logging.info("wrote %s (%s int8: %s)", entry["int8"]["path"], entry["int8"]["method"], entry["int8"]["reason"])
+    return entry
 
 
 def export(train_config: Path, model_file: Path, output: Path, task: Optional[str] = None,
-           check_seconds: float = 1.0, onnx: Optional[Path] = None) -> Dict[str, Any]:
+           check_seconds: float = 1.0, onnx: Optional[Path] = None,
+           onnx_int8: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
     """Write the compact model file ``output`` and its report ``output.with_suffix(".json")``
-    (and the compact frontend to the ONNX file ``onnx`` if given).
+    (and the compact frontend to the ONNX file ``onnx`` if given, with its int8 copy if
+    ``onnx_int8`` gives :func:`~espnet_prune.ssl.onnx_export.export_int8`'s options).
 
     The model file loads with the unchanged ``train_config``; ``output`` is replaced as a file
     of its own (never written through a symlink) and may not be one of the inputs. Returns the
@@ -293,7 +307,7 @@ def export(train_config: Path, model_file: Path, output: Path, task: Optional[st
     output.parent.mkdir(parents=True, exist_ok=True)
     _save_model(model, output)
     if onnx is not None:
-        report["onnx"] = _write_onnx(model.frontend, onnx, check_seconds)
+        report["onnx"] = _write_onnx(model.frontend, onnx, check_seconds, onnx_int8)
     _write_report(report, output.with_suffix(".json"))
     return report
 
@@ -341,9 +355,10 @@ def standalone_config(config: Dict[str, Any], structure: Dict[str, Any], output_
 
 def export_experiment(train_config: Path, model_file: Path, output_dir: Path, task: Optional[str] = None,
                       check_seconds: float = 1.0, onnx: Optional[Path] = None,
-                      size: Optional[int] = None) -> Dict[str, Any]:
+                      size: Optional[int] = None, onnx_int8: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
     """Write the standalone experiment directory ``output_dir`` (see the module docstring),
-    and the compact frontend to the ONNX file ``onnx`` if given; ``size``: which size of a run
+    and the compact frontend to the ONNX file ``onnx`` if given (``onnx_int8``: as for
+    :func:`export`); ``size``: which size of a run
     with several sizes (see :func:`compact_model`).
 
     The directory is rebuilt from its own files (with ESPnet's ``build_model_from_file``)
@@ -385,7 +400,7 @@ def export_experiment(train_config: Path, model_file: Path, output_dir: Path, ta
     report.update(output_dir=str(output_dir), config=str(output_dir / "config.yaml"),
                   output=str(output_dir / model_name), files=files, max_abs_diff_gated_vs_exported=max_diff)
     if onnx is not None:
-        report["onnx"] = _write_onnx(model.frontend, onnx, check_seconds)
+        report["onnx"] = _write_onnx(model.frontend, onnx, check_seconds, onnx_int8)
     _write_report(report, (output_dir / model_name).with_suffix(".json"))
     return report
 
@@ -422,7 +437,8 @@ def pruning_sizes(train_config: Path) -> List[Dict[str, float]]:
 
 
 def export_sizes(train_config: Path, model_file: Path, output_dir: Path, task: Optional[str] = None,
-                 check_seconds: float = 1.0, onnx: Optional[Path] = None) -> Dict[str, Any]:
+                 check_seconds: float = 1.0, onnx: Optional[Path] = None,
+                 onnx_int8: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
     """Every size of a run with several sizes as its own standalone experiment,
     ``output_dir/target0.80/``, ``output_dir/target0.60/`` ... (each as :func:`export_experiment`
     writes it; ``onnx`` ``F.onnx`` becomes ``F.target0.80.onnx`` ...), and the summary of every
@@ -443,7 +459,7 @@ def export_sizes(train_config: Path, model_file: Path, output_dir: Path, task: O
         size_onnx = None if onnx is None else onnx.with_name(f"{onnx.stem}.{name}{onnx.suffix}")
         logging.info("size %d of %d: %s -> %s", index + 1, len(sizes), name, output_dir / name)
         reports.append(export_experiment(train_config, model_file, output_dir / name, task, check_seconds,
-                                         size_onnx, size=index))
+                                         size_onnx, size=index, onnx_int8=onnx_int8))
     rows = summary_rows(reports)
     table = summary_table(rows, reports[0]["reference_seconds"])
     _write_report({"train_config": str(train_config), "model_file": str(model_file), "sizes": rows},
@@ -521,6 +537,16 @@ def get_parser() -> argparse.ArgumentParser:
                               "loads with the unchanged training config")
     parser.add_argument("--onnx", type=Path, default=None,
                         help="also write the compact frontend to this ONNX file (see espnet_prune.ssl.onnx_export)")
+    int8 = parser.add_argument_group("int8 copy of the ONNX file (F.int8.onnx beside --onnx F.onnx)")
+    int8.add_argument("--onnx_int8", choices=INT8_METHODS, default=None,
+                      help="dynamic: onnxruntime's dynamic int8; static: int8 calibrated on --calibration speech "
+                           "(convolutions included); fastest: both, timed here, the faster one within "
+                           "--int8_tolerance is written (the report says which and why)")
+    int8.add_argument("--calibration", default=DEFAULT_CALIBRATION,
+                      help="speech that calibrates static int8: synth:N (N utterances synthesised offline with "
+                           "eSpeak NG) or a Kaldi wav.scp (e.g. data/train/wav.scp)")
+    int8.add_argument("--int8_tolerance", type=float, default=INT8_TOLERANCE,
+                      help="largest relative L2 distance of the int8 features from fp32 on held-out speech")
     return parser
 
 
@@ -530,19 +556,28 @@ def main(cmd: Optional[List[str]] = None) -> None:
     for path in (args.train_config, args.model_file):
         if not path.is_file():
             sys.exit(f"export: {path} does not exist")
+    onnx_int8 = None
+    if args.onnx_int8 is not None:
+        if args.onnx is None:
+            sys.exit("export: --onnx_int8 writes the int8 copy of the --onnx file; give --onnx F.onnx too")
+        if not args.calibration.startswith("synth:") and not Path(args.calibration).is_file():
+            sys.exit(f"export: --calibration {args.calibration} is neither synth:N nor an existing wav.scp")
+        onnx_int8 = {"method": args.onnx_int8, "calibration": args.calibration, "tolerance": args.int8_tolerance}
     try:
-        _export(args)
+        _export(args, onnx_int8)
     except (OutputDirError, NonFiniteError) as error:
         sys.exit(f"export: {error}")
 
 
-def _export(args: argparse.Namespace) -> None:
-    """Export as ``args`` (parsed by :func:`get_parser`) says; log the reports."""
+def _export(args: argparse.Namespace, onnx_int8: Optional[Dict[str, Any]]) -> None:
+    """Export as ``args`` (parsed by :func:`get_parser`) says, with ``onnx_int8`` the int8 copy's options; log
+    the reports."""
     if len(pruning_sizes(args.train_config)) > 1:
         if args.output_dir is None:
             sys.exit(f"export: {args.train_config} yields several sizes (frontend_conf.pruning.targets): export "
                      "them with --output_dir D, one standalone experiment per size in D/target0.80/ ...")
-        result = export_sizes(args.train_config, args.model_file, args.output_dir, args.task, onnx=args.onnx)
+        result = export_sizes(args.train_config, args.model_file, args.output_dir, args.task, onnx=args.onnx,
+                              onnx_int8=onnx_int8)
         for report in result["sizes"]:
             _log_report(report, args)
         print(result["table"])
@@ -550,9 +585,10 @@ def _export(args: argparse.Namespace) -> None:
         return
     if args.output_dir is not None:
         report = export_experiment(args.train_config, args.model_file, args.output_dir, args.task,
-                                   onnx=args.onnx)
+                                   onnx=args.onnx, onnx_int8=onnx_int8)
     else:
-        report = export(args.train_config, args.model_file, args.output, args.task, onnx=args.onnx)
+        report = export(args.train_config, args.model_file, args.output, args.task, onnx=args.onnx,
+                        onnx_int8=onnx_int8)
     _log_report(report, args)
 
 

@@ -101,6 +101,16 @@ def claim_output_dir(directory: Union[str, Path], command: str, marker: Optional
     return directory
 
 
+def refuse_symlink(path: Union[str, Path]) -> Path:
+    """``path``, or :class:`OutputDirError` if it is a symlink (writing it would change the file it
+    points to); for files a library writes by name (ONNX export)."""
+    path = Path(path)
+    if path.is_symlink():
+        raise OutputDirError(f"refusing to write {path}: it is a symlink (to {os.readlink(path)}), "
+                             "and writing it would change the file it points to")
+    return path
+
+
 def _umask() -> int:
     current = os.umask(0o022)
     os.umask(current)
@@ -120,10 +130,7 @@ def replace_file(path: Union[str, Path], mode: str = "wb") -> Iterator:
         with replace_file(output_dir / "model.pth") as f:
             torch.save(state, f)
     """
-    path = Path(path)
-    if path.is_symlink():
-        raise OutputDirError(f"refusing to write {path}: it is a symlink (to {os.readlink(path)}), "
-                             "and writing it would change the file it points to")
+    path = refuse_symlink(path)
     if path.is_dir():
         raise OutputDirError(f"refusing to write {path}: it is a directory")
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)

@@ -12,7 +12,8 @@ from typing import Callable, Dict, List, Mapping, Optional
 
 def time_interleaved(calls: Mapping[str, Callable[[], object]], rounds: int, warmup: int = 2,
                      rotate: bool = False,
-                     on_round: Optional[Callable[[int, Dict[str, float]], None]] = None) -> Dict[str, float]:
+                     on_round: Optional[Callable[[int, Dict[str, float]], None]] = None,
+                     clock: Callable[[], float] = time.perf_counter) -> Dict[str, float]:
     """Median seconds per call of every entry of ``calls``.
 
     Args:
@@ -22,6 +23,8 @@ def time_interleaved(calls: Mapping[str, Callable[[], object]], rounds: int, war
         rotate: start each timed round one entry later (round r calls entry r mod n first), so
             that no call always runs right after the same other one.
         on_round: called after each timed round with its index (0-based) and ``{name: seconds}``.
+        clock: the clock (wall time; ``time.process_time`` counts this process's CPU time only,
+            which other processes on a shared machine disturb less).
     Returns:
         ``{name: median seconds}``.
     """
@@ -35,9 +38,9 @@ def time_interleaved(calls: Mapping[str, Callable[[], object]], rounds: int, war
     for index in range(rounds):
         shift = index % len(names) if rotate and names else 0
         for name in names[shift:] + names[:shift]:
-            start = time.perf_counter()
+            start = clock()
             calls[name]()
-            times[name].append(time.perf_counter() - start)
+            times[name].append(clock() - start)
         if on_round is not None:
             on_round(index, {name: values[-1] for name, values in times.items()})
     return {name: statistics.median(values) for name, values in times.items()}

@@ -120,3 +120,40 @@ def test_quantize_asr_model_quantizes_every_linear_map_of_the_frontend(exported)
     fp32_tokens, int8_tokens = hypotheses(fp32, exported["speech"]), hypotheses(int8, exported["speech"])
     errors = sum(editdistance.eval(a, b) for a, b in zip(fp32_tokens, int8_tokens))
     assert errors / sum(map(len, fp32_tokens)) < 0.2, (fp32_tokens, int8_tokens)
+
+
+def test_export_writes_the_int8_copy_it_chose(exported, tmp_path):
+    """``--onnx_int8 fastest``: both int8 candidates checked on held-out speech and timed; the report
+    records which was written and why. (This random 48-wide model's features move 20-30 % under
+    either int8, hence the wide tolerance: the plumbing is tested here, the accuracy on
+    wav2vec2-base by benchmark_deploy.)"""
+    from espnet_prune.bin import export
+
+    output, onnx = tmp_path / "compact.pth", tmp_path / "frontend.onnx"
+    export.main(["--train_config", str(exported["exp"] / "config.yaml"), "--model_file",
+                 str(exported["exp"] / "valid.acc.ave.pth"), "--output", str(output), "--onnx", str(onnx),
+                 "--onnx_int8", "fastest", "--calibration", "synth:3", "--int8_tolerance", "0.5"])
+    entry = json.loads(output.with_suffix(".json").read_text(encoding="utf-8"))["onnx"]["int8"]
+    assert entry["path"] == str(tmp_path / "frontend.int8.onnx") and (tmp_path / "frontend.int8.onnx").is_file()
+    assert entry["method"] in ("dynamic", "static") and entry["tolerance"] == 0.5
+    assert sorted(entry["latency_ms"]) == ["dynamic", "fp32", "static"]
+    assert entry["rel_l2_vs_fp32"][entry["method"]] <= 0.5 and "fastest int8 variant" in entry["reason"]
+    frontend = speech2text(exported).asr_model.frontend
+    int8 = OnnxFrontend(entry["path"], threads=1)
+    speech = exported["speech"][0][None]
+    lengths = torch.tensor([speech.shape[1]])
+    with torch.no_grad():
+        expected, _ = frontend(speech, lengths)
+    actual, _ = int8(speech, lengths)
+    assert float((actual - expected).norm() / expected.norm()) <= 0.5
+
+
+def test_export_int8_options_are_checked(exported, tmp_path):
+    from espnet_prune.bin import export
+
+    base = ["--train_config", str(exported["exp"] / "config.yaml"), "--model_file",
+            str(exported["exp"] / "valid.acc.ave.pth"), "--output", str(tmp_path / "compact.pth")]
+    with pytest.raises(SystemExit, match="give --onnx F.onnx too"):
+        export.main(base + ["--onnx_int8", "static"])
+    with pytest.raises(SystemExit, match="neither synth:N nor an existing wav.scp"):
+        export.main(base + ["--onnx", str(tmp_path / "f.onnx"), "--onnx_int8", "static", "--calibration", "nope"])
