@@ -2,15 +2,10 @@ import pytest
 import torch
 
 from espnet_prune.layers.hard_concrete import HardConcreteGate
-from espnet_prune.pruning import controller as controller_module
-from espnet_prune.pruning.controller import (
-    GAP_SCALE,
-    LAMBDA2_RATE_GROWTH,
-    LAMBDA2_RATE_MAX,
-    RUN_LENGTH_PER_WARMUP,
-    STALLED_STEPS,
-    PruningController,
-)
+from espnet_prune.pruning import multipliers as multipliers_module
+from espnet_prune.pruning.controller import PruningController
+from espnet_prune.pruning.multipliers import GAP_SCALE, LAMBDA2_RATE_GROWTH, LAMBDA2_RATE_MAX, STALLED_STEPS
+from espnet_prune.pruning.reports import RUN_LENGTH_PER_WARMUP
 from espnet_prune.ssl import cost
 from espnet_prune.ssl.config import tiny_config
 from espnet_prune.ssl.model import SSLEncoder
@@ -231,7 +226,7 @@ def test_a_budget_the_task_resists_is_reached_because_lambda2_step_grows(config,
     """With a fixed multiplier step the run ends ~6 points above its target; the stalled gap
     makes lambda2's step grow, and the run ends on its target without overshooting it."""
     with monkeypatch.context() as fixed:
-        fixed.setattr(controller_module, "LAMBDA2_RATE_GROWTH", 1.0)
+        fixed.setattr(multipliers_module, "LAMBDA2_RATE_GROWTH", 1.0)
         assert resisting_run(config, strength=5.0, steps=600, warmup_steps=300) > 0.54
     assert resisting_run(config, strength=5.0, steps=600, warmup_steps=300) == pytest.approx(0.5, abs=0.015)
 
@@ -467,7 +462,7 @@ def test_the_readme_states_the_run_length_rule_the_controller_advises():
 
     from espnet_prune.demo.settings import PARAMS_REG_LR, DemoSettings
     from espnet_prune.pruning.config import PruningConfig
-    from espnet_prune.pruning.controller import MIN_WARMUP_TIMES_LR
+    from espnet_prune.pruning.metrics import MIN_WARMUP_TIMES_LR
 
     text = (Path(__file__).parents[3] / "README.md").read_text(encoding="utf-8")
     assert f"**Rule: train at least `{RUN_LENGTH_PER_WARMUP:g} × warmup_steps` optimizer steps**" in text
@@ -492,7 +487,7 @@ def test_the_readme_states_the_run_length_rule_the_controller_advises():
 def test_the_readme_states_how_lambda2_step_grows():
     from pathlib import Path
 
-    from espnet_prune.pruning.controller import LAMBDA2_RATE_SHRINK
+    from espnet_prune.pruning.multipliers import LAMBDA2_RATE_SHRINK
 
     text = " ".join((Path(__file__).parents[3] / "README.md").read_text(encoding="utf-8").split())
     assert f"it would not vanish within {STALLED_STEPS} steps, or it widens" in text
