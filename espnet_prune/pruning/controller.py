@@ -13,14 +13,12 @@ together the parts that each do one thing:
 * :mod:`~espnet_prune.pruning.multisize`: the schedule and snapshots of a run with several sizes;
 * :mod:`~espnet_prune.pruning.reports`: where the budgets stand, and what to change.
 
-The budget(s)' target ramps from the structure's initial ratio down during warm-up, and the
-Lagrange multipliers are maximised while everything else is minimised.
-
-The constraint value is the cost of the deterministic mask, the structure that export
-keeps, with the expected cost's gradient (a straight-through estimate): it is the exported
-size that has to meet the target. That mask rounds the gates jointly so that its cost
-matches the expected cost (:meth:`PruningController.deterministic_counts`); rounding each gate
-alone made an undecided sublayer cost all or nothing of it, steps of ~11 % on small models.
+The budget(s)' target ramps down during warm-up; the Lagrange multipliers are maximised while
+everything else is minimised. The constraint value is the cost of the deterministic mask, the
+structure that export keeps, with the expected cost's gradient (a straight-through estimate): it
+is the exported size that has to meet the target. That mask rounds the gates jointly so that its
+cost matches the expected cost (:meth:`PruningController.deterministic_counts`); rounding each
+gate alone made an undecided sublayer cost all or nothing of it, steps of ~11 % on small models.
 """
 
 from typing import Dict, List, Optional, Tuple, Union
@@ -31,7 +29,7 @@ from torch import Tensor, nn
 from espnet_prune.pruning import reports
 from espnet_prune.pruning.config import PruningConfig
 from espnet_prune.pruning.gates import GateBank
-from espnet_prune.pruning.metrics import metric_cost
+from espnet_prune.pruning.metrics import budget_ratios, metric_cost
 from espnet_prune.pruning.multipliers import multiplier_step
 from espnet_prune.pruning.multisize import SNAPSHOTS_ATTRIBUTE, SizeSchedule, SizeSnapshots
 from espnet_prune.pruning.reports import BUDGET_TOLERANCE
@@ -59,23 +57,18 @@ class PruningController(nn.Module):
         elif settings:
             raise TypeError(f"PruningController takes a PruningConfig or its keys, not both: {sorted(settings)}")
         self.pruning = pruning
-        units = list(pruning.units)
-        metric = pruning.metric
-        warmup_steps, reference_seconds = pruning.warmup_steps, pruning.reference_seconds
-        temperature, init_keep_prob = pruning.temperature, pruning.init_keep_prob
-
         self.config = config
-        self.units = units
-        self.metric = metric
-        self.warmup_steps = int(warmup_steps)
-        self.reference_seconds = float(reference_seconds)
+        self.units = list(pruning.units)
+        self.metric = pruning.metric
+        self.warmup_steps = int(pruning.warmup_steps)
+        self.reference_seconds = float(pruning.reference_seconds)
         # The budgets of the (last, with ``targets``: smallest) size; see _init_sizes.
         self.budgets: Dict[str, float] = {name: float(value) for name, value in pruning.sizes()[-1].items()}
 
         # One gate per gated layer of a vector unit (``gates[unit][str(layer)]``, for the CNN
         # ``gates["conv"][layer]`` with min_keep=1), one gate over the gated layers of a scalar
         # unit (``gates[unit]``); see espnet_prune.pruning.gates.
-        self.gates = GateBank(config, units, temperature, init_keep_prob)
+        self.gates = GateBank(config, self.units, pruning.temperature, pruning.init_keep_prob)
 
         # The multipliers are state updated by advance(), not trained by the optimizer
         # (espnet_prune.pruning.multipliers); parameters without gradient so that checkpoints keep them.
@@ -131,30 +124,17 @@ class PruningController(nn.Module):
         return self.gates.masks(self.step.device)
 
     # ------------------------------------------------------------------ cost
-    def expected_counts(self) -> cost.UnitCounts:
-        """Expected unit counts under the gate distributions (:meth:`GateBank.expected_counts`)."""
-        return self.gates.expected_counts()
-
     def _cost(self, counts: cost.UnitCounts) -> Dict[str, Tensor]:
         return metric_cost(self.metric, self.config, self.reference_seconds, counts)
 
     def expected_cost(self) -> Dict[str, Tensor]:
         """Expected ``{"cnn", "pos_conv", "transformer", "total"}`` cost (MACs or params)."""
-        return self._cost(self.expected_counts())
+        return self._cost(self.gates.expected_counts())
 
     def budget_ratios(self, costs: Dict[str, Union[float, Tensor]]) -> Dict[str, Union[float, Tensor]]:
-        """Keep ratio of each budget for ``costs`` (``{"cnn", "total", ...}`` of this metric):
-        ``total`` / dense total, ``cnn`` / dense CNN, ``transformer`` = everything but the CNN."""
-        dense = self.dense_cost
-        ratios = {}
-        for name in self.budgets:
-            if name == "total":
-                ratios[name] = costs["total"] / dense["total"]
-            elif name == "cnn":
-                ratios[name] = costs["cnn"] / dense["cnn"]
-            else:
-                ratios[name] = (costs["total"] - costs["cnn"]) / (dense["total"] - dense["cnn"])
-        return ratios
+        """Keep ratio of each budget for ``costs`` (``{"cnn", "total", ...}`` of this metric;
+        :func:`~espnet_prune.pruning.metrics.budget_ratios`)."""
+        return budget_ratios(self.budgets, costs, self.dense_cost)
 
     def expected_ratios(self) -> Dict[str, Tensor]:
         """Expected keep ratio of each budget: ``total``, or ``cnn`` and ``transformer``."""
@@ -318,7 +298,7 @@ class PruningController(nn.Module):
         return reports.budget_warnings(self, tolerance)
 
     def sizes_report(self, tolerance: float = BUDGET_TOLERANCE) -> List[Dict]:
-        """Where every size stands (:func:`espnet_prune.pruning.reports.sizes_report`)."""
+        """Where every size stands (:func:`~espnet_prune.pruning.reports.sizes_report`)."""
         return reports.sizes_report(self, tolerance)
 
     def size_warnings(self, tolerance: float = BUDGET_TOLERANCE) -> List[str]:

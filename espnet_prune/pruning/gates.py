@@ -9,7 +9,7 @@ budget-matching rounding (:mod:`espnet_prune.pruning.rounding`) moves each gate'
 the units that are still undecided. It knows nothing of costs or budgets.
 """
 
-from typing import Callable, Dict, List, Tuple
+from typing import Callable, Dict, List, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -20,9 +20,15 @@ from espnet_prune.ssl.config import EncoderConfig
 from espnet_prune.ssl.model import Masks
 from espnet_prune.ssl.units import UNITS, Unit
 
-#: The order in which gates are created and sampled (their initial noise and samples come from
-#: the global RNG in this order, so seeded runs reproduce): vector units, then scalar units.
-GATE_ORDER = tuple(unit for unit in UNITS if not unit.scalar) + tuple(unit for unit in UNITS if unit.scalar)
+
+def gate_order(table: Sequence[Unit]) -> Tuple[Unit, ...]:
+    """The order in which gates are created and sampled (their initial noise and samples come from
+    the global RNG in this order, so seeded runs reproduce): vector units, then scalar units."""
+    return tuple(unit for unit in table if not unit.scalar) + tuple(unit for unit in table if unit.scalar)
+
+
+#: :func:`gate_order` of the SSL encoder's units.
+GATE_ORDER = gate_order(UNITS)
 #: A unit is "undecided" when its keep probability lies strictly between these bounds.
 UNDECIDED = (0.1, 0.9)
 
@@ -35,15 +41,17 @@ class GateBank(nn.ModuleDict):
 
     Args:
         config: structure of the encoder to prune.
-        units: names of the pruning units to gate (:mod:`espnet_prune.ssl.units`).
+        units: names of the pruning units to gate ...
         temperature: hard-concrete temperature beta.
         init_keep_prob: initial keep probability of every unit.
+        table: ... among these units (default: the SSL encoder's, :data:`espnet_prune.ssl.units.UNITS`).
     """
 
-    def __init__(self, config: EncoderConfig, units: List[str], temperature: float, init_keep_prob: float):
+    def __init__(self, config: EncoderConfig, units: List[str], temperature: float, init_keep_prob: float,
+                 table: Sequence[Unit] = UNITS):
         super().__init__()
         self.config = config
-        self.gated_units: List[Unit] = [unit for unit in GATE_ORDER if unit.name in units]
+        self.gated_units: List[Unit] = [unit for unit in gate_order(table) if unit.name in units]
         #: The gated layers of each scalar unit (its gate's entries, in order).
         self.scalar_layers: Dict[str, List[int]] = {}
         for unit in self.gated_units:

@@ -9,7 +9,9 @@ function (in :mod:`espnet_prune.ssl.cost`) and one entry here.
 """
 
 from dataclasses import dataclass
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, Iterable, Optional, Union
+
+from torch import Tensor
 
 from espnet_prune.ssl import cost
 from espnet_prune.ssl.config import EncoderConfig
@@ -48,3 +50,19 @@ def metric_cost(metric: str, config: EncoderConfig, reference_seconds: float,
                 counts: Optional[cost.UnitCounts] = None) -> Dict[str, cost.Number]:
     """The ``metric`` cost of ``config`` (or of ``counts`` on it), MACs for ``reference_seconds``."""
     return METRICS[metric].cost(config, reference_seconds, counts)
+
+
+def budget_ratios(budgets: Iterable[str], costs: Dict[str, Union[float, Tensor]],
+                  dense: Dict[str, float]) -> Dict[str, Union[float, Tensor]]:
+    """Keep ratio of each budget for ``costs`` against the ``dense`` cost (both ``{"cnn", "total",
+    ...}`` of one metric): ``total`` / dense total, ``cnn`` / dense CNN, ``transformer`` =
+    everything but the CNN."""
+    ratios = {}
+    for name in budgets:
+        if name == "total":
+            ratios[name] = costs["total"] / dense["total"]
+        elif name == "cnn":
+            ratios[name] = costs["cnn"] / dense["cnn"]
+        else:
+            ratios[name] = (costs["total"] - costs["cnn"]) / (dense["total"] - dense["cnn"])
+    return ratios

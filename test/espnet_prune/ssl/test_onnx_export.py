@@ -7,7 +7,6 @@ import pytest
 import torch
 
 from espnet_prune.asr.frontend.pruned_ssl import PrunedSSLFrontend
-from espnet_prune.ssl.config import tiny_config
 from espnet_prune.ssl.model import EmptyLinear, SSLEncoder
 from espnet_prune.ssl.onnx_export import (
     INPUT_NAMES,
@@ -20,6 +19,7 @@ from espnet_prune.ssl.onnx_export import (
 )
 from espnet_prune.utils.espeak import synthesize
 from test.espnet_prune.conftest import make_batch, perturb_
+from test.espnet_prune.ssl.tiny import tiny_config
 
 TOLERANCE = 1e-4
 ARCH = dict(tiny_config(embed_dim=48, ffn_dims=80).to_dict())
