@@ -8,7 +8,7 @@ deals with units iterates over :data:`UNITS` instead of naming them:
 * the cost model (:mod:`espnet_prune.ssl.cost`) takes one count per layer of each unit
   (its *cost term*: the number of kept channels / heads / FFN units, or 1 / 0 for a kept /
   removed sublayer), keyed by the unit's name;
-* the controller (:mod:`espnet_prune.pruning.controller`) builds one hard-concrete gate per
+* the gate bank (:mod:`espnet_prune.pruning.gates`) builds one hard-concrete gate per
   layer that has the unit (:meth:`Unit.gated_layers`), or one gate over those layers for a
   scalar unit;
 * physical pruning (:mod:`espnet_prune.ssl.prune`) removes what each unit's mask zeroes,
