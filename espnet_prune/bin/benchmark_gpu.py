@@ -37,7 +37,10 @@ SIZES: Dict[str, Dict[str, Any]] = {
     "full": dict(arch="wav2vec2_base", frontend_seconds=10.0, batches=(1, 16), targets=(0.7, 0.5), rounds=5,
                  decode_seconds=5.0, tokens=30, decode_rounds=3, small=False, train_batch=8, train_seconds=4.0,
                  train_rounds=5, s3prl=dict()),
-    "tiny": dict(arch="tiny", frontend_seconds=1.0, batches=(1, 2), targets=(0.7, 0.5), rounds=1,
+    "tiny": dict(arch=dict(model_type="wav2vec2", extractor_mode="group_norm",
+                           conv_layers=[[32, 10, 5]] + [[32, 3, 2]] * 4 + [[32, 2, 2]] * 2, embed_dim=32,
+                           num_layers=2, num_heads=4, ffn_dims=64, pos_conv_kernel=16, pos_conv_groups=4),
+                 frontend_seconds=1.0, batches=(1, 2), targets=(0.7, 0.5), rounds=1,
                  decode_seconds=1.0, tokens=4, decode_rounds=1, small=True, train_batch=2, train_seconds=1.0,
                  train_rounds=1,
                  s3prl=dict(extractor_mode="default", conv_feature_layers="[(32,10,5)] + [(32,3,2)]*4 + [(32,2,2)]*2",
@@ -48,10 +51,8 @@ SIZES: Dict[str, Dict[str, Any]] = {
 
 def arch_config(size: Dict[str, Any]):
     """The SSL encoder config of ``size`` (dropouts off)."""
-    from espnet_prune.ssl.config import get_config, tiny_config
+    from espnet_prune.ssl.config import get_config
 
-    if size["arch"] == "tiny":
-        return tiny_config()
     return get_config(size["arch"], encoder_projection_dropout=0.0, encoder_dropout=0.0, attention_dropout=0.0,
                       activation_dropout=0.0, layer_drop=0.0)
 

@@ -50,6 +50,8 @@ import torch
 import yaml
 
 from espnet_prune import register
+from espnet_prune.pruning.metrics import METRICS, metric_cost
+from espnet_prune.pruning.reports import budget_summary
 from espnet_prune.ssl import cost
 from espnet_prune.ssl.calibration import DEFAULT_CALIBRATION
 from espnet_prune.ssl.onnx_export import INT8_METHODS, INT8_TOLERANCE
@@ -101,49 +103,8 @@ def task_class(task: str):
 
 
 def encoder_cost(config, seconds: float) -> Dict[str, Dict[str, float]]:
-    return {"params": {k: float(v) for k, v in cost.count_params(config).items()},
-            "macs": {k: float(v) for k, v in cost.count_macs(config, seconds).items()}}
-
-
-def budget_summary(controller, compact_config) -> Dict[str, Any]:
-    """Where the controller's budgets stand for the model being exported.
-
-    ``budgets[name]`` holds the final ``target``, the ``expected`` ratio under the gates, the
-    ratio of the ``exported`` structure, ``reached`` (exported within
-    ``BUDGET_TOLERANCE`` of the target) and ``advice``; ``explanation`` says why exported and
-    expected ratios differ by more than 0.01 (``None`` otherwise); ``warnings`` repeats the
-    end-of-training warning of each missed budget.
-    """
-    from espnet_prune.pruning.controller import UNDECIDED
-
-    report = controller.budget_report()
-    if controller.metric == "macs":
-        compact = cost.count_macs(compact_config, controller.reference_seconds)
-    else:
-        compact = cost.count_params(compact_config)
-    exported = controller.budget_ratios({k: float(v) for k, v in compact.items()})
-    budgets, differ = {}, []
-    for name, entry in report.items():
-        budgets[name] = {"target": entry["target"], "expected": entry["expected"], "exported": exported[name],
-                         "reached": entry["reached"], "advice": entry["advice"]}
-        if abs(exported[name] - entry["expected"]) > 0.01:
-            differ.append(f"{name}: exported {exported[name]:.3f}, expected {entry['expected']:.3f}")
-    undecided = controller.undecided_units()
-    explanation = None
-    if differ:
-        where = ", ".join(f"{gate} {count}" for gate, count in undecided.items()) or "none"
-        explanation = (f"exported and expected {controller.metric} ratios differ ({'; '.join(differ)}): the "
-                       "deterministic mask rounds every gate to whole units and then adds or removes units (one "
-                       "sublayer more or less at most) to match the expected cost, but no such structure came "
-                       "closer: units with keep probabilities between "
-                       f"{UNDECIDED[0]} and {UNDECIDED[1]} (undecided: {where}) count fractionally in the "
-                       "expectation but wholly or not at all in the structure, and the units left to move are "
-                       "too coarse (whole sublayers, heads) or decided; the training steers the exported "
-                       "structure, not the expectation, to the target")
-    return {"metric": controller.metric, "steps": int(controller.step), "warmup_steps": controller.warmup_steps,
-            **({"hold_steps": controller.pruning.effective_hold_steps} if controller.size_schedule is not None else {}),
-            "budgets": budgets, "undecided_units": undecided, "explanation": explanation,
-            "warnings": controller.budget_warnings()}
+    """``{metric: {"cnn", "pos_conv", "transformer", "total"}}`` of ``config`` in every metric."""
+    return {metric: {k: float(v) for k, v in metric_cost(metric, config, seconds).items()} for metric in METRICS}
 
 
 def _probe(frontend, check_seconds: float) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -204,7 +165,7 @@ def compact_model(train_config: Path, model_file: Path, task: Optional[str] = No
         "encoder": {"before": dense, "after": compact,
                     "ratio": {metric: {k: compact[metric][k] / dense[metric][k] for k in dense[metric]
                                        if dense[metric][k]}
-                              for metric in ("params", "macs")}},
+                              for metric in dense}},
         "model_params": {"before": model_params_before, "after": sum(p.numel() for p in model.parameters())},
         "structure": structures,
         "max_abs_diff_gated_vs_compact": max_diff,

@@ -8,41 +8,14 @@ parameter names (a torchaudio-style state dict, which ``frontend_conf.checkpoint
 together with ``frontend_conf.arch``), and the architecture (``frontend_conf.arch`` of
 ``EXP_DIR/config.yaml``) beside it as ``<output>.json`` without the ``.pth``. The espeak_demo
 recipes and the demo use it for their SSL stand-in, which they train instead of downloading
-a pretrained model.
+a pretrained model (see :mod:`espnet_prune.ssl.extract`).
 """
 
 import argparse
-import json
 from pathlib import Path
 from typing import Optional, Sequence
 
-import torch
-import yaml
-
-PREFIX = "frontend.encoder."
-
-
-def extract_ssl(exp_dir: Path, output: Path, model_file: str = "valid.cer_ctc.best.pth") -> int:
-    """Write ``output`` (and its ``.json``) from ``exp_dir``; returns the number of tensors."""
-    model_path = exp_dir / model_file
-    if not model_path.is_file():
-        raise FileNotFoundError(f"{model_path} does not exist: the training did not finish")
-    config_path = exp_dir / "config.yaml"
-    if not config_path.is_file():
-        raise FileNotFoundError(f"{config_path} does not exist: not an ESPnet experiment directory")
-    with open(config_path, encoding="utf-8") as f:
-        config = yaml.safe_load(f) or {}
-    if config.get("frontend") != "pruned_ssl":
-        raise ValueError(f"{config_path}: frontend is {config.get('frontend')!r}, not pruned_ssl")
-    state = torch.load(model_path, map_location="cpu", weights_only=True)
-    encoder = {key[len(PREFIX):]: value for key, value in state.items() if key.startswith(PREFIX)}
-    if not encoder:
-        raise ValueError(f"{model_path} has no {PREFIX}* parameters")
-    output.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(encoder, output)
-    arch = (config.get("frontend_conf") or {}).get("arch")
-    output.with_suffix(".json").write_text(json.dumps(arch, indent=2) + "\n", encoding="utf-8")
-    return len(encoder)
+from espnet_prune.ssl.extract import extract_ssl
 
 
 def main(cmd: Optional[Sequence[str]] = None) -> None:

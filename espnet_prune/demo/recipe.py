@@ -152,7 +152,7 @@ class DemoRecipe:
     def extract_standin_encoder(self) -> str:
         """Save the stand-in's SSL encoder (``frontend.encoder.*`` of its best model) for fine-tuning
         (what run.sh does with ``python -m espnet_prune.bin.extract_ssl``)."""
-        from espnet_prune.bin.extract_ssl import extract_ssl
+        from espnet_prune.ssl.extract import extract_ssl
 
         try:
             count = extract_ssl(self.paths.exp(SSL_STANDIN), self.paths.ssl_checkpoint)

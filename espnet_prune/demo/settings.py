@@ -37,7 +37,7 @@ SEPARATE_RUNS = {"hj_macs_multi": "hj_macs"}
 #: The committed ones are in :data:`espnet_prune.demo.layout.COMMITTED_STANDINS`.
 STANDINS = ("ctc", "ctc_committed", "pretrained")
 #: ``reg_lr`` of a params budget (the fine-tuning configs' 0.05 serves the MAC budgets): it needs
-#: about twice the multiplier (``MIN_WARMUP_TIMES_LR`` of espnet_prune.pruning.controller:
+#: about twice the multiplier (``MIN_WARMUP_TIMES_LR`` of espnet_prune.pruning.metrics:
 #: ``prune_warmup_steps`` 200 x 0.1 = 20).
 PARAMS_REG_LR = 0.1
 #: HJ-Size (a params budget) aimed at a MAC keep ratio r gets the params target

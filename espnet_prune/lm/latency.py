@@ -10,7 +10,6 @@ the same process, interleaving the models over ``repeats`` rounds (the shared ti
 each model's median time per step.
 """
 
-import time
 from typing import Dict
 
 import torch
@@ -34,13 +33,6 @@ def run_beam_steps(lm: PrunedTransformerLM, tokens: torch.Tensor, sos: int) -> N
     for t in range(num_steps):
         _, states = lm.batch_score(ys, states, None)
         ys = torch.cat([ys, tokens[t][:, None]], dim=1)
-
-
-def time_beam_steps(lm: PrunedTransformerLM, tokens: torch.Tensor, sos: int) -> float:
-    """Seconds per ``batch_score`` step of one :func:`run_beam_steps` (arguments as there)."""
-    start = time.perf_counter()
-    run_beam_steps(lm, tokens, sos)
-    return (time.perf_counter() - start) / tokens.shape[0]
 
 
 def time_lms(

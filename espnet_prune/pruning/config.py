@@ -11,12 +11,10 @@ from dataclasses import MISSING, InitVar, asdict, dataclass, field, fields
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from espnet_prune.presets import preset as read_preset
-from espnet_prune.ssl.units import UNIT_TYPES
+from espnet_prune.pruning.metrics import METRICS
+from espnet_prune.ssl.units import UNIT_NAMES
 from espnet_prune.utils.config_values import number, whole_number
 
-#: Pruning units, in the order the encoder consumes their masks.
-UNITS = UNIT_TYPES
-METRICS = ("macs", "params")
 #: Budget keys of one model size and of several (``targets``: one run, several sizes).
 SINGLE_SIZE_KEYS = ("target", "cnn_target", "transformer_target")
 MULTI_SIZE_KEYS = ("targets", "cnn_targets", "transformer_targets")
@@ -155,11 +153,12 @@ class PruningConfig:
         if not isinstance(units, Sequence) or not all(isinstance(u, str) for u in units):
             raise ValueError(f"{self._name('units')} must be a list of unit names, got {self.units!r}")
         units = list(units)
-        unknown = [u for u in units if u not in UNITS]
+        unknown = [u for u in units if u not in UNIT_NAMES]
         if unknown:
-            raise ValueError(f"{self._name('units')}: Unknown pruning unit(s) {unknown}; choose from {list(UNITS)}")
+            raise ValueError(f"{self._name('units')}: Unknown pruning unit(s) {unknown}; "
+                             f"choose from {list(UNIT_NAMES)}")
         if not units:
-            raise ValueError(f"{self._name('units')}: pruning units must name at least one of " + ", ".join(UNITS))
+            raise ValueError(f"{self._name('units')}: pruning units must name at least one of " + ", ".join(UNIT_NAMES))
         repeated = sorted({u for u in units if units.count(u) > 1})
         if repeated:
             raise ValueError(f"{self._name('units')} names {repeated} more than once; list each unit once")

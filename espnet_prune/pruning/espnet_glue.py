@@ -20,6 +20,7 @@ from espnet2.torch_utils.device_funcs import force_gatherable
 from torch import Tensor, nn
 
 from espnet_prune.pruning.controller import PruningController
+from espnet_prune.pruning.reports import log_budgets
 
 
 def find_controller(model: nn.Module) -> Optional[PruningController]:
@@ -136,8 +137,8 @@ def migrate_optimizer_state(optimizer: torch.optim.Optimizer, state: Dict, num_g
 def report_budgets(model: nn.Module) -> List[str]:
     """Log where the model's pruning budgets ended (called when ESPnet's training ends).
 
-    One INFO line per budget that is within ``BUDGET_TOLERANCE`` of its target, one
-    WARNING (see ``PruningController.budget_warnings``) per budget that is not.
+    One INFO line per budget (of every size) that is within ``BUDGET_TOLERANCE`` of its target,
+    one WARNING per budget that is not (see :func:`espnet_prune.pruning.reports.log_budgets`).
 
     Returns:
         The warning sentences (empty without pruning or when every budget is reached).
@@ -145,32 +146,4 @@ def report_budgets(model: nn.Module) -> List[str]:
     controller = find_controller(model)
     if controller is None:
         return []
-    if controller.size_schedule is not None:
-        return _report_sizes(controller)
-    for name, entry in controller.budget_report().items():
-        if entry["reached"]:
-            logging.info("pruning budget '%s' (%s) reached: the pruned structure keeps %.3f (expected under the "
-                         "gates %.3f), target %.3f", name, controller.metric, entry["deterministic"],
-                         entry["expected"], entry["target"])
-    warnings = controller.budget_warnings()
-    for warning in warnings:
-        logging.warning(warning)
-    return warnings
-
-
-def _report_sizes(controller: PruningController) -> List[str]:
-    """:func:`report_budgets` for a run with several sizes: one line per budget of every size."""
-    from espnet_prune.pruning.multisize import size_label
-
-    count = len(controller.sizes)
-    for entry in controller.sizes_report():
-        for name, budget in entry["budgets"].items():
-            if budget["reached"]:
-                logging.info("size %d of %d (target %s): pruning budget '%s' (%s) reached at step %d: the pruned "
-                             "structure keeps %.3f (expected under the gates %.3f), target %.3f", entry["size"] + 1,
-                             count, size_label(entry["targets"]), name, controller.metric, entry["step"],
-                             budget["deterministic"], budget["expected"], budget["target"])
-    warnings = controller.size_warnings()
-    for warning in warnings:
-        logging.warning(warning)
-    return warnings
+    return log_budgets(controller)

@@ -149,6 +149,22 @@ class SizeSchedule:
             return None
         return stage if on_target or step >= stage.hold_end + self.max_extension else None
 
+    def awaiting_snapshot(self, step: int) -> Optional[Stage]:
+        """The stage whose hold has lasted ``hold_steps`` at ``step`` and whose snapshot is still to
+        be taken (``None`` if none): the controller then checks whether it is on target (:meth:`due`)."""
+        stage = self.stage_at(step)
+        if stage.index == len(self.sizes) - 1 or step < stage.hold_end:
+            return None
+        return stage
+
+    def stats(self, step: int) -> Dict[str, float]:
+        """Reporter statistics at ``step``: ``stage`` (1-based size being ramped to or held),
+        ``holding`` (1 once its ramp is over) and ``size_<budget>`` (that size's target)."""
+        stage = self.stage_at(step)
+        stats = {"stage": float(stage.index + 1), "holding": float(self.holding(step))}
+        stats.update({f"size_{name}": value for name, value in stage.targets.items()})
+        return stats
+
     def advice(self, step: int, stage: Stage) -> str:
         """What to change when ``stage``'s size missed its target after ``step`` steps."""
         train = (f"train at least {self.recommended_steps} optimizer steps ({len(self.sizes)} sizes x "

@@ -26,15 +26,13 @@ from typing import Dict, List, Optional, Sequence, Union
 from torch import Tensor
 
 from espnet_prune.ssl.config import EncoderConfig, receptive_field
-from espnet_prune.ssl.units import UNIT_BY_NAME, UNIT_TYPES, UNITS
+from espnet_prune.ssl.units import UNIT_BY_NAME, UNIT_NAMES, UNITS
 
 #: ``{"conv": [C_0, ...], "head": [H_0, ...], "attn_layer": [a_0, ...], "interm": [F_0, ...],
 #: "ffn_layer": [f_0, ...]}``: one cost term per layer of each pruning unit, keyed by the unit
 #: names of :mod:`espnet_prune.ssl.units` (the keys of the encoder's masks); Python numbers for
 #: a concrete structure, scalar tensors for expectations.
 UnitCounts = Dict[str, Sequence]
-#: Keys of a :data:`UnitCounts` dict: the pruning units.
-UNIT_COUNT_KEYS = UNIT_TYPES
 #: Keys of the dicts returned by :func:`count_params` and :func:`count_macs`.
 COST_PARTS = ("cnn", "pos_conv", "transformer", "total")
 
@@ -55,9 +53,9 @@ def _resolve_counts(config: EncoderConfig, counts: Optional[UnitCounts]) -> Dict
     resolved = structure_counts(config)
     if counts is None:
         return resolved
-    unknown = sorted(set(counts) - set(UNIT_COUNT_KEYS))
+    unknown = sorted(set(counts) - set(UNIT_NAMES))
     if unknown:
-        raise ValueError(f"Unknown unit count keys {unknown}; expected keys among {list(UNIT_COUNT_KEYS)}")
+        raise ValueError(f"Unknown unit count keys {unknown}; expected keys among {list(UNIT_NAMES)}")
     for key, values in counts.items():
         unit = UNIT_BY_NAME[key]
         expected = unit.num_layers(config)

@@ -8,7 +8,7 @@ deals with units iterates over :data:`UNITS` instead of naming them:
 * the cost model (:mod:`espnet_prune.ssl.cost`) takes one count per layer of each unit
   (its *cost term*: the number of kept channels / heads / FFN units, or 1 / 0 for a kept /
   removed sublayer), keyed by the unit's name;
-* the controller (:mod:`espnet_prune.pruning.controller`) builds one hard-concrete gate per
+* the gate bank (:mod:`espnet_prune.pruning.gates`) builds one hard-concrete gate per
   layer that has the unit (:meth:`Unit.gated_layers`), or one gate over those layers for a
   scalar unit;
 * physical pruning (:mod:`espnet_prune.ssl.prune`) removes what each unit's mask zeroes,
@@ -134,7 +134,7 @@ UNITS: Tuple[Unit, ...] = (
 UNIT_BY_NAME: Dict[str, Unit] = {unit.name: unit for unit in UNITS}
 #: The unit names, the keys of masks (:data:`espnet_prune.ssl.model.Masks`) and counts
 #: (:data:`espnet_prune.ssl.cost.UnitCounts`).
-UNIT_TYPES: Tuple[str, ...] = tuple(UNIT_BY_NAME)
+UNIT_NAMES: Tuple[str, ...] = tuple(UNIT_BY_NAME)
 #: The units whose masks are given per Transformer layer.
 LAYER_UNITS: Tuple[str, ...] = tuple(unit.name for unit in UNITS if not unit.cnn)
 #: The sublayers of a Transformer layer, in the order the layer runs them.
@@ -146,6 +146,6 @@ SUBLAYERS: Tuple[Sublayer, ...] = (
 
 def check_unit_names(names, what: str = "mask") -> None:
     """Raise ``ValueError`` naming the keys of ``names`` that are no pruning unit."""
-    unknown = sorted(set(names) - set(UNIT_TYPES))
+    unknown = sorted(set(names) - set(UNIT_NAMES))
     if unknown:
-        raise ValueError(f"Unknown {what} keys {unknown}; known pruning units are {list(UNIT_TYPES)}")
+        raise ValueError(f"Unknown {what} keys {unknown}; known pruning units are {list(UNIT_NAMES)}")

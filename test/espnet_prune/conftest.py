@@ -17,7 +17,8 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from espnet_prune.ssl.config import EncoderConfig, tiny_config
+from espnet_prune.ssl.config import EncoderConfig
+from test.espnet_prune.ssl.tiny import tiny_config
 
 if "PYTEST_XDIST_WORKER" in os.environ:
     # `make test` runs the suite in pytest-xdist workers, one per core: each worker, and the ESPnet

@@ -6,8 +6,8 @@ import torch
 
 from espnet_prune import register
 from espnet_prune.asr.frontend.pruned_ssl import PrunedSSLFrontend
-from espnet_prune.ssl.config import tiny_config
 from test.espnet_prune.asr.recipe_steps import TINY_ARCH, training_config
+from test.espnet_prune.ssl.tiny import tiny_config
 
 
 @pytest.fixture

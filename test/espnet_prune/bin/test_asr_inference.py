@@ -10,8 +10,8 @@ import torch
 from espnet_prune.bin import asr_inference
 from espnet_prune.inference import shapes
 from espnet_prune.inference.ctc_greedy import best_path
-from espnet_prune.ssl.config import tiny_config
 from espnet_prune.utils.kaldi_data import Utterance, read_table, write_data_dir
+from test.espnet_prune.ssl.tiny import tiny_config
 
 
 def test_best_path_merges_repeats_then_drops_blanks_and_sums_the_chosen_log_probs():

@@ -10,8 +10,8 @@ import torch
 from espnet_prune.bin import benchmark_decode
 from espnet_prune.inference import shapes
 from espnet_prune.inference.decode_timing import FrontendClock, markdown_table, read_decode_config, summarize
-from espnet_prune.ssl.config import tiny_config
 from espnet_prune.utils.kaldi_data import Utterance, write_data_dir
+from test.espnet_prune.ssl.tiny import tiny_config
 
 TINY_ARCH = json.dumps(tiny_config().to_dict())
 

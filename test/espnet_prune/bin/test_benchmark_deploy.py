@@ -6,7 +6,7 @@ import json
 import pytest
 
 from espnet_prune.bin import benchmark_deploy
-from espnet_prune.ssl.config import tiny_config
+from test.espnet_prune.ssl.tiny import tiny_config
 
 ARCH = json.dumps(tiny_config().to_dict())
 

@@ -6,7 +6,7 @@ import torch
 
 from espnet_prune.bin import benchmark_train
 from espnet_prune.pruning.controller import PruningController
-from espnet_prune.ssl.config import tiny_config
+from test.espnet_prune.ssl.tiny import tiny_config
 
 
 def test_timed_calls_record_every_controller_call_and_change_nothing():

@@ -26,7 +26,7 @@ from espnet_prune import register
 from espnet_prune.asr.frontend.from_s3prl import CHECKPOINT_UPSTREAMS, UPSTREAM_ARCHS, s3prl_encoder_config
 from espnet_prune.bin import convert as convert_cli
 from espnet_prune.bin import export as export_cli
-from espnet_prune.pruning.controller import BUDGET_TOLERANCE, RUN_LENGTH_PER_WARMUP
+from espnet_prune.pruning.reports import BUDGET_TOLERANCE, RUN_LENGTH_PER_WARMUP
 from espnet_prune.ssl.config import get_config
 from test.espnet_prune.asr.recipe_steps import NO_PLOTS, collect_stats, train, training_config, write_config
 from test.espnet_prune.conftest import CheckpointWriter, make_batch, small_config

@@ -53,6 +53,7 @@ def gated_experiment(task: str, work: Path, data: Dict[str, Path]) -> Path:
     launch(["-m", f"espnet2.bin.{task}_train", "--dry_run", "true",
             *token_args(data["token_list"], data.get("nlsyms")), "--config", config_file.relative_to(work),
             "--output_dir", exp.relative_to(work), "--frontend_conf", "fs=16k"], work, work / f"{task}_dry_run.log")
+    torch.manual_seed(0)  # the gates' initial noise: the same gated model whatever ran (or was imported) before
     with contextlib.chdir(work):  # the config's paths are relative to the work directory
         model, _ = export_cli.task_class(task).build_model_from_file(str(exp / "config.yaml"), None, "cpu")
     gates = model.frontend.controller.gates

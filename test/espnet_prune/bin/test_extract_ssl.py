@@ -6,10 +6,11 @@ import pytest
 import torch
 import yaml
 
-from espnet_prune.bin.extract_ssl import extract_ssl, main
-from espnet_prune.ssl.config import tiny_config
+from espnet_prune.bin.extract_ssl import main
+from espnet_prune.ssl.extract import extract_ssl
 from espnet_prune.ssl.load import load_encoder
 from espnet_prune.ssl.model import SSLEncoder
+from test.espnet_prune.ssl.tiny import tiny_config
 
 
 def experiment(tmp_path, frontend="pruned_ssl"):

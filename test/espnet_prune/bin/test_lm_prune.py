@@ -151,8 +151,8 @@ def test_bad_input_is_refused_before_any_work(tiny_lm, tmp_path, capsys, case, m
 def _not_this_lm(kind, experiment, path):
     import torch
 
-    from espnet_prune.ssl.config import tiny_config
     from espnet_prune.ssl.model import SSLEncoder
+    from test.espnet_prune.ssl.tiny import tiny_config
 
     if kind == "text":
         path.write_text("this is a text file\n", encoding="utf-8")

@@ -8,9 +8,9 @@ import yaml
 
 from espnet_prune.asr.frontend.pruned_ssl import PrunedSSLFrontend
 from espnet_prune.bin.pretrain_ssl import main
-from espnet_prune.ssl.config import tiny_config
 from espnet_prune.utils.kaldi_data import Utterance, write_data_dir
 from test.espnet_prune.ssl.test_pretrain import tone_sequences
+from test.espnet_prune.ssl.tiny import tiny_config
 
 
 def test_the_checkpoint_loads_into_the_frontend(tmp_path, capsys):

@@ -67,7 +67,7 @@ def test_latency_is_the_whole_decode_of_each_system(tmp_path, monkeypatch):
     from espnet_prune.demo import report
     from espnet_prune.inference import shapes
     from espnet_prune.inference.decode_timing import DecodeSystem, read_decode_config
-    from espnet_prune.ssl.config import tiny_config
+    from test.espnet_prune.ssl.tiny import tiny_config
 
     systems = []
     for name, layers in (("deep", 3), ("shallow", 1)):

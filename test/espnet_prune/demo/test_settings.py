@@ -134,7 +134,7 @@ def test_a_multi_size_run_holds_each_size_as_long_as_a_single_run_trains_after_i
     assert settings.training_steps(System("hj_macs", 0.8)) == settings.finetune_steps
     assert [size.name for size in settings.sizes()] == ["dense", "hj_macs_0.80"] + [size.name for size in system.sizes]
     # The ramp of each size is as long as the controller's rule wants for the demo's reg_lr.
-    from espnet_prune.pruning.controller import MIN_WARMUP_TIMES_LR
+    from espnet_prune.pruning.metrics import MIN_WARMUP_TIMES_LR
 
     config = yaml.safe_load((RECIPES / "asr1" / "conf" / "train_asr_pruned_ssl.yaml").read_text())
     assert settings.multisize_warmup_steps * config["frontend_conf"]["pruning"]["reg_lr"] >= MIN_WARMUP_TIMES_LR["macs"]

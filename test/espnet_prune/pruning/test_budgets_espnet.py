@@ -14,7 +14,7 @@ import torch
 
 from espnet_prune import register
 from espnet_prune.bin import export as export_cli
-from espnet_prune.pruning.controller import BUDGET_TOLERANCE, RUN_LENGTH_PER_WARMUP
+from espnet_prune.pruning.reports import BUDGET_TOLERANCE, RUN_LENGTH_PER_WARMUP
 from test.espnet_prune.asr.recipe_steps import NO_PLOTS, collect_stats, train, training_config, write_config
 
 #: End-to-end (ESPnet training runs): deselected by ``pytest -m "not slow"``, run by ``make test``.

@@ -10,8 +10,8 @@ import yaml
 from espnet_prune.asr.frontend.pruned_ssl import PrunedSSLFrontend
 from espnet_prune.pruning.config import REG_LR_RANGE, PruningConfig
 from espnet_prune.pruning.controller import PruningController
-from espnet_prune.ssl.config import tiny_config
 from test.espnet_prune.asr.recipe_steps import TINY_ARCH
+from test.espnet_prune.ssl.tiny import tiny_config
 
 README = Path(__file__).parents[3] / "README.md"
 

@@ -10,8 +10,8 @@ from espnet_prune.bin.export import select_size
 from espnet_prune.pruning.config import PruningConfig
 from espnet_prune.pruning.controller import PruningController
 from espnet_prune.pruning.multisize import SizeSchedule, size_name
-from espnet_prune.ssl.config import tiny_config
 from test.espnet_prune.asr.recipe_steps import TINY_ARCH
+from test.espnet_prune.ssl.tiny import tiny_config
 
 BAD = [
     ({"targets": [0.6, 0.8]}, r"frontend_conf\.pruning\.targets must be strictly decreasing.*entry 1 \(0\.8\)"),

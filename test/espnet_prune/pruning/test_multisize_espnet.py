@@ -15,7 +15,7 @@ import sys
 import pytest
 
 from espnet_prune import register
-from espnet_prune.pruning.controller import BUDGET_TOLERANCE
+from espnet_prune.pruning.reports import BUDGET_TOLERANCE
 from test.espnet_prune.asr.recipe_steps import NO_PLOTS, collect_stats, decode, train, training_config, write_config
 
 UNITS = ["conv", "head", "interm"]

@@ -8,9 +8,10 @@ import pytest
 import torch
 import yaml
 
-from espnet_prune.ssl.config import COMPUTATION_KEYS, PROBABILITY_KEYS, EncoderConfig, get_config, tiny_config
+from espnet_prune.ssl.config import COMPUTATION_KEYS, PROBABILITY_KEYS, EncoderConfig, get_config
 from espnet_prune.ssl.model import SSLEncoder
 from test.espnet_prune.conftest import make_batch, perturb_
+from test.espnet_prune.ssl.tiny import tiny_config
 
 
 def test_numbers_written_as_users_write_them_build_a_working_encoder():

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from espnet_prune.layers.hard_concrete import HardConcreteGate
-from espnet_prune.ssl.config import EncoderConfig, get_config, tiny_config
+from espnet_prune.ssl.config import EncoderConfig, get_config
 from espnet_prune.ssl.cost import (
     COST_PARTS,
     attention_product_macs,
@@ -19,6 +19,7 @@ from espnet_prune.ssl.cost import (
     structure_counts,
 )
 from espnet_prune.ssl.model import SSLEncoder
+from test.espnet_prune.ssl.tiny import tiny_config
 
 MODEL_VARIANTS = [  # (model_type, layer_norm_first, extractor_mode)
     ("wav2vec2", False, "group_norm"),

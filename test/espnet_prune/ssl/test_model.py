@@ -5,8 +5,9 @@ import json
 import pytest
 import torch
 
-from espnet_prune.ssl.config import EncoderConfig, get_config, receptive_field, tiny_config
+from espnet_prune.ssl.config import EncoderConfig, get_config, receptive_field
 from espnet_prune.ssl.model import SSLEncoder
+from test.espnet_prune.ssl.tiny import tiny_config
 
 
 def test_waveform_shorter_than_the_receptive_field_is_refused():

@@ -8,7 +8,6 @@ import torch
 
 from espnet_prune.asr.frontend.pruned_ssl import PrunedSSLFrontend
 from espnet_prune.ssl.calibration import held_out_speech, synthesized_speech
-from espnet_prune.ssl.config import tiny_config
 from espnet_prune.ssl.model import EmptyLinear, SSLEncoder
 from espnet_prune.ssl.onnx_export import (
     INPUT_NAMES,
@@ -26,6 +25,7 @@ from espnet_prune.ssl.onnx_export import (
 )
 from espnet_prune.utils.espeak import synthesize
 from test.espnet_prune.conftest import make_batch, perturb_
+from test.espnet_prune.ssl.tiny import tiny_config
 
 TOLERANCE = 1e-4
 #: Static int8 on the tiny random model: its 32-channel CNN and 48-wide layers quantize coarser than

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from espnet_prune.ssl.config import tiny_config
 from espnet_prune.ssl.model import SSLEncoder
 from espnet_prune.ssl.pretrain import ClusterTargets, MfccFrames, PretrainSettings, kmeans, pretrain, span_mask
+from test.espnet_prune.ssl.tiny import tiny_config
 
 
 def tone_sequences(count, seed=0, sample_rate=16000):

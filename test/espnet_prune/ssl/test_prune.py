@@ -8,10 +8,11 @@ import pytest
 import torch
 import yaml
 
-from espnet_prune.ssl.config import EncoderConfig, tiny_config
+from espnet_prune.ssl.config import EncoderConfig
 from espnet_prune.ssl.model import SSLEncoder
 from espnet_prune.ssl.prune import load_compact, prune_encoder, save_compact
-from espnet_prune.ssl.units import UNIT_TYPES
+from espnet_prune.ssl.units import UNIT_NAMES
+from test.espnet_prune.ssl.tiny import tiny_config
 
 ARCHS = {
     "wav2vec2_post_ln": dict(model_type="wav2vec2"),
@@ -61,7 +62,7 @@ def scalar_mask(generator: torch.Generator) -> torch.Tensor:
     return torch.tensor([0.0, 0.3 + 0.6 * float(torch.rand((), generator=generator)), 1.0][choice])
 
 
-def random_masks(config: EncoderConfig, seed: int, units=UNIT_TYPES) -> dict:
+def random_masks(config: EncoderConfig, seed: int, units=UNIT_NAMES) -> dict:
     """Random masks for ``units``, sized by ``config`` (zero-width layers get empty masks)."""
     generator = torch.Generator().manual_seed(seed)
     masks = {}

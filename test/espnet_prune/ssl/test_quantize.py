@@ -5,10 +5,10 @@ import pytest
 import torch
 from torch import nn
 
-from espnet_prune.ssl.config import tiny_config
 from espnet_prune.ssl.model import EmptyLinear, SSLEncoder
 from espnet_prune.ssl.quantize import quantization_summary, quantize_dynamic
 from test.espnet_prune.conftest import make_batch, perturb_
+from test.espnet_prune.ssl.tiny import tiny_config
 
 
 def encoder(**overrides) -> SSLEncoder:

@@ -6,10 +6,10 @@ import torch
 
 from espnet_prune.pruning.controller import PruningController
 from espnet_prune.ssl import cost
-from espnet_prune.ssl.config import tiny_config
 from espnet_prune.ssl.model import SSLEncoder
 from espnet_prune.ssl.prune import prune_encoder
-from espnet_prune.ssl.units import SUBLAYERS, UNIT_BY_NAME, UNIT_TYPES, UNITS
+from espnet_prune.ssl.units import SUBLAYERS, UNIT_BY_NAME, UNIT_NAMES, UNITS
+from test.espnet_prune.ssl.tiny import tiny_config
 
 
 def pruned_config():
@@ -20,12 +20,12 @@ def pruned_config():
 
 def test_unit_names_are_the_keys_of_masks_counts_and_gates():
     config = pruned_config()
-    assert UNIT_TYPES == ("conv", "head", "attn_layer", "interm", "ffn_layer")
-    assert tuple(cost.structure_counts(config)) == UNIT_TYPES == cost.UNIT_COUNT_KEYS
-    controller = PruningController(config, units=list(UNIT_TYPES), target=0.5, warmup_steps=0)
+    assert UNIT_NAMES == ("conv", "head", "attn_layer", "interm", "ffn_layer")
+    assert tuple(cost.structure_counts(config)) == UNIT_NAMES
+    controller = PruningController(config, units=list(UNIT_NAMES), target=0.5, warmup_steps=0)
     masks = controller.eval()()
     # Scalar units with no remaining layer get no gate (and no masks); every other unit does.
-    assert set(masks) == set(controller.gates) == set(UNIT_TYPES)
+    assert set(masks) == set(controller.gates) == set(UNIT_NAMES)
     for unit in UNITS:
         assert len(masks[unit.name]) == unit.num_layers(config)
         for layer, mask in enumerate(masks[unit.name]):
