@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).parents[2] / "espnet_prune"
-#: The ONNX wrapper of the ESPnet frontend still lives in ssl/ (to move next to the frontend).
-KNOWN_EXCEPTIONS = {"ssl/onnx_export.py"}
+#: The ONNX wrapper of the ESPnet frontend and the int8 calibration data it reads (eSpeak NG sentences of the
+#: demo's corpus, or an ESPnet wav.scp) still live in ssl/ (to move next to the frontend).
+KNOWN_EXCEPTIONS = {"ssl/onnx_export.py", "ssl/calibration.py"}
 RULES = {
     "ssl": ("espnet", "espnet2", "espnet_prune.pruning", "espnet_prune.asr", "espnet_prune.slu", "espnet_prune.demo",
             "espnet_prune.bin"),
