@@ -21,7 +21,6 @@ round) so that the whole script runs in a test on CPU.
 """
 
 import argparse
-import dataclasses
 import json
 import platform
 import tempfile
@@ -115,22 +114,10 @@ def whole_decode(size: Dict[str, Any], device: str) -> Dict[str, Any]:
     return results
 
 
-def write_s3prl_checkpoint(path: Path, overrides: Dict[str, Any]) -> str:
-    """A random wav2vec 2.0 checkpoint in s3prl's converted format, ``Wav2Vec2Config`` with ``overrides``
-    (as :func:`espnet_prune.bin.benchmark_train.write_s3prl_checkpoint`, which writes the base size only)."""
-    from s3prl.upstream.wav2vec2.wav2vec2_model import Wav2Vec2Config, Wav2Vec2Model
-
-    config = Wav2Vec2Config(**overrides)
-    torch.save({"task_cfg": {"_name": "audio_pretraining", "normalize": False, "sample_rate": 16000},
-                "model_cfg": {"_name": "wav2vec2", **dataclasses.asdict(config)},
-                "model_weight": Wav2Vec2Model(config).state_dict()}, path)
-    return str(path)
-
-
 def training_step(size: Dict[str, Any], device: str, target: float = 0.5) -> Dict[str, Any]:
     """Median step times of the three frontends of :mod:`espnet_prune.bin.benchmark_train` on ``device``."""
     from espnet_prune import register
-    from espnet_prune.bin.benchmark_train import TOKENS, build_model
+    from espnet_prune.bin.benchmark_train import TOKENS, build_systems, write_s3prl_checkpoint
 
     register()
     torch.manual_seed(0)
@@ -141,15 +128,10 @@ def training_step(size: Dict[str, Any], device: str, target: float = 0.5) -> Dic
     text = torch.randint(2, len(TOKENS) - 1, (batch, max(2, int(seconds * 12))), device=device)
     text_lengths = torch.full((batch,), text.shape[1], device=device)
     with tempfile.TemporaryDirectory() as tmp:
-        checkpoint = write_s3prl_checkpoint(Path(tmp) / "random.pt", size["s3prl"])
+        checkpoint = str(write_s3prl_checkpoint(Path(tmp) / "random.pt", size["s3prl"]))
         pruning = {"units": ["conv", "head", "interm"], "metric": "macs", "target": target, "warmup_steps": 100,
                    "reference_seconds": seconds}
-        systems = {
-            "pruned": build_model("pruned_ssl", {"checkpoint": checkpoint, "pruning": pruning}, "pruned_espnet"),
-            "plain": build_model("pruned_ssl", {"checkpoint": checkpoint}, "pruned_espnet"),
-            "s3prl": build_model("s3prl", {"frontend_conf": {"upstream": "wav2vec2_local",
-                                                             "path_or_url": checkpoint}}, "espnet"),
-        }
+        systems = build_systems(checkpoint, pruning)
     for model, _ in systems.values():
         model.to(device)
     synchronize = synchronizer(device)

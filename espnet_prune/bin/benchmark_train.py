@@ -27,7 +27,7 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -41,16 +41,30 @@ CONTROLLER_CALLS = {"masks": "forward", "regularization": "regularization", "adv
 CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
 
 
-def write_s3prl_checkpoint(path: Path) -> Path:
-    """A random wav2vec2-base model in s3prl's converted checkpoint format."""
+def write_s3prl_checkpoint(path: Path, overrides: Optional[Dict] = None) -> Path:
+    """A random wav2vec 2.0 model in s3prl's converted checkpoint format: ``Wav2Vec2Config``
+    (wav2vec2-base) with ``overrides``."""
     from s3prl.upstream.wav2vec2.wav2vec2_model import Wav2Vec2Config, Wav2Vec2Model
 
-    config = Wav2Vec2Config()
+    config = Wav2Vec2Config(**(overrides or {}))
     model = Wav2Vec2Model(config)
     torch.save({"task_cfg": {"_name": "audio_pretraining", "normalize": False, "sample_rate": 16000},
                 "model_cfg": {"_name": "wav2vec2", **dataclasses.asdict(config)},
                 "model_weight": model.state_dict()}, path)
     return path
+
+
+def build_systems(checkpoint: str, pruning: Dict, names: Optional[Sequence[str]] = None) -> Dict[str, Tuple]:
+    """``{name: (model, optimizer)}`` of :data:`SYSTEMS` (those in ``names``; default all) on the s3prl
+    ``checkpoint``: ``pruned`` gates with ``pruning``, ``plain`` is ``pruned_ssl`` without it, ``s3prl``
+    is ESPnet's own frontend."""
+    builders = {
+        "pruned": lambda: build_model("pruned_ssl", {"checkpoint": checkpoint, "pruning": pruning}, "pruned_espnet"),
+        "plain": lambda: build_model("pruned_ssl", {"checkpoint": checkpoint}, "pruned_espnet"),
+        "s3prl": lambda: build_model("s3prl", {"frontend_conf": {"upstream": "wav2vec2_local",
+                                                                 "path_or_url": checkpoint}}, "espnet"),
+    }
+    return {name: builders[name]() for name in SYSTEMS if names is None or name in names}
 
 
 def build_model(frontend: str, frontend_conf: Dict, model: str):
@@ -102,14 +116,7 @@ def run(batch: int, seconds: float, rounds: int, target: float,
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint = str(write_s3prl_checkpoint(Path(tmp) / "wav2vec2_base_random.pt"))
         pruning = {"units": ["conv", "head", "interm"], "metric": "macs", "target": target, "warmup_steps": 100}
-        builders = {
-            "pruned": lambda: build_model("pruned_ssl", {"checkpoint": checkpoint, "pruning": pruning},
-                                          "pruned_espnet"),
-            "plain": lambda: build_model("pruned_ssl", {"checkpoint": checkpoint}, "pruned_espnet"),
-            "s3prl": lambda: build_model("s3prl", {"frontend_conf": {"upstream": "wav2vec2_local",
-                                                                     "path_or_url": checkpoint}}, "espnet"),
-        }
-        systems = {name: builders[name]() for name in SYSTEMS if name in systems_to_run}
+        systems = build_systems(checkpoint, pruning, systems_to_run)
     calls: Dict[str, List[float]] = {name: [] for name in CONTROLLER_CALLS}
     timer = CLOCKS[clock]
     timed_calls(systems["pruned"][0].frontend.controller, calls, timer)
