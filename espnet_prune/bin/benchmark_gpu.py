@@ -117,16 +117,12 @@ def whole_decode(size: Dict[str, Any], device: str) -> Dict[str, Any]:
 def training_step(size: Dict[str, Any], device: str, target: float = 0.5) -> Dict[str, Any]:
     """Median step times of the three frontends of :mod:`espnet_prune.bin.benchmark_train` on ``device``."""
     from espnet_prune import register
-    from espnet_prune.bin.benchmark_train import TOKENS, build_systems, write_s3prl_checkpoint
+    from espnet_prune.bin.benchmark_train import build_systems, random_batch, train_step, write_s3prl_checkpoint
 
     register()
     torch.manual_seed(0)
     batch, seconds = size["train_batch"], size["train_seconds"]
-    samples = int(seconds * 16000)
-    speech = torch.randn(batch, samples, device=device)
-    speech_lengths = torch.full((batch,), samples, device=device)
-    text = torch.randint(2, len(TOKENS) - 1, (batch, max(2, int(seconds * 12))), device=device)
-    text_lengths = torch.full((batch,), text.shape[1], device=device)
+    inputs = random_batch(batch, seconds, device)
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint = str(write_s3prl_checkpoint(Path(tmp) / "random.pt", size["s3prl"]))
         pruning = {"units": ["conv", "head", "interm"], "metric": "macs", "target": target, "warmup_steps": 100,
@@ -137,11 +133,7 @@ def training_step(size: Dict[str, Any], device: str, target: float = 0.5) -> Dic
     synchronize = synchronizer(device)
 
     def step(name: str) -> None:
-        model, optimizer = systems[name]
-        loss, _, _ = model(speech, speech_lengths, text, text_lengths)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+        train_step(systems[name], inputs)
         synchronize()
 
     medians = time_interleaved({name: (lambda name=name: step(name)) for name in systems}, size["train_rounds"],

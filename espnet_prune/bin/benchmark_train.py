@@ -54,6 +54,26 @@ def write_s3prl_checkpoint(path: Path, overrides: Optional[Dict] = None) -> Path
     return path
 
 
+def random_batch(batch: int, seconds: float, device: str = "cpu") -> Tuple[torch.Tensor, ...]:
+    """``(speech (B, S), speech_lengths (B,), text (B, L), text_lengths (B,))``: random 16 kHz audio of
+    ``seconds`` and about 12 random tokens per second (at least 2)."""
+    samples = int(seconds * 16000)
+    speech = torch.randn(batch, samples, device=device)
+    text = torch.randint(2, len(TOKENS) - 1, (batch, max(2, int(seconds * 12))), device=device)
+    lengths = torch.full((batch,), samples, device=device)
+    return speech, lengths, text, torch.full((batch,), text.shape[1], device=device)
+
+
+def train_step(system: Tuple, inputs: Tuple[torch.Tensor, ...]) -> None:
+    """One optimizer step of ``system`` (``(model, optimizer)`` of :func:`build_systems`) on
+    :func:`random_batch`'s ``inputs``."""
+    model, optimizer = system
+    loss, _, _ = model(*inputs)
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+
+
 def build_systems(checkpoint: str, pruning: Dict, names: Optional[Sequence[str]] = None) -> Dict[str, Tuple]:
     """``{name: (model, optimizer)}`` of :data:`SYSTEMS` (those in ``names``; default all) on the s3prl
     ``checkpoint``: ``pruned`` gates with ``pruning``, ``plain`` is ``pruned_ssl`` without it, ``s3prl``
@@ -108,11 +128,7 @@ def run(batch: int, seconds: float, rounds: int, target: float,
         raise ValueError(f"systems must include 'pruned' and be among {list(SYSTEMS)}, got {list(systems_to_run)}")
     register()
     torch.manual_seed(0)
-    samples = int(seconds * 16000)
-    speech = torch.randn(batch, samples)
-    speech_lengths = torch.full((batch,), samples)
-    text = torch.randint(2, len(TOKENS) - 1, (batch, int(seconds * 12)))
-    text_lengths = torch.full((batch,), text.shape[1])
+    inputs = random_batch(batch, seconds)
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint = str(write_s3prl_checkpoint(Path(tmp) / "wav2vec2_base_random.pt"))
         pruning = {"units": ["conv", "head", "interm"], "metric": "macs", "target": target, "warmup_steps": 100}
@@ -122,11 +138,7 @@ def run(batch: int, seconds: float, rounds: int, target: float,
     timed_calls(systems["pruned"][0].frontend.controller, calls, timer)
 
     def step(name: str) -> None:
-        model, optimizer = systems[name]
-        loss, _, _ = model(speech, speech_lengths, text, text_lengths)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+        train_step(systems[name], inputs)
 
     def progress(index: int, seconds: Dict[str, float]) -> None:
         print(f"round {index + 1}/{rounds}: " + ", ".join(f"{n} {1000 * t:.0f} ms" for n, t in seconds.items()),
