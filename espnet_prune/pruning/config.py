@@ -199,8 +199,8 @@ class PruningConfig:
         low, high = REG_LR_RANGE
         if not low <= self.reg_lr <= high:
             raise ValueError(f"{self._name('reg_lr')} must lie in [{low:g}, {high:g}], got {self.reg_lr:g}: it is the "
-                             "gates' learning rate and the multipliers' step per optimizer step (README, 'Reaching "
-                             "the budget'; 0.02 to 0.2 are the values in use)")
+                             "gates' learning rate and the multipliers' step per optimizer step (doc/budget.md; 0.02 "
+                             "to 0.2 are the values in use)")
         keep = self._number("init_keep_prob", self.init_keep_prob)
         if not 0.0 < keep < 1.0:
             raise ValueError(f"{self._name('init_keep_prob')} must lie in (0, 1), got {self.init_keep_prob!r}")

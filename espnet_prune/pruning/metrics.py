@@ -37,7 +37,7 @@ class Metric:
 
 #: Every metric by name. A params budget needs about twice the multiplier of a MAC budget: most
 #: parameters sit in Transformer heads and FFN units, which the task resists losing, while MACs
-#: can go with CNN channels (README, "Reaching the budget").
+#: can go with CNN channels (doc/budget.md).
 METRICS: Dict[str, Metric] = {metric.name: metric for metric in (
     Metric("macs", lambda config, seconds, counts=None: cost.count_macs(config, seconds, counts), 10.0),
     Metric("params", lambda config, seconds, counts=None: cost.count_params(config, counts), 20.0),

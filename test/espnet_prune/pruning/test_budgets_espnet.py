@@ -1,7 +1,7 @@
 """Every budget ends on its target through ESPnet's trainer, and a run too short to get there
 says so in its log and in the export report.
 
-Tiny ASR runs (asr.sh stage 11 through the launcher) of the length the README recommends:
+Tiny ASR runs (asr.sh stage 11 through the launcher) of the length doc/budget.md recommends:
 ``RUN_LENGTH_PER_WARMUP * warmup_steps`` optimizer steps.
 """
 
@@ -21,7 +21,7 @@ from test.espnet_prune.asr.recipe_steps import NO_PLOTS, collect_stats, train, t
 pytestmark = pytest.mark.slow
 
 WARMUP = 60
-REG_LR = 0.2  # WARMUP * REG_LR = 12: the gates start moving early in the ramp (README rule: >= 10 for MACs;
+REG_LR = 0.2  # WARMUP * REG_LR = 12: the gates start moving early in the ramp (doc/budget.md rule: >= 10 for MACs;
 #                the params run here reaches its target at 12 as well, short of the rule's 20)
 STEPS = int(RUN_LENGTH_PER_WARMUP * WARMUP)
 EPOCHS = 2

@@ -13,12 +13,13 @@ from espnet_prune.pruning.controller import PruningController
 from test.espnet_prune.asr.recipe_steps import TINY_ARCH
 from test.espnet_prune.ssl.tiny import tiny_config
 
-README = Path(__file__).parents[3] / "README.md"
+#: The page that documents every key (the README links it).
+YAML_DOC = Path(__file__).parents[3] / "doc" / "yaml.md"
 
 
-def readme_pruning_table():
-    """``{key: default}`` of the README's "`pruning` keys" table (a row may name several keys)."""
-    text = README.read_text(encoding="utf-8")
+def doc_pruning_table():
+    """``{key: default}`` of doc/yaml.md's "`pruning` keys" table (a row may name several keys)."""
+    text = YAML_DOC.read_text(encoding="utf-8")
     section = text.split("`pruning` keys:", 1)[1]
     rows = {}
     for line in section.splitlines()[1:]:
@@ -41,8 +42,8 @@ def readme_pruning_table():
     return rows
 
 
-def test_readme_pruning_table_lists_exactly_the_dataclass_keys_and_defaults():
-    table = readme_pruning_table()
+def test_doc_pruning_table_lists_exactly_the_dataclass_keys_and_defaults():
+    table = doc_pruning_table()
     defaults = PruningConfig.defaults()
     assert sorted(table) == sorted(PruningConfig.keys())
     for key, value in defaults.items():
@@ -73,7 +74,7 @@ def test_reg_lr_range_is_documented_and_its_ends_are_accepted():
     low, high = REG_LR_RANGE
     for value in (low, high, PruningConfig.defaults()["reg_lr"]):
         assert PruningConfig.from_dict({"target": 0.5, "reg_lr": value}).reg_lr == value
-    row = next(line for line in README.read_text(encoding="utf-8").splitlines() if line.startswith("| `reg_lr` |"))
+    row = next(line for line in YAML_DOC.read_text(encoding="utf-8").splitlines() if line.startswith("| `reg_lr` |"))
     assert f"[{low:g}, {high:g}]" in row
     assert f"[{low:g}, {high:g}]" in PruningConfig.__doc__
 

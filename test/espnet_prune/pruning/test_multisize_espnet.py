@@ -19,7 +19,7 @@ from espnet_prune.pruning.reports import BUDGET_TOLERANCE
 from test.espnet_prune.asr.recipe_steps import NO_PLOTS, collect_stats, decode, train, training_config, write_config
 
 UNITS = ["conv", "head", "interm"]
-REG_LR = 0.2  # warmup_steps x reg_lr = 12 (README rule: >= 10)
+REG_LR = 0.2  # warmup_steps x reg_lr = 12 (doc/budget.md rule: >= 10)
 WARMUP = HOLD = 60
 TARGETS = [0.8, 0.6]
 STEPS = len(TARGETS) * (WARMUP + HOLD)  # the recommended run length
