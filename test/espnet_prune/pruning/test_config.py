@@ -18,9 +18,9 @@ YAML_DOC = Path(__file__).parents[3] / "doc" / "yaml.md"
 
 
 def doc_pruning_table():
-    """``{key: default}`` of doc/yaml.md's "`pruning` keys" table (a row may name several keys)."""
+    """``{key: default}`` of the table under doc/yaml.md's heading "`pruning` keys" (a row may name several keys)."""
     text = YAML_DOC.read_text(encoding="utf-8")
-    section = text.split("`pruning` keys:", 1)[1]
+    section = text.split("\n## `pruning` keys\n", 1)[1]
     rows = {}
     for line in section.splitlines()[1:]:
         if not line.startswith("|"):
