@@ -1,5 +1,6 @@
 """PruningConfig: the one source of the ``pruning`` keys, defaults, types and validation."""
 
+import inspect
 import re
 from fractions import Fraction
 from pathlib import Path
@@ -48,6 +49,20 @@ def test_doc_pruning_table_lists_exactly_the_dataclass_keys_and_defaults():
     assert sorted(table) == sorted(PruningConfig.keys())
     for key, value in defaults.items():
         assert table[key] == pytest.approx(value) if isinstance(value, float) else table[key] == value, key
+
+
+def test_doc_frontend_table_lists_exactly_the_constructor_kwargs_and_defaults():
+    """The keys of doc/yaml.md's "`frontend_conf` keys" table are PrunedSSLFrontend's keyword arguments (the YAML
+    contract), with their defaults."""
+    section = YAML_DOC.read_text(encoding="utf-8").split("\n## `frontend_conf` keys\n", 1)[1].split("\n## ", 1)[0]
+    rows = {}
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if line.startswith("| `"):
+            rows[cells[0].strip("`")] = yaml.safe_load(cells[1].strip("`"))
+    parameters = inspect.signature(PrunedSSLFrontend.__init__).parameters
+    defaults = {name: p.default for name, p in parameters.items() if name != "self"}
+    assert rows == defaults
 
 
 def test_defaults_and_round_trip():
