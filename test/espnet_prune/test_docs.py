@@ -2,6 +2,7 @@
 recipes' READMEs resolves (file and, where given, heading anchor), every ``make X`` named in code is a Makefile
 target, and every ``python -m espnet_prune...`` module named imports and answers ``--help``."""
 
+import importlib.util
 import re
 import subprocess
 import sys
@@ -16,6 +17,7 @@ LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
 FENCE = re.compile(r"^```.*?^```", re.M | re.S)
 CODE_SPAN = re.compile(r"`([^`]+)`")
 MODULE = re.compile(r"python3? -m\s+(espnet_prune(?:\.[A-Za-z_][\w]*)*)")
+LAUNCHED = re.compile(r"espnet_prune -m\s+((?:espnet2|espnet_prune)(?:\.\w+)+)")
 MAKE = re.compile(r"(?:^|[\s;(&|])make ([a-z][\w-]*)")
 
 
@@ -81,6 +83,14 @@ def test_make_targets_named_exist():
     named = {(ids(page), target) for page in PAGES for target in MAKE.findall(code(page))}
     assert {target for _, target in named} >= {"env", "test", "demo"}  # the pages do name some
     assert sorted(pair for pair in named if pair[1] not in targets) == []
+
+
+def test_tools_run_through_the_launcher_exist():
+    """``python -m espnet_prune -m espnet2.bin.X`` (and torchrun's ``-m espnet_prune -m ...``) names a module that
+    exists (found without importing it)."""
+    named = sorted({module for page in PAGES for module in LAUNCHED.findall(code(page))})
+    assert "espnet2.bin.asr_train" in named
+    assert [module for module in named if importlib.util.find_spec(module) is None] == []
 
 
 def named_modules():
