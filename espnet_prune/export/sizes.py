@@ -1,8 +1,8 @@
 """Does a training config prune, and to which sizes: the one place that decides it.
 
-Export, ``espnet_prune.bin.size_results``, the demo and ``egs2/TEMPLATE_prune/prune_stages.sh``
-(whose inline Python prints :func:`size_names`) all ask
-:func:`pruning_sizes`. A config prunes when its frontend is ``pruned_ssl`` with
+Export (the standalone config, the sizes it writes, ``bin/export``'s refusal of ``--output`` for
+several sizes) and ``egs2/TEMPLATE_prune/prune_stages.sh`` (whose inline Python prints
+:func:`size_names`) ask :func:`pruning_sizes`. A config prunes when its frontend is ``pruned_ssl`` with
 ``frontend_conf.pruning``; it yields one size for ``target`` (or the separate CNN / Transformer
 targets) and several for ``targets`` (:mod:`espnet_prune.pruning.multisize`).
 """
