@@ -22,7 +22,15 @@ from typing import Any, Dict, List, Optional
 
 import torch
 
-from espnet_prune.export.compact import TOLERANCE, Compacted, compact_model, compact_sizes, probe, task_class
+from espnet_prune.export.compact import (
+    TOLERANCE,
+    Compacted,
+    compact_model,
+    compact_sizes,
+    detect_task,
+    probe,
+    task_class,
+)
 from espnet_prune.export.report import ExportReport, OnnxFile, SizesSummary
 from espnet_prune.export.sizes import pruning_sizes, read_config
 from espnet_prune.pruning.multisize import size_name
@@ -220,6 +228,7 @@ def export_experiment(train_config: Path, model_file: Path, output_dir: Path, ta
     check_output_dir(output_dir, COMMAND)
     config = read_config(train_config)
     sizes = pruning_sizes(config, required=True)
+    task = task or detect_task(config)
     several = len(sizes) > 1
     names = [size_name(size) for size in sizes]
     directories = [output_dir / name for name in names] if several else [output_dir]
