@@ -5,10 +5,11 @@ as its own experiment: with one size ``output_dir`` itself, with several ``outpu
 ``output_dir/target0.60/`` ... and the summary ``output_dir/summary.{json,md}``. Each directory
 holds ``config.yaml`` (the compact encoder as ``frontend_conf.arch``, no pretrained checkpoint, no
 pruning), the compact model under the model file's name, its report (``.json``) and a copy of the
-training curves (``images/``); it is rebuilt from its own files with ESPnet's
-``build_model_from_file`` and checked against the gated model before the report is written. The
-other files decoding reads (BPE model, normalisation statistics, non-linguistic symbols) keep the
-paths the training config gives them, as in every ESPnet experiment; the report lists them.
+training curves (``images/``, empty when training drew none: asr.sh's packing stage packs it); it
+is rebuilt from its own files with ESPnet's ``build_model_from_file`` and checked against the
+gated model before the report is written. The other files decoding reads (BPE model,
+normalisation statistics, non-linguistic symbols) keep the paths the training config gives them,
+as in every ESPnet experiment; the report lists them.
 
 :func:`export_file` writes one compact model file (and its report) that loads with the unchanged
 training config (which still needs the original SSL checkpoint to build the model).
@@ -173,6 +174,8 @@ def _write_experiment(done: Compacted, config: Dict[str, Any], train_config: Pat
     images = train_config.parent / "images"
     if images.is_dir():
         _copy_images(images, output_dir / "images")
+    else:  # asr.sh's packing stage always packs EXP/images, which use_matplotlib: false never writes
+        (output_dir / "images").mkdir(exist_ok=True)
 
     rebuilt, _ = task_class(report.task).build_model_from_file(
         str(output_dir / "config.yaml"), str(output_dir / model_name), "cpu")

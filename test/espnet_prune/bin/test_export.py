@@ -9,6 +9,7 @@ unpacking (``Speech2Text.from_pretrained`` included), exactly what the gated mod
 import contextlib
 import functools
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -212,9 +213,11 @@ def test_slu_directory_decodes_without_the_original_weights(tmp_path, slu_corpus
     compact = work / "exp" / "slu_pruned_compact"
     valid = slu_corpus["valid"]
     gated = decode("slu", work, valid, exp / "config.yaml", exp / MODEL, work / "decode_gated")
+    shutil.rmtree(exp / "images")  # as use_matplotlib: false leaves it
     with contextlib.chdir(work):
         report = experiment.export_experiment(exp / "config.yaml", exp / MODEL, compact).reports[0].to_json()
     assert report["task"] == "slu"
+    assert list((compact / "images").iterdir()) == []  # asr.sh / slu.sh's packing stage packs it
     assert report["files"] == {"non_linguistic_symbols": str(slu_corpus["nlsyms"]),
                                "normalize_conf.stats_file": STATS}
     hide_checkpoint(work)
