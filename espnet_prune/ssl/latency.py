@@ -1,0 +1,402 @@
+"""Measured latency of an SSL encoder as a function of its kept widths: the latency table.
+
+The encoder's latency is modelled as a sum of *pieces*, each timed on the device it will run
+on as a function of the unit counts that shape it (:data:`~espnet_prune.ssl.cost.UnitCounts`):
+
+=============  =====================================  ===========================================
+piece          timed module                           varies with
+=============  =====================================  ===========================================
+``cnn[i]``     CNN layer i (conv, norm, GELU)         kept input ``C_{i-1}`` and output ``C_i``
+``projection`` feature projection (LayerNorm, Linear)  kept channels of the last CNN layer
+``attention``  one attention sublayer, with the        kept heads ``H`` (the ``T^2`` products at the
+               residual add (and its LayerNorm when    table's duration included); counted once per
+               pre-LN, which goes with the sublayer)   layer, times ``attn_layer``
+``ffn``        one FFN sublayer, as above              kept units ``F``, times ``ffn_layer``
+``pos_conv``   the convolutional positional embedding  nothing
+``fixed``      the Transformer without any sublayer,   nothing
+               less ``pos_conv`` (post-LN LayerNorms,
+               WavLM's position bias, final norm)
+=============  =====================================  ===========================================
+
+Each varying piece is timed at a handful of widths (the *grid*) and predicted in between by
+piecewise-linear interpolation (bilinear over the CNN's input and output channels), linear
+extrapolation beyond. Evaluated at tensors -- expected counts under the gates -- the prediction
+is a tensor whose gradient reaches the gates, as the MAC cost is (:mod:`espnet_prune.ssl.cost`);
+at whole counts it is a number. It is not the exact expectation (a piecewise-linear function of
+a count is not linear in it), but it is exact at the grid and at every structure the
+deterministic mask can export.
+
+The table file is JSON (:func:`save_table` / :func:`load_table`); it records what it was measured
+on (:data:`MEASURED_ON_KEYS`), the architecture (``EncoderConfig.to_dict()``), the fit and the
+times in milliseconds, plus a check: the dense encoder's measured and predicted latency.
+"""
+
+import json
+import os
+import platform
+import time
+import warnings
+from typing import Any, Callable, Dict, List, Optional, Sequence, Union
+
+import torch
+from torch import Tensor
+
+from espnet_prune.ssl import cost
+from espnet_prune.ssl.config import EncoderConfig
+from espnet_prune.ssl.model import (ConvLayerBlock, ConvolutionalPositionalEmbedding, EncoderLayer, FeatureProjection,
+                                    SSLEncoder)
+from espnet_prune.utils.timing import time_interleaved
+
+#: The ``format`` entry of a table file, and its version.
+TABLE_FORMAT = "espnet_prune latency table"
+TABLE_VERSION = 1
+#: What a table records about where it was measured (``measured_on``).
+MEASURED_ON_KEYS = ("device", "device_name", "threads", "dtype", "batch", "seconds", "rounds", "torch", "date")
+#: The architecture fields that do not change the computation (dropouts), ignored when a table's
+#: architecture is compared with the pruned encoder's.
+_IGNORED_ARCH_KEYS = ("encoder_projection_dropout", "encoder_dropout", "attention_dropout", "activation_dropout",
+                      "layer_drop")
+#: Fractions of a full width at which the FFN and the CNN layers are timed (plus width 0 for the
+#: FFN, 1 for the CNN), each rounded to a multiple of 8 (what the hardware tends to prefer).
+GRID_FRACTIONS = (0.125, 0.25, 0.5, 0.75, 1.0)
+#: Heads up to this many are timed at every count; more at a handful of counts.
+ALL_HEADS_UP_TO = 16
+#: The fit recorded in a table.
+FIT = ("piecewise-linear in the kept width between the grid widths (bilinear over a CNN layer's kept input and "
+       "output channels), linear extrapolation beyond; each time the median over rounds")
+DTYPES = {"float32": torch.float32, "bf16": torch.bfloat16, "float16": torch.float16}
+
+Number = Union[int, float, Tensor]
+
+
+def _grid(width: int, smallest: int) -> List[int]:
+    """Widths at which a piece of full width ``width`` is timed: ``smallest`` and the fractions of
+    :data:`GRID_FRACTIONS` rounded to multiples of 8 (when ``width`` is one), sorted, unique."""
+    points = {smallest, width}
+    for fraction in GRID_FRACTIONS:
+        value = fraction * width
+        value = int(round(value / 8) * 8) if width % 8 == 0 else int(round(value))
+        points.add(min(width, max(smallest, value)))
+    return sorted(points)
+
+
+def _head_grid(heads: int) -> List[int]:
+    if heads <= ALL_HEADS_UP_TO:
+        return list(range(heads + 1))
+    return sorted({0, 1, *(int(round(f * heads)) for f in GRID_FRACTIONS)})
+
+
+def interpolate(widths: Sequence[float], times: Sequence[float], x: Number) -> Number:
+    """Piecewise-linear interpolation of ``times`` over ``widths`` (increasing) at ``x``.
+
+    Args:
+        widths: the grid, at least one point.
+        times: the time at each grid point.
+        x: a number, or a scalar tensor (the result is then a tensor differentiable in ``x``).
+    Returns:
+        The interpolated time; beyond the grid the nearest segment is extended; a one-point grid
+        gives its time.
+    """
+    if len(widths) == 1:
+        return times[0] + 0.0 * x if isinstance(x, Tensor) else times[0]
+    value = float(x.detach()) if isinstance(x, Tensor) else float(x)
+    segment = 0
+    while segment < len(widths) - 2 and value > widths[segment + 1]:
+        segment += 1
+    w0, w1 = widths[segment], widths[segment + 1]
+    t0, t1 = times[segment], times[segment + 1]
+    return t0 + (x - w0) * ((t1 - t0) / (w1 - w0))
+
+
+def interpolate_2d(rows: Sequence[float], columns: Sequence[float], times: Sequence[Sequence[float]],
+                   row: Number, column: Number) -> Number:
+    """Bilinear interpolation of ``times[i][j]`` (at ``rows[i]``, ``columns[j]``) at ``(row, column)``:
+    :func:`interpolate` along the columns in each row, then along the rows."""
+    along_columns = [interpolate(columns, values, column) for values in times]
+    if len(rows) == 1:
+        return along_columns[0]
+    value = float(row.detach()) if isinstance(row, Tensor) else float(row)
+    segment = 0
+    while segment < len(rows) - 2 and value > rows[segment + 1]:
+        segment += 1
+    r0, r1 = rows[segment], rows[segment + 1]
+    t0, t1 = along_columns[segment], along_columns[segment + 1]
+    return t0 + (row - r0) * ((t1 - t0) / (r1 - r0))
+
+
+# ---------------------------------------------------------------------------------------- prediction
+def predict_latency(table: Dict[str, Any], config: EncoderConfig,
+                    counts: Optional[cost.UnitCounts] = None) -> Dict[str, Number]:
+    """Predicted latency (ms) of the encoder ``config`` (or of ``counts`` on it) from ``table``.
+
+    Args:
+        table: a latency table (:func:`load_table`) measured for ``config``'s architecture.
+        config: the architecture (the table is checked against it by :func:`check_table`).
+        counts: unit counts as for :func:`espnet_prune.ssl.cost.count_macs` (numbers, or expected
+            counts as scalar tensors); ``None``: the config's own structure.
+    Returns:
+        ``{"cnn", "pos_conv", "transformer", "total"}`` in milliseconds, numbers or tensors as
+        the counts are: ``cnn`` the CNN layers, ``pos_conv`` the positional convolution,
+        ``transformer`` the feature projection, the sublayers and the fixed rest.
+    """
+    counts = cost._resolve_counts(config, counts)
+    pieces = table["pieces"]
+    cnn: Number = 0.0
+    in_channels: Number = 1
+    for layer, out_channels in zip(pieces["cnn"], counts["conv"]):
+        cnn = cnn + interpolate_2d(layer["in"], layer["out"], layer["ms"], in_channels, out_channels)
+        in_channels = out_channels
+    projection = pieces["projection"]
+    transformer: Number = interpolate(projection["widths"], projection["ms"], counts["conv"][-1])
+    attention, ffn = pieces["attention"], pieces["ffn"]
+    for heads, attn_used, interm, ffn_used in zip(counts["head"], counts["attn_layer"], counts["interm"],
+                                                  counts["ffn_layer"]):
+        transformer = (transformer + attn_used * interpolate(attention["widths"], attention["ms"], heads)
+                       + ffn_used * interpolate(ffn["widths"], ffn["ms"], interm))
+    transformer = transformer + pieces["fixed"]
+    pos_conv = pieces["pos_conv"]
+    return {"cnn": cnn, "pos_conv": pos_conv, "transformer": transformer, "total": cnn + pos_conv + transformer}
+
+
+def latency_cost(config: EncoderConfig, seconds: float, counts: Optional[cost.UnitCounts],
+                 table: Optional[Dict[str, Any]]) -> Dict[str, Number]:
+    """The ``latency`` metric's cost (:mod:`espnet_prune.pruning.metrics`): :func:`predict_latency`
+    after checking that ``table`` is there and was measured for ``seconds``."""
+    if table is None:
+        raise ValueError("the latency metric needs a latency table (pruning.latency_table); "
+                         "make one with python -m espnet_prune.bin.profile_latency")
+    measured = table["measured_on"]["seconds"]
+    if abs(float(measured) - float(seconds)) > 1e-9:
+        raise ValueError(f"the latency table was measured for {measured} s utterances, not {seconds} s")
+    return predict_latency(table, config, counts)
+
+
+# ---------------------------------------------------------------------------------------- table files
+def save_table(table: Dict[str, Any], path: Union[str, os.PathLike]) -> None:
+    """Write ``table`` as JSON (indented, so that a diff of two tables reads)."""
+    with open(path, "w") as file:
+        json.dump(table, file, indent=1)
+        file.write("\n")
+
+
+def load_table(path: Union[str, os.PathLike], where: str = "latency_table") -> Dict[str, Any]:
+    """Read and check the format of a table file; a missing, unreadable or malformed file is a
+    ``ValueError`` that names ``where`` (the YAML key) and the path."""
+    if not os.path.isfile(path):
+        raise ValueError(f"{where}: latency table {path} does not exist; make one with "
+                         "python -m espnet_prune.bin.profile_latency")
+    try:
+        with open(path) as file:
+            table = json.load(file)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{where}: {path} is not a readable JSON latency table ({error})") from error
+    if not isinstance(table, dict) or table.get("format") != TABLE_FORMAT:
+        raise ValueError(f"{where}: {path} is not a latency table (no 'format: {TABLE_FORMAT}' entry)")
+    if table.get("version") != TABLE_VERSION:
+        raise ValueError(f"{where}: {path} is a version {table.get('version')!r} latency table; this espnet_prune "
+                         f"reads version {TABLE_VERSION}: profile again")
+    missing = [key for key in ("arch", "measured_on", "pieces") if key not in table]
+    missing += [f"measured_on.{key}" for key in MEASURED_ON_KEYS if key not in table.get("measured_on", {})]
+    missing += [f"pieces.{key}" for key in ("cnn", "projection", "attention", "ffn", "pos_conv", "fixed")
+                if key not in table.get("pieces", {})]
+    if missing:
+        raise ValueError(f"{where}: latency table {path} lacks {missing}")
+    return table
+
+
+def check_table(table: Dict[str, Any], config: EncoderConfig, seconds: float, batch: int,
+                where: str = "pruning.latency_table") -> List[str]:
+    """Check that ``table`` prices ``config`` at ``seconds`` and ``batch``.
+
+    Raises:
+        ValueError: naming ``where`` if the table was measured for another architecture (the
+            differing fields are named), another utterance duration or another batch size.
+    Returns:
+        Warnings (also issued with :func:`warnings.warn`): the table was measured on another
+        device (processor or GPU name) or with another thread count than this process has.
+    """
+    arch = {key: value for key, value in table["arch"].items() if key not in _IGNORED_ARCH_KEYS}
+    ours = {key: value for key, value in config.to_dict().items() if key not in _IGNORED_ARCH_KEYS}
+    differ = sorted(key for key in set(arch) | set(ours) if arch.get(key) != ours.get(key))
+    if differ:
+        shown = ", ".join(f"{key}: table {arch.get(key)!r}, encoder {ours.get(key)!r}" for key in differ[:4])
+        raise ValueError(f"{where} was measured for another architecture ({shown}"
+                         f"{', ...' if len(differ) > 4 else ''}); profile this encoder with "
+                         "python -m espnet_prune.bin.profile_latency")
+    measured = table["measured_on"]
+    if abs(float(measured["seconds"]) - float(seconds)) > 1e-9:
+        raise ValueError(f"{where} was measured for {measured['seconds']} s utterances but pruning.reference_seconds "
+                         f"is {seconds}: the attention's T^2 share differs; profile with --seconds {seconds:g} or set "
+                         f"reference_seconds: {measured['seconds']}")
+    if int(measured["batch"]) != int(batch):
+        raise ValueError(f"{where} was measured at batch {measured['batch']} but pruning.latency_batch is {batch}; "
+                         f"profile with --batch {batch} or set latency_batch: {measured['batch']}")
+    notes = []
+    if measured["device"] == "cpu":
+        here = processor_name()
+        if measured["device_name"] != here:
+            notes.append(f"{where} was measured on {measured['device_name']!r}, this machine is {here!r}: the "
+                         "budget is a latency on that device")
+        if int(measured["threads"]) != torch.get_num_threads():
+            notes.append(f"{where} was measured with {measured['threads']} CPU threads, this process has "
+                         f"{torch.get_num_threads()}: the budget is a latency at {measured['threads']} threads")
+    elif torch.cuda.is_available() and measured["device_name"] != torch.cuda.get_device_name():
+        notes.append(f"{where} was measured on {measured['device_name']!r}, this machine's GPU is "
+                     f"{torch.cuda.get_device_name()!r}: the budget is a latency on that device")
+    for note in notes:
+        warnings.warn(note)
+    return notes
+
+
+# ---------------------------------------------------------------------------------------- measuring
+def processor_name() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), or what :mod:`platform` says where that is absent."""
+    try:
+        with open("/proc/cpuinfo") as file:
+            for line in file:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+class _Timer:
+    """Times zero-argument calls on one device, interleaved over rounds (median)."""
+
+    def __init__(self, device: torch.device, rounds: int):
+        self.device = device
+        self.rounds = rounds
+
+    def __call__(self, calls: Dict[str, Callable[[], object]]) -> Dict[str, float]:
+        """``{name: median milliseconds}``."""
+        if self.device.type == "cuda":
+            def synced(call):
+                def run():
+                    call()
+                    torch.cuda.synchronize(self.device)
+                return run
+            calls = {name: synced(call) for name, call in calls.items()}
+        with torch.inference_mode():
+            seconds = time_interleaved(calls, rounds=self.rounds, warmup=1, rotate=True)
+        return {name: 1000.0 * value for name, value in seconds.items()}
+
+
+def _module_call(module: torch.nn.Module, *inputs: Tensor) -> Callable[[], object]:
+    return lambda: module(*inputs)
+
+
+def profile(config: EncoderConfig, device: Union[str, torch.device] = "cpu", dtype: str = "float32",
+            batch: int = 1, seconds: float = 10.0, rounds: int = 5,
+            progress: Callable[[str], None] = print) -> Dict[str, Any]:
+    """Measure the latency table of ``config`` (module docstring) on this machine.
+
+    Args:
+        config: the architecture (dense or already pruned: each piece's grid spans its widest layer).
+        device: ``cpu`` (at the current ``torch.get_num_threads()``) or ``cuda``.
+        dtype: ``float32``, ``bf16`` or ``float16`` (the module weights and inputs).
+        batch: utterances per call.
+        seconds: utterance duration; sets the frames every piece sees.
+        rounds: timed rounds per piece; each time is the median.
+        progress: receives one line per piece.
+    Returns:
+        The table (a JSON-able dict, see :func:`save_table`).
+    """
+    device = torch.device(device)
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {list(DTYPES)}, got {dtype!r}")
+    torch_dtype = DTYPES[dtype]
+    timer = _Timer(device, rounds)
+    started = time.perf_counter()
+    frames = cost._conv_frames(config, cost._samples_for(config, seconds))
+    generator = torch.Generator().manual_seed(0)
+
+    def build(module: torch.nn.Module) -> torch.nn.Module:
+        return module.to(device=device, dtype=torch_dtype).eval()
+
+    def noise(*shape: int) -> Tensor:
+        return torch.randn(*shape, generator=generator).to(device=device, dtype=torch_dtype)
+
+    def report(name: str, count: int) -> None:
+        progress(f"profile_latency: {name}: {count} widths x {rounds} rounds "
+                 f"({time.perf_counter() - started:.0f} s so far)")
+
+    pieces: Dict[str, Any] = {"cnn": []}
+    in_channels, samples = 1, cost._samples_for(config, seconds)
+    for index, ((out_channels, kernel, stride), out_frames) in enumerate(zip(config.conv_layers, frames)):
+        norm = "layer" if config.extractor_mode == "layer_norm" else ("group" if index == 0 else None)
+        in_grid = [1] if index == 0 else _grid(in_channels, 1)
+        out_grid = _grid(out_channels, 1)
+        calls = {}
+        for c_in in in_grid:
+            x = noise(batch, c_in, samples)
+            for c_out in out_grid:
+                block = build(ConvLayerBlock(c_in, c_out, kernel, stride, config.conv_bias, norm,
+                                             config.layer_norm_eps))
+                calls[f"{c_in},{c_out}"] = _module_call(block, x)
+        times = timer(calls)
+        pieces["cnn"].append({"in": in_grid, "out": out_grid,
+                              "ms": [[times[f"{c_in},{c_out}"] for c_out in out_grid] for c_in in in_grid]})
+        report(f"CNN layer {index} ({kernel}x{stride}, {out_frames} frames)", len(calls))
+        in_channels, samples = out_channels, out_frames
+    frames_t = frames[-1]
+    dim = config.embed_dim
+
+    widths = _grid(in_channels, 1)
+    calls = {str(w): _module_call(build(FeatureProjection(w, dim, 0.0, config.layer_norm_eps)),
+                                  noise(batch, frames_t, w)) for w in widths}
+    times = timer(calls)
+    pieces["projection"] = {"widths": widths, "ms": [times[str(w)] for w in widths]}
+    report("feature projection", len(calls))
+
+    x = noise(batch, frames_t, dim)
+    position_bias = noise(1, config.total_heads, frames_t, frames_t) if config.relative_position_bias else None
+    layer_config = config.replace(num_layers=1, num_heads=max(config.num_heads), ffn_dims=max(config.ffn_dims),
+                                  use_attention=True, use_ffn=True, kept_heads=None, head_dim=config.head_dim)
+
+    def sublayer(heads: Optional[int], interm: Optional[int]) -> Callable[[], object]:
+        """One layer with only the attention (``heads``) or only the FFN (``interm``) sublayer,
+        less the same layer without either (timed alike): the sublayer's own latency."""
+        changes = {"use_attention": heads is not None, "use_ffn": interm is not None,
+                   "num_heads": heads or 0, "ffn_dims": interm or 0}
+        layer = build(EncoderLayer(layer_config.replace(**changes), 0))
+        return lambda: layer(x, None, position_bias, {})
+
+    empty = sublayer(None, None)
+    for name, grid, make in (("attention", _head_grid(max(config.num_heads)), lambda w: sublayer(w, None)),
+                             ("ffn", _grid(max(config.ffn_dims), 0), lambda w: sublayer(None, w))):
+        calls = {"empty": empty, **{str(w): make(w) for w in grid}}
+        times = timer(calls)
+        pieces[name] = {"widths": grid, "ms": [times[str(w)] - times["empty"] for w in grid]}
+        report(f"{name} sublayer ({frames_t} frames)", len(grid))
+
+    pos_conv = build(ConvolutionalPositionalEmbedding(dim, config.pos_conv_kernel, config.pos_conv_groups))
+    bare = build(SSLEncoder(config.replace(use_attention=False, use_ffn=False)))
+    dense = build(SSLEncoder(config))
+    waveform = noise(batch, cost._samples_for(config, seconds))
+    times = timer({"pos_conv": _module_call(pos_conv, x),
+                   "bare": lambda: bare.contextualize(x),
+                   "dense": lambda: dense(waveform)})
+    pieces["pos_conv"] = times["pos_conv"]
+    pieces["fixed"] = times["bare"] - times["pos_conv"]
+    report("positional convolution, the fixed rest and the dense encoder", 3)
+
+    if device.type == "cuda":
+        device_name, threads = torch.cuda.get_device_name(device), None
+    else:
+        device_name, threads = processor_name(), torch.get_num_threads()
+    table = {
+        "format": TABLE_FORMAT, "version": TABLE_VERSION,
+        "arch": config.to_dict(),
+        "measured_on": {"device": device.type, "device_name": device_name, "threads": threads, "dtype": dtype,
+                        "batch": batch, "seconds": seconds, "rounds": rounds, "torch": torch.__version__,
+                        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
+        "fit": FIT, "frames": frames_t, "unit": "ms",
+        "pieces": pieces,
+    }
+    predicted = float(predict_latency(table, config)["total"])
+    table["check"] = {"dense_measured_ms": times["dense"], "dense_predicted_ms": predicted,
+                      "profile_seconds": time.perf_counter() - started}
+    progress(f"profile_latency: dense encoder measured {times['dense']:.1f} ms, predicted from the pieces "
+             f"{predicted:.1f} ms ({predicted / times['dense']:.3f}); {time.perf_counter() - started:.0f} s in all")
+    return table
