@@ -102,9 +102,13 @@ def task_class(task: str):
     raise ValueError(f"task must be one of {TASKS}, got {task!r}")
 
 
-def encoder_cost(config, seconds: float) -> Dict[str, Dict[str, float]]:
-    """``{metric: {"cnn", "pos_conv", "transformer", "total"}}`` of ``config`` in every metric."""
-    return {metric: {k: float(v) for k, v in metric_cost(metric, config, seconds).items()} for metric in METRICS}
+def encoder_cost(config, seconds: float, latency_table: Optional[Dict[str, Any]] = None
+                 ) -> Dict[str, Dict[str, float]]:
+    """``{metric: {"cnn", "pos_conv", "transformer", "total"}}`` of ``config`` in every metric;
+    ``latency`` (predicted milliseconds) only with a ``latency_table``."""
+    metrics = [metric for metric in METRICS if metric != "latency" or latency_table is not None]
+    return {metric: {k: float(v) for k, v in metric_cost(metric, config, seconds, table=latency_table).items()}
+            for metric in metrics}
 
 
 def _probe(frontend, check_seconds: float) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -143,7 +147,7 @@ def compact_model(train_config: Path, model_file: Path, task: Optional[str] = No
     frontend = model.frontend
     seconds = frontend.controller.reference_seconds
     model_params_before = sum(p.numel() for p in model.parameters())
-    dense = encoder_cost(frontend.encoder.config, seconds)
+    dense = encoder_cost(frontend.encoder.config, seconds, frontend.controller.latency_table)
 
     probe, probe_lengths = _probe(frontend, check_seconds)
     controller = frontend.controller
@@ -156,7 +160,7 @@ def compact_model(train_config: Path, model_file: Path, task: Optional[str] = No
     if not max_diff <= TOLERANCE:
         raise RuntimeError(f"compact frontend differs from the gated one by {max_diff:.3g}; nothing written")
 
-    compact = encoder_cost(frontend.encoder.config, seconds)
+    compact = encoder_cost(frontend.encoder.config, seconds, controller.latency_table)
     report = {
         "train_config": str(train_config),
         "model_file": str(model_file),
@@ -562,6 +566,10 @@ def _log_report(report: Dict[str, Any], args: argparse.Namespace) -> None:
                  100 * enc["ratio"]["params"]["total"], report["reference_seconds"],
                  cost.format_cost(enc["before"]["macs"]["total"]), cost.format_cost(enc["after"]["macs"]["total"]),
                  100 * enc["ratio"]["macs"]["total"])
+    if "latency" in enc["ratio"]:
+        logging.info("encoder latency predicted by the table for %.0f s: %.1f ms -> %.1f ms (%.1f%%)",
+                     report["reference_seconds"], enc["before"]["latency"]["total"], enc["after"]["latency"]["total"],
+                     100 * enc["ratio"]["latency"]["total"])
     pruning = report["pruning"]
     for name, budget in pruning["budgets"].items():
         logging.info("pruning budget '%s' (%s): target %.3f, exported %.3f, expected under the gates %.3f",

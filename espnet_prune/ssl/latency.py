@@ -43,15 +43,21 @@ from torch import Tensor
 
 from espnet_prune.ssl import cost
 from espnet_prune.ssl.config import EncoderConfig
-from espnet_prune.ssl.model import (ConvLayerBlock, ConvolutionalPositionalEmbedding, EncoderLayer, FeatureProjection,
-                                    SSLEncoder)
+from espnet_prune.ssl.model import (
+    ConvLayerBlock,
+    ConvolutionalPositionalEmbedding,
+    EncoderLayer,
+    FeatureProjection,
+    SSLEncoder,
+)
 from espnet_prune.utils.timing import time_interleaved
 
 #: The ``format`` entry of a table file, and its version.
 TABLE_FORMAT = "espnet_prune latency table"
 TABLE_VERSION = 1
 #: What a table records about where it was measured (``measured_on``).
-MEASURED_ON_KEYS = ("device", "device_name", "threads", "dtype", "batch", "seconds", "rounds", "torch", "date")
+MEASURED_ON_KEYS = ("device", "device_name", "threads", "dtype", "batch", "seconds", "rounds", "clock", "torch",
+                    "date")
 #: The architecture fields that do not change the computation (dropouts), ignored when a table's
 #: architecture is compared with the pruned encoder's.
 _IGNORED_ARCH_KEYS = ("encoder_projection_dropout", "encoder_dropout", "attention_dropout", "activation_dropout",
@@ -61,9 +67,13 @@ _IGNORED_ARCH_KEYS = ("encoder_projection_dropout", "encoder_dropout", "attentio
 GRID_FRACTIONS = (0.125, 0.25, 0.5, 0.75, 1.0)
 #: Heads up to this many are timed at every count; more at a handful of counts.
 ALL_HEADS_UP_TO = 16
+#: How a piece's time is taken from its rounds: the fastest, because on a shared machine other
+#: jobs only ever add time (measured on the 2-core machine at load 9-11: medians of 3 rounds were
+#: off by up to 100x for single pieces; see doc/latency.md).
+STATISTIC = "minimum over rounds"
 #: The fit recorded in a table.
 FIT = ("piecewise-linear in the kept width between the grid widths (bilinear over a CNN layer's kept input and "
-       "output channels), linear extrapolation beyond; each time the median over rounds")
+       "output channels), linear extrapolation beyond; each time the " + STATISTIC)
 DTYPES = {"float32": torch.float32, "bf16": torch.bfloat16, "float16": torch.float16}
 
 Number = Union[int, float, Tensor]
@@ -261,15 +271,27 @@ def processor_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def clock_for(device: torch.device) -> str:
+    """The clock that times pieces on ``device``: ``cpu`` (this process's CPU time, which other
+    jobs on a shared machine disturb far less than wall time) for one CPU thread, where it equals
+    the latency of an idle machine; ``wall`` for several threads (their CPU times add up, spin
+    waits included) and for CUDA (synchronised)."""
+    return "cpu" if device.type == "cpu" and torch.get_num_threads() == 1 else "wall"
+
+
+CLOCKS = {"cpu": time.process_time, "wall": time.perf_counter}
+
+
 class _Timer:
-    """Times zero-argument calls on one device, interleaved over rounds (median)."""
+    """Times zero-argument calls on one device, interleaved over rounds (:data:`STATISTIC`)."""
 
     def __init__(self, device: torch.device, rounds: int):
         self.device = device
         self.rounds = rounds
+        self.clock = clock_for(device)
 
     def __call__(self, calls: Dict[str, Callable[[], object]]) -> Dict[str, float]:
-        """``{name: median milliseconds}``."""
+        """``{name: milliseconds}``, the fastest round of each (:data:`STATISTIC`)."""
         if self.device.type == "cuda":
             def synced(call):
                 def run():
@@ -277,9 +299,16 @@ class _Timer:
                     torch.cuda.synchronize(self.device)
                 return run
             calls = {name: synced(call) for name, call in calls.items()}
+        rounds: Dict[str, List[float]] = {name: [] for name in calls}
+
+        def record(_: int, times: Dict[str, float]) -> None:
+            for name, value in times.items():
+                rounds[name].append(value)
+
         with torch.inference_mode():
-            seconds = time_interleaved(calls, rounds=self.rounds, warmup=1, rotate=True)
-        return {name: 1000.0 * value for name, value in seconds.items()}
+            time_interleaved(calls, rounds=self.rounds, warmup=1, rotate=True, on_round=record,
+                             clock=CLOCKS[self.clock])
+        return {name: 1000.0 * min(values) for name, values in rounds.items()}
 
 
 def _module_call(module: torch.nn.Module, *inputs: Tensor) -> Callable[[], object]:
@@ -389,7 +418,8 @@ def profile(config: EncoderConfig, device: Union[str, torch.device] = "cpu", dty
         "format": TABLE_FORMAT, "version": TABLE_VERSION,
         "arch": config.to_dict(),
         "measured_on": {"device": device.type, "device_name": device_name, "threads": threads, "dtype": dtype,
-                        "batch": batch, "seconds": seconds, "rounds": rounds, "torch": torch.__version__,
+                        "batch": batch, "seconds": seconds, "rounds": rounds, "clock": timer.clock,
+                        "torch": torch.__version__,
                         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
         "fit": FIT, "frames": frames_t, "unit": "ms",
         "pieces": pieces,
