@@ -28,7 +28,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
 import torch
 
@@ -59,17 +59,21 @@ def prune_to_budget(config, metric: str, target: float, align: int, table_path: 
     return controller.eval()
 
 
-def run(arch: str, threads_list: Sequence[int], targets: Sequence[float], seconds: float, align: int,
-        rounds: int, profile_rounds: int, steps: int, warmup_steps: int, reg_lr: float, tolerance: float,
-        work_dir: Path, tables: Optional[Path] = None) -> Dict[str, Any]:
-    """The benchmark (module docstring); ``{"threads": {n: {"systems": [...], ...}}}``."""
+def run(arch: Union[str, Dict[str, Any]], threads_list: Sequence[int], targets: Sequence[float], seconds: float,
+        align: int, rounds: int, profile_rounds: int, steps: int, warmup_steps: int, reg_lr: float, tolerance: float,
+        work_dir: Path, tables: Optional[Path] = None,
+        progress: Callable[[str], None] = print) -> Dict[str, Any]:
+    """The benchmark (module docstring); ``{"threads": {n: {"systems": [...], ...}}}``; each thread
+    count's table (:func:`format_threads`) goes to ``progress`` as soon as it is timed. ``arch``: a
+    preset name (tables are ``<arch>_t<threads>.json``) or architecture values (``encoder_t<threads>.json``)."""
+    label = arch if isinstance(arch, str) else "encoder"
     config = get_config(arch, encoder_dropout=0.0, attention_dropout=0.0, activation_dropout=0.0,
                         encoder_projection_dropout=0.0, layer_drop=0.0)
     torch.manual_seed(0)
     dense = SSLEncoder(config).eval()
     waveform = torch.randn(1, int(seconds * config.sample_rate))
     dense_macs = cost.count_macs(config, seconds)["total"]
-    results: Dict[str, Any] = {"arch": arch, "seconds": seconds, "align": align, "steps": steps,
+    results: Dict[str, Any] = {"arch": label, "seconds": seconds, "align": align, "steps": steps,
                                "processor": latency.processor_name(), "torch": torch.__version__, "threads": {}}
     # A MAC budget does not depend on the table: its structures are pruned once for every thread count.
     mac_structures: Dict[str, Any] = {}
@@ -78,12 +82,12 @@ def run(arch: str, threads_list: Sequence[int], targets: Sequence[float], second
         started = time.time()
         load = open("/proc/loadavg").read().split()[:3] if Path("/proc/loadavg").exists() else []
         if tables is not None:
-            table_path = tables / f"{arch}_t{threads}.json"
+            table_path = tables / f"{label}_t{threads}.json"
             table = latency.load_table(table_path)
         else:
             table = latency.profile(config, "cpu", "float32", 1, seconds, profile_rounds,
                                     progress=lambda line: print(line, file=sys.stderr, flush=True))
-            table_path = work_dir / f"{arch}_t{threads}.json"
+            table_path = work_dir / f"{label}_t{threads}.json"
             latency.save_table(table, table_path)
         dense_predicted = float(latency.predict_latency(table, config)["total"])
         models = {"dense": dense}
@@ -133,29 +137,30 @@ def run(arch: str, threads_list: Sequence[int], targets: Sequence[float], second
             system["speedup_per_mac_cut"] = system["macs_ratio"] / system["latency_ratio_median"]
             if system["metric"] == "latency":
                 system["within_tolerance"] = abs(system["latency_ratio_median"] - system["target"]) <= tolerance
-        results["threads"][str(threads)] = {
+        entry = results["threads"][str(threads)] = {
             "clock": latency.clock_for(torch.device("cpu")), "load_before": load,
             "load_after": open("/proc/loadavg").read().split()[:3] if Path("/proc/loadavg").exists() else [],
             "dense_ms_median": 1000 * statistics.median(per_round["dense"]),
             "dense_predicted_ms": dense_predicted, "table": str(table_path),
             "table_check": table.get("check"), "minutes": (time.time() - started) / 60, "systems": systems}
+        progress(format_threads(str(threads), entry, tolerance))
     return results
 
 
-def format_results(results: Dict[str, Any], tolerance: float) -> str:
-    lines = [f"benchmark_latency: {results['arch']}, {results['seconds']:g} s, {results['processor']}, "
-             f"torch {results['torch']}"]
-    for threads, entry in results["threads"].items():
-        lines.append(f"\n{threads} thread(s), clock {entry['clock']}, load {entry['load_before']} -> "
-                     f"{entry['load_after']}, dense {entry['dense_ms_median']:.0f} ms (table predicts "
-                     f"{entry['dense_predicted_ms']:.0f} ms)")
-        lines.append(f"{'system':<22}{'MACs':>7}{'predicted':>11}{'measured':>10}{'fastest':>9}"
-                     f"{'speed-up/MAC cut':>18}  within {tolerance:g}")
-        for s in entry["systems"]:
-            within = {True: "yes", False: "no"}.get(s.get("within_tolerance"), "-")
-            lines.append(f"{s['system']:<22}{s['macs_ratio']:>7.3f}{s['predicted_latency_ratio']:>11.3f}"
-                         f"{s['latency_ratio_median']:>10.3f}{s['latency_ratio_fastest']:>9.3f}"
-                         f"{s['speedup_per_mac_cut']:>18.3f}  {within}")
+def format_threads(threads: str, entry: Dict[str, Any], tolerance: float) -> str:
+    """The table of one thread count: per system the MAC ratio, the predicted and measured (median
+    of per-round ratios, and fastest round against fastest round) latency ratios, speed-up / MAC
+    cut, and whether a latency budget is within ``tolerance`` of its target."""
+    lines = [f"{threads} thread(s), clock {entry['clock']}, load {entry['load_before']} -> "
+             f"{entry['load_after']}, dense {entry['dense_ms_median']:.0f} ms (table predicts "
+             f"{entry['dense_predicted_ms']:.0f} ms)",
+             f"{'system':<22}{'exported':>9}{'MACs':>7}{'predicted':>11}{'measured':>10}{'fastest':>9}"
+             f"{'speed-up/MAC cut':>18}  within {tolerance:g}"]
+    for s in entry["systems"]:
+        within = {True: "yes", False: "no"}.get(s.get("within_tolerance"), "-")
+        lines.append(f"{s['system']:<22}{s['exported_budget_ratio']:>9.3f}{s['macs_ratio']:>7.3f}"
+                     f"{s['predicted_latency_ratio']:>11.3f}{s['latency_ratio_median']:>10.3f}"
+                     f"{s['latency_ratio_fastest']:>9.3f}{s['speedup_per_mac_cut']:>18.3f}  {within}")
     return "\n".join(lines)
 
 
@@ -185,11 +190,11 @@ def main(cmd: Optional[Sequence[str]] = None) -> None:
     if args.align < 2:
         get_parser().error("--align must be >= 2 (the variant without alignment is always run)")
     args.work_dir.mkdir(parents=True, exist_ok=True)
+    print(f"benchmark_latency: {args.arch}, {args.seconds:g} s, {latency.processor_name()}, torch {torch.__version__}")
     results = run(args.arch, [int(t) for t in args.threads.split(",")],
                   [float(t) for t in args.targets.split(",")], args.seconds, args.align, args.rounds,
                   args.profile_rounds, args.steps, args.warmup_steps, args.reg_lr, args.tolerance, args.work_dir,
                   args.tables)
-    print(format_results(results, args.tolerance))
     if args.json is not None:
         args.json.write_text(json.dumps(results, indent=1) + "\n")
 

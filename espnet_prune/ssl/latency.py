@@ -18,13 +18,14 @@ piece          timed module                           varies with
                WavLM's position bias, final norm)
 =============  =====================================  ===========================================
 
-Each varying piece is timed at a handful of widths (the *grid*) and predicted in between by
-piecewise-linear interpolation (bilinear over the CNN's input and output channels), linear
-extrapolation beyond. Evaluated at tensors -- expected counts under the gates -- the prediction
-is a tensor whose gradient reaches the gates, as the MAC cost is (:mod:`espnet_prune.ssl.cost`);
-at whole counts it is a number. It is not the exact expectation (a piecewise-linear function of
-a count is not linear in it), but it is exact at the grid and at every structure the
-deterministic mask can export.
+Each varying piece is timed at a handful of widths (the *grid*), made non-decreasing in every
+width (:func:`monotone`), and predicted in between by piecewise-linear interpolation (bilinear
+over the CNN's input and output channels), linear extrapolation beyond. Evaluated at tensors --
+expected counts under the gates -- the prediction is a tensor whose gradient reaches the gates,
+as the MAC cost is (:mod:`espnet_prune.ssl.cost`); at whole counts it is a number, the same one
+export reports for the exported structure. Unlike the MAC cost it is not the exact expectation
+under the gates (a piecewise-linear function of a count is not linear in it); the budget
+constrains the exported structure's cost, which is exact.
 
 The table file is JSON (:func:`save_table` / :func:`load_table`); it records what it was measured
 on (:data:`MEASURED_ON_KEYS`), the architecture (``EncoderConfig.to_dict()``), the fit and the
@@ -73,7 +74,8 @@ ALL_HEADS_UP_TO = 16
 STATISTIC = "minimum over rounds"
 #: The fit recorded in a table.
 FIT = ("piecewise-linear in the kept width between the grid widths (bilinear over a CNN layer's kept input and "
-       "output channels), linear extrapolation beyond; each time the " + STATISTIC)
+       "output channels), linear extrapolation beyond, through the times made non-decreasing in every width "
+       "(isotonic regression; the raw times are measured_ms); each time the " + STATISTIC)
 DTYPES = {"float32": torch.float32, "bf16": torch.bfloat16, "float16": torch.float16}
 
 Number = Union[int, float, Tensor]
@@ -94,6 +96,29 @@ def _head_grid(heads: int) -> List[int]:
     if heads <= ALL_HEADS_UP_TO:
         return list(range(heads + 1))
     return sorted({0, 1, *(int(round(f * heads)) for f in GRID_FRACTIONS)})
+
+
+def monotone(values: Sequence[float]) -> List[float]:
+    """The non-decreasing sequence nearest to ``values`` in least squares (isotonic regression,
+    pool-adjacent-violators): a piece does not get faster with more units, and a measured dip or
+    bump is noise that would otherwise steer the gates (or make the smallest structure cost more
+    than the dense one)."""
+    blocks: List[List[float]] = []  # [mean, count]
+    for value in values:
+        blocks.append([float(value), 1])
+        while len(blocks) > 1 and blocks[-2][0] > blocks[-1][0]:
+            mean, count = blocks.pop()
+            blocks[-1] = [(blocks[-1][0] * blocks[-1][1] + mean * count) / (blocks[-1][1] + count),
+                          blocks[-1][1] + count]
+    return [mean for mean, count in blocks for _ in range(int(count))]
+
+
+def monotone_2d(times: Sequence[Sequence[float]]) -> List[List[float]]:
+    """:func:`monotone` along each row, then along each column (the column pass keeps the rows
+    non-decreasing: isotonic regression is order-preserving)."""
+    rows = [monotone(row) for row in times]
+    columns = [monotone(column) for column in zip(*rows)]
+    return [list(row) for row in zip(*columns)]
 
 
 def interpolate(widths: Sequence[float], times: Sequence[float], x: Number) -> Number:
@@ -364,8 +389,8 @@ def profile(config: EncoderConfig, device: Union[str, torch.device] = "cpu", dty
                                              config.layer_norm_eps))
                 calls[f"{c_in},{c_out}"] = _module_call(block, x)
         times = timer(calls)
-        pieces["cnn"].append({"in": in_grid, "out": out_grid,
-                              "ms": [[times[f"{c_in},{c_out}"] for c_out in out_grid] for c_in in in_grid]})
+        measured = [[times[f"{c_in},{c_out}"] for c_out in out_grid] for c_in in in_grid]
+        pieces["cnn"].append({"in": in_grid, "out": out_grid, "ms": monotone_2d(measured), "measured_ms": measured})
         report(f"CNN layer {index} ({kernel}x{stride}, {out_frames} frames)", len(calls))
         in_channels, samples = out_channels, out_frames
     frames_t = frames[-1]
@@ -375,7 +400,8 @@ def profile(config: EncoderConfig, device: Union[str, torch.device] = "cpu", dty
     calls = {str(w): _module_call(build(FeatureProjection(w, dim, 0.0, config.layer_norm_eps)),
                                   noise(batch, frames_t, w)) for w in widths}
     times = timer(calls)
-    pieces["projection"] = {"widths": widths, "ms": [times[str(w)] for w in widths]}
+    measured = [times[str(w)] for w in widths]
+    pieces["projection"] = {"widths": widths, "ms": monotone(measured), "measured_ms": measured}
     report("feature projection", len(calls))
 
     x = noise(batch, frames_t, dim)
@@ -396,7 +422,8 @@ def profile(config: EncoderConfig, device: Union[str, torch.device] = "cpu", dty
                              ("ffn", _grid(max(config.ffn_dims), 0), lambda w: sublayer(None, w))):
         calls = {"empty": empty, **{str(w): make(w) for w in grid}}
         times = timer(calls)
-        pieces[name] = {"widths": grid, "ms": [times[str(w)] - times["empty"] for w in grid]}
+        measured = [times[str(w)] - times["empty"] for w in grid]
+        pieces[name] = {"widths": grid, "ms": monotone(measured), "measured_ms": measured}
         report(f"{name} sublayer ({frames_t} frames)", len(grid))
 
     pos_conv = build(ConvolutionalPositionalEmbedding(dim, config.pos_conv_kernel, config.pos_conv_groups))

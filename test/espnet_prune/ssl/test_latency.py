@@ -102,6 +102,15 @@ def test_expected_latency_under_the_gates_is_differentiable_and_matches_the_numb
     assert abs(priced - latency.predict_latency(controller.latency_table, compact)["total"]) <= 1e-9 * priced
 
 
+def test_monotone_fit_is_the_least_squares_non_decreasing_sequence():
+    assert latency.monotone([1.0, 3.0, 2.0, 4.0]) == [1.0, 2.5, 2.5, 4.0]
+    assert latency.monotone([5.0, 1.0, 0.0]) == [2.0, 2.0, 2.0]
+    assert latency.monotone([0.0, 1.0, 2.0]) == [0.0, 1.0, 2.0]
+    fitted = latency.monotone_2d([[1.0, 0.5, 3.0], [0.2, 2.0, 1.0]])
+    assert all(a <= b for row in fitted for a, b in zip(row, row[1:]))
+    assert all(a <= b for column in zip(*fitted) for a, b in zip(column, column[1:]))
+
+
 def test_table_file_round_trip_and_format_errors(config, tmp_path, table_path):
     assert latency.load_table(table_path) == json.loads(table_path.read_text())
     with pytest.raises(ValueError, match=r"pruning.latency_table: latency table .*missing.json does not exist"):
@@ -192,3 +201,9 @@ def test_profile_latency_cli_writes_a_table_for_a_checkpoint(config, tmp_path, c
     latency.check_table(table, config, 0.5, 1)
     dense = latency.predict_latency(table, config)["total"]
     assert dense > 0 and table["check"]["dense_measured_ms"] > 0
+    for piece in [*table["pieces"]["cnn"], table["pieces"]["ffn"]]:
+        assert piece["ms"] == (latency.monotone(piece["measured_ms"]) if "widths" in piece
+                               else latency.monotone_2d(piece["measured_ms"]))
+    # Monotone pieces: the smallest structure costs no more than the dense one.
+    smallest = {"conv": [1] * 7, "head": [0, 0, 0], "interm": [0, 0, 0]}
+    assert latency.predict_latency(table, config, smallest)["total"] <= dense
