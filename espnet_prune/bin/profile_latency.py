@@ -11,7 +11,7 @@ feature projection, the positional convolution and the fixed rest) is timed at a
 widths with random weights; the table records the device, threads, dtype, batch, duration,
 torch version and the fit (:mod:`espnet_prune.ssl.latency`). Progress goes to stderr, one
 line per piece; the last line compares the dense encoder's measured latency with the sum of
-its pieces.
+its pieces, and the calibration through it and a half-width encoder.
 """
 
 import argparse

@@ -102,6 +102,29 @@ def test_expected_latency_under_the_gates_is_differentiable_and_matches_the_numb
     assert abs(priced - latency.predict_latency(controller.latency_table, compact)["total"]) <= 1e-9 * priced
 
 
+def test_calibration_maps_the_summed_pieces_through_both_measured_encoders(config):
+    table = synthetic_table(config)
+    half_counts = cost.structure_counts(latency.half_structure(config))
+    summed = [latency.predict_latency(table, config, counts)["total"] for counts in (None, half_counts)]
+    table["calibration"] = latency.calibrate(*summed, 100.0, 60.0)
+    assert latency.predict_latency(table, config)["total"] == pytest.approx(100.0)
+    calibrated = latency.predict_latency(table, config, half_counts)
+    assert calibrated["total"] == pytest.approx(60.0)
+    assert calibrated["cnn"] == pytest.approx(table["calibration"]["scale"] * reference_cnn(table, half_counts))
+    assert latency.calibrate(10.0, 10.0, 5.0, 4.0) == {"scale": 1.0, "offset_ms": 0.0}
+    assert latency.calibrate(10.0, 5.0, 4.0, 5.0) == {"scale": 1.0, "offset_ms": 0.0}
+    assert latency.half_structure(config).conv_channels == [16] * 7
+
+
+def reference_cnn(table, counts):
+    total, in_channels = 0.0, 1.0
+    for layer, out in zip(table["pieces"]["cnn"], counts["conv"]):
+        rows = [np.interp(out, layer["out"], row) for row in layer["ms"]]
+        total += rows[0] if len(rows) == 1 else np.interp(in_channels, layer["in"], rows)
+        in_channels = out
+    return total
+
+
 def test_monotone_fit_is_the_least_squares_non_decreasing_sequence():
     assert latency.monotone([1.0, 3.0, 2.0, 4.0]) == [1.0, 2.5, 2.5, 4.0]
     assert latency.monotone([5.0, 1.0, 0.0]) == [2.0, 2.0, 2.0]
@@ -192,7 +215,7 @@ def test_profile_latency_cli_writes_a_table_for_a_checkpoint(config, tmp_path, c
     finally:
         torch.set_num_threads(threads)
     captured = capsys.readouterr()
-    assert "profile_latency: dense encoder measured" in captured.err
+    assert "profile_latency: the pieces sum to" in captured.err
     table = latency.load_table(output)
     assert table["measured_on"]["threads"] == 1 and table["measured_on"]["seconds"] == 0.5
     assert table["measured_on"]["clock"] == "cpu"
@@ -200,7 +223,7 @@ def test_profile_latency_cli_writes_a_table_for_a_checkpoint(config, tmp_path, c
     assert table["pieces"]["attention"]["widths"] == [0, 1, 2, 3, 4]
     latency.check_table(table, config, 0.5, 1)
     dense = latency.predict_latency(table, config)["total"]
-    assert dense > 0 and table["check"]["dense_measured_ms"] > 0
+    assert dense > 0 and table["check"]["dense_measured_ms"] > 0 and table["calibration"]["scale"] > 0
     for piece in [*table["pieces"]["cnn"], table["pieces"]["ffn"]]:
         assert piece["ms"] == (latency.monotone(piece["measured_ms"]) if "widths" in piece
                                else latency.monotone_2d(piece["measured_ms"]))
