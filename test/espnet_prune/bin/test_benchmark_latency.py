@@ -22,7 +22,7 @@ def test_run_with_a_table_prunes_both_metrics_with_and_without_align_and_times_t
         torch.set_num_threads(threads)
     entry = results["threads"]["1"]
     names = [system["system"] for system in entry["systems"]]
-    assert names == ["latency0.7", "latency0.7_align8", "macs0.7", "macs0.7_align8"]
+    assert names == ["latency0.7", "latency0.7_align8", "macs0.7", "macs0.7_align8", "half (calibration)"]
     for system in entry["systems"]:
         assert 0 < system["latency_ratio_median"] and 0 < system["macs_ratio"] <= 1
         assert ("within_tolerance" in system) == (system["metric"] == "latency")
