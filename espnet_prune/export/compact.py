@@ -9,7 +9,7 @@ the part that needs no ESPnet (any model with a ``pruned_ssl``-like ``frontend``
 import copy
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterator, Optional, Tuple
+from typing import Any, Dict, Iterator, Optional, Tuple
 
 import torch
 
@@ -45,9 +45,13 @@ def task_class(task: str):
     raise ValueError(f"task must be one of {TASKS}, got {task!r}")
 
 
-def encoder_cost(config: EncoderConfig, seconds: float) -> Dict[str, Dict[str, float]]:
-    """``{metric: {"cnn", "pos_conv", "transformer", "total"}}`` of ``config`` in every metric."""
-    return {metric: {k: float(v) for k, v in metric_cost(metric, config, seconds).items()} for metric in METRICS}
+def encoder_cost(config: EncoderConfig, seconds: float, latency_table: Optional[Dict[str, Any]] = None
+                 ) -> Dict[str, Dict[str, float]]:
+    """``{metric: {"cnn", "pos_conv", "transformer", "total"}}`` of ``config`` in every metric;
+    ``latency`` (predicted milliseconds) only with a ``latency_table``."""
+    metrics = [metric for metric in METRICS if metric != "latency" or latency_table is not None]
+    return {metric: {k: float(v) for k, v in metric_cost(metric, config, seconds, table=latency_table).items()}
+            for metric in metrics}
 
 
 def probe(frontend, check_seconds: float) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -134,7 +138,7 @@ def compact_frontend(model: torch.nn.Module, model_file: Path, size: Optional[in
     frontend = model.frontend
     controller = frontend.controller
     seconds = controller.reference_seconds
-    dense = encoder_cost(frontend.encoder.config, seconds)
+    dense = encoder_cost(frontend.encoder.config, seconds, controller.latency_table)
     waveform, lengths = probe(frontend, check_seconds)
     with torch.no_grad():
         gated_features, _ = frontend(waveform, lengths)
@@ -185,7 +189,8 @@ def compact(model: torch.nn.Module, train_config: Path, model_file: Path, task: 
     report = ExportReport(
         train_config=str(train_config), model_file=str(model_file), task=task,
         reference_seconds=done.reference_seconds,
-        encoder=EncoderCost.of(done.dense_cost, encoder_cost(model.frontend.encoder.config, done.reference_seconds)),
+        encoder=EncoderCost.of(done.dense_cost, encoder_cost(model.frontend.encoder.config, done.reference_seconds,
+                                                             model.frontend.controller.latency_table)),
         model_params=ParamCount(params_before, sum(p.numel() for p in model.parameters())),
         structure=done.structure, max_abs_diff_gated_vs_compact=done.max_abs_diff, pruning=done.pruning,
         size=done.size)

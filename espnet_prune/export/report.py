@@ -296,6 +296,10 @@ class ExportReport(_JsonRecord):
                      format_cost(self.total("params", "before")), format_cost(self.total("params")),
                      100 * self.ratio("params"), self.reference_seconds, format_cost(self.total("macs", "before")),
                      format_cost(self.total("macs")), 100 * self.ratio("macs"))
+        if "latency" in self.encoder.ratio:
+            logging.info("encoder latency predicted by the table for %.0f s: %.1f ms -> %.1f ms (%.1f%%)",
+                         self.reference_seconds, self.total("latency", "before"), self.total("latency"),
+                         100 * self.ratio("latency"))
         pruning = self.pruning
         for name, budget in pruning.budgets.items():
             logging.info("pruning budget '%s' (%s): target %.3f, exported %.3f, expected under the gates %.3f",

@@ -28,6 +28,8 @@ class HardConcreteGate(nn.Module):
         init_keep_prob: initial probability that a unit is kept (sets ``log_alpha``).
         init_noise: std of Gaussian noise added to the initial ``log_alpha``.
         min_keep: the deterministic mask keeps at least this many units.
+        align: the deterministic mask keeps a multiple of this many units (or all of them); a
+            ``min_keep`` above 0 is raised to a multiple of it.
 
     Attributes:
         planned_kept: ``None``, or the number of units :meth:`kept` keeps instead of the rounded
@@ -44,6 +46,7 @@ class HardConcreteGate(nn.Module):
         init_keep_prob: float = 0.9,
         init_noise: float = 0.01,
         min_keep: int = 0,
+        align: int = 1,
     ):
         super().__init__()
         if num_units < 1:
@@ -56,7 +59,10 @@ class HardConcreteGate(nn.Module):
         self.temperature = temperature
         self.stretch_low = stretch_low
         self.stretch_high = stretch_high
-        self.min_keep = min(min_keep, num_units)
+        if align < 1:
+            raise ValueError(f"align must be >= 1, got {align}")
+        self.align = align
+        self.min_keep = min(-(-min_keep // align) * align, num_units)
         self.planned_kept: Optional[int] = None
         # P(z != 0) = sigmoid(log_alpha - beta * log(-l / r)); invert for the initial keep probability.
         self._shift = temperature * math.log(-stretch_low / stretch_high)
@@ -80,12 +86,12 @@ class HardConcreteGate(nn.Module):
         return s.clamp(0.0, 1.0)
 
     def num_kept(self) -> int:
-        """Units the deterministic mask keeps: ``planned_kept`` if set, else the rounded expected
-        count; at least ``min_keep``, at most ``num_units``."""
+        """Units the deterministic mask keeps: ``planned_kept`` if set, else the expected count
+        rounded to a multiple of ``align``; at least ``min_keep``, at most ``num_units``."""
         if self.planned_kept is not None:
             kept = int(self.planned_kept)
         else:
-            kept = int(round(self.expected_kept().detach().item()))
+            kept = int(round(self.expected_kept().detach().item() / self.align)) * self.align
         return max(self.min_keep, min(self.num_units, kept))
 
     def expected_value(self, grid_points: int = 64) -> Tensor:

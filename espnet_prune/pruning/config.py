@@ -12,6 +12,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from espnet_prune.presets import preset as read_preset
 from espnet_prune.pruning.metrics import METRICS
+from espnet_prune.ssl.latency import load_table
 from espnet_prune.ssl.units import UNIT_NAMES
 from espnet_prune.utils.config_values import number, whole_number
 
@@ -39,7 +40,8 @@ class PruningConfig:
             (attention heads), ``attn_layer`` (whole attention sublayers), ``interm`` (FFN
             intermediate units), ``ffn_layer`` (whole FFN sublayers); each at most once. A
             single string is taken as a one-element list.
-        metric: ``macs`` (HJ-Pruning by MACs) or ``params`` (HJ-Pruning by size).
+        metric: ``macs`` (HJ-Pruning by MACs), ``params`` (HJ-Pruning by size) or ``latency``
+            (the latency ``latency_table`` predicts).
         target: joint keep ratio in (0, 1] of the metric for the whole encoder ...
         cnn_target: ... or a keep ratio in (0, 1] for the CNN feature extractor and
         transformer_target: one for the rest (feature projection, positional conv, layers):
@@ -67,6 +69,17 @@ class PruningConfig:
         lambda2_lr_scale: lambda2 moves this many times faster than lambda1 (> 0).
         temperature: hard-concrete temperature beta (> 0).
         init_keep_prob: initial keep probability of every unit, in (0, 1).
+        latency_table: a latency table (JSON) of this encoder measured on the device the model
+            will decode on (``python -m espnet_prune.bin.profile_latency``); needed by
+            ``metric: latency``, and with any metric it adds the predicted latency ratio to
+            export's report. Its architecture, ``reference_seconds`` and ``latency_batch`` must
+            be the table's (checked when the controller is built); another device or thread
+            count is a warning.
+        latency_batch: the batch size the latency is priced for (a whole number >= 1), the
+            table's ``--batch``.
+        align: CNN channels and FFN units are kept in multiples of this (a whole number >= 1) by
+            the deterministic mask, and so by export and in the exported cost (a layer keeps at
+            least ``align`` CNN channels; an FFN may keep none); 1: any number.
     """
 
     preset: Optional[str] = None
@@ -85,6 +98,9 @@ class PruningConfig:
     lambda2_lr_scale: float = 10.0
     temperature: float = 2.0 / 3.0
     init_keep_prob: float = 0.99
+    latency_table: Optional[str] = None
+    latency_batch: int = 1
+    align: int = 1
     #: Prefix of the keys in error messages (an init-only argument, not a YAML key).
     where: InitVar[str] = "pruning"
 
@@ -205,6 +221,24 @@ class PruningConfig:
         if not 0.0 < keep < 1.0:
             raise ValueError(f"{self._name('init_keep_prob')} must lie in (0, 1), got {self.init_keep_prob!r}")
         self.init_keep_prob = keep
+        self._check_latency()
+
+    def _check_latency(self) -> None:
+        """``latency_table`` (a table file, needed by ``metric: latency``), ``latency_batch``, ``align``."""
+        for key in ("latency_batch", "align"):
+            value = whole_number(self._name(key), getattr(self, key), "a whole number")
+            if value < 1:
+                raise ValueError(f"{self._name(key)} must be >= 1, got {value}")
+            setattr(self, key, value)
+        if self.latency_table is None:
+            if self.metric == "latency":
+                raise ValueError(f"{self._name('metric')}: latency needs {self._name('latency_table')}, a table "
+                                 "measured by python -m espnet_prune.bin.profile_latency on the decoding device")
+            return
+        if not isinstance(self.latency_table, str):
+            raise ValueError(f"{self._name('latency_table')} must be the path of a latency table, got "
+                             f"{type(self.latency_table).__name__} {self.latency_table!r}")
+        load_table(self.latency_table, self._name("latency_table"))
 
     # ------------------------------------------------------------------ several sizes
     @property

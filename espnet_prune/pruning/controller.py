@@ -34,7 +34,7 @@ from espnet_prune.pruning.multipliers import multiplier_step
 from espnet_prune.pruning.multisize import SNAPSHOTS_ATTRIBUTE, SizeSchedule, SizeSnapshots
 from espnet_prune.pruning.reports import BUDGET_TOLERANCE
 from espnet_prune.pruning.rounding import match_budgets
-from espnet_prune.ssl import cost
+from espnet_prune.ssl import cost, latency
 from espnet_prune.ssl.config import EncoderConfig
 from espnet_prune.ssl.model import Masks
 
@@ -62,13 +62,18 @@ class PruningController(nn.Module):
         self.metric = pruning.metric
         self.warmup_steps = int(pruning.warmup_steps)
         self.reference_seconds = float(pruning.reference_seconds)
+        #: The latency table (``pruning.latency_table``), checked against this encoder, or ``None``.
+        self.latency_table: Optional[Dict] = None
+        if pruning.latency_table is not None:
+            self.latency_table = latency.load_table(pruning.latency_table, "pruning.latency_table")
+            latency.check_table(self.latency_table, config, self.reference_seconds, pruning.latency_batch)
         # The budgets of the (last, with ``targets``: smallest) size; see _init_sizes.
         self.budgets: Dict[str, float] = {name: float(value) for name, value in pruning.sizes()[-1].items()}
 
         # One gate per gated layer of a vector unit (``gates[unit][str(layer)]``, for the CNN
         # ``gates["conv"][layer]`` with min_keep=1), one gate over the gated layers of a scalar
         # unit (``gates[unit]``); see espnet_prune.pruning.gates.
-        self.gates = GateBank(config, self.units, pruning.temperature, pruning.init_keep_prob)
+        self.gates = GateBank(config, self.units, pruning.temperature, pruning.init_keep_prob, align=pruning.align)
 
         # The multipliers are state updated by advance(), not trained by the optimizer
         # (espnet_prune.pruning.multipliers); parameters without gradient so that checkpoints keep them.
@@ -125,7 +130,7 @@ class PruningController(nn.Module):
 
     # ------------------------------------------------------------------ cost
     def _cost(self, counts: cost.UnitCounts) -> Dict[str, Tensor]:
-        return metric_cost(self.metric, self.config, self.reference_seconds, counts)
+        return metric_cost(self.metric, self.config, self.reference_seconds, counts, self.latency_table)
 
     def expected_cost(self) -> Dict[str, Tensor]:
         """Expected ``{"cnn", "pos_conv", "transformer", "total"}`` cost (MACs or params)."""

@@ -29,6 +29,9 @@ def gate_order(table: Sequence[Unit]) -> Tuple[Unit, ...]:
 
 #: :func:`gate_order` of the SSL encoder's units.
 GATE_ORDER = gate_order(UNITS)
+#: The units whose kept counts ``align`` rounds to its multiples (CNN channels, FFN units: the
+#: matrix dimensions the hardware tiles; heads are whole blocks already).
+ALIGNED_UNITS = ("conv", "interm")
 #: A unit is "undecided" when its keep probability lies strictly between these bounds.
 UNDECIDED = (0.1, 0.9)
 
@@ -45,10 +48,12 @@ class GateBank(nn.ModuleDict):
         temperature: hard-concrete temperature beta.
         init_keep_prob: initial keep probability of every unit.
         table: ... among these units (default: the SSL encoder's, :data:`espnet_prune.ssl.units.UNITS`).
+        align: the gates of :data:`ALIGNED_UNITS` keep multiples of this many units
+            (:class:`HardConcreteGate`'s ``align``).
     """
 
     def __init__(self, config: EncoderConfig, units: List[str], temperature: float, init_keep_prob: float,
-                 table: Sequence[Unit] = UNITS):
+                 table: Sequence[Unit] = UNITS, align: int = 1):
         super().__init__()
         self.config = config
         self.gated_units: List[Unit] = [unit for unit in gate_order(table) if unit.name in units]
@@ -59,7 +64,8 @@ class GateBank(nn.ModuleDict):
             widths = unit.widths(config)
             if not unit.scalar:
                 gates = {str(layer): HardConcreteGate(widths[layer], temperature=temperature,
-                                                      init_keep_prob=init_keep_prob, min_keep=unit.min_keep)
+                                                      init_keep_prob=init_keep_prob, min_keep=unit.min_keep,
+                                                      align=align if unit.name in ALIGNED_UNITS else 1)
                          for layer in layers}
                 # A unit that every layer has (the CNN's channels) gets a list indexed by layer.
                 self[unit.name] = (nn.ModuleList(gates.values()) if unit.present is None

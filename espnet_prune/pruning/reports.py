@@ -187,7 +187,8 @@ def budget_summary(controller: "PruningController", compact_config) -> Dict[str,
     end-of-training warning of each missed budget.
     """
     report = controller.budget_report()
-    compact = metric_cost(controller.metric, compact_config, controller.reference_seconds)
+    compact = metric_cost(controller.metric, compact_config, controller.reference_seconds,
+                          table=controller.latency_table)
     exported = controller.budget_ratios({k: float(v) for k, v in compact.items()})
     budgets, differ = {}, []
     for name, entry in report.items():

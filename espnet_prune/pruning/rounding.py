@@ -80,24 +80,32 @@ def match_budgets(movable: List[Movable], rounded: cost.UnitCounts, expected: Di
                 if sublayer:
                     continue
                 now = kept[position]
-                probe = now + 1 if now < gate.num_units else now - 1
+                probe = min(now + gate.align, gate.num_units) if now < gate.num_units else max(now - gate.align, 0)
                 assign(counts, probe)
                 deltas[position] = [(before - after) / (probe - now)
                                     for before, after in zip(residual, gaps(counts))]
                 assign(counts, now)
-            # Candidates (priority, gate position, +1 add / -1 remove), most probable first: each
-            # gate's additions and removals are already in that order, so they are merged (stably,
-            # as a sort of all of them would order them) rather than sorted, and a stream stops
-            # once blocked: the loop below would skip its remaining candidates anyway.
+            # Candidates (priority, gate position, signed step: units added > 0 or removed < 0), most
+            # probable first: one unit, or a block of the gate's ``align`` units (the priority of
+            # its least probable addition / most probable removal). Each gate's additions and
+            # removals are already in that order, so they are merged (stably, as a sort of all of
+            # them would order them) rather than sorted, and a stream stops once blocked: the loop
+            # below would skip its remaining candidates anyway.
             blocked = set()
 
             def stream(position: int, sign: int):
-                probs, count = order[position], kept[position]
+                gate = movable[position][0]
+                probs, count, align = order[position], kept[position], gate.align
                 if sign > 0:
-                    items = ((p, position, 1) for p in probs[count:] if p >= PLAN_MIN_ADD_PROB)
+                    ends = range(count + align, gate.num_units + align, align)
+                    items = ((probs[min(end, gate.num_units) - 1], position, min(end, gate.num_units) - start)
+                             for start, end in zip(range(count, gate.num_units, align), ends))
+                    items = itertools.takewhile(lambda item: item[0] >= PLAN_MIN_ADD_PROB, items)
                 else:
-                    min_keep = movable[position][0].min_keep
-                    items = ((1.0 - probs[i], position, -1) for i in range(count - 1, min_keep - 1, -1))
+                    # down to the multiple of align below the count (the full width need not be one)
+                    starts = range((count - 1) // align * align, gate.min_keep - 1, -align)
+                    items = ((1.0 - probs[start], position, start - end)
+                             for start, end in zip(starts, itertools.chain([count], starts)))
                 for item in items:
                     yield item
                     if (position, sign) in blocked:
@@ -105,14 +113,15 @@ def match_budgets(movable: List[Movable], rounded: cost.UnitCounts, expected: Di
 
             streams = [stream(position, sign) for position, delta in deltas.items() if any(delta)
                        for sign in (1, -1)]
-            for _, position, sign in heapq.merge(*streams, key=lambda item: -item[0]):
+            for _, position, step in heapq.merge(*streams, key=lambda item: -item[0]):
+                sign = 1 if step > 0 else -1
                 if (position, sign) in blocked:
                     continue
-                moved = [r - sign * d for r, d in zip(residual, deltas[position])]
+                moved = [r - step * d for r, d in zip(residual, deltas[position])]
                 if sum(abs(r) for r in moved) >= sum(abs(r) for r in residual) - 1e-12:
                     blocked.add((position, sign))  # its next units overshoot as much
                     continue
-                kept[position] += sign
+                kept[position] += step
                 movable[position][1](counts, kept[position])
                 residual = moved
             residual = gaps(counts)  # exact again (costs of neighbouring CNN layers interact)
