@@ -51,6 +51,7 @@ import yaml
 
 from espnet_prune import register
 from espnet_prune.pruning.metrics import METRICS, metric_cost
+from espnet_prune.pruning.parts import SSLPart
 from espnet_prune.pruning.reports import budget_summary
 from espnet_prune.ssl import cost
 from espnet_prune.ssl.calibration import DEFAULT_CALIBRATION
@@ -104,7 +105,8 @@ def task_class(task: str):
 
 def encoder_cost(config, seconds: float) -> Dict[str, Dict[str, float]]:
     """``{metric: {"cnn", "pos_conv", "transformer", "total"}}`` of ``config`` in every metric."""
-    return {metric: {k: float(v) for k, v in metric_cost(metric, config, seconds).items()} for metric in METRICS}
+    part = SSLPart(config, seconds)
+    return {metric: {k: float(v) for k, v in metric_cost(metric, part).items()} for metric in METRICS}
 
 
 def _probe(frontend, check_seconds: float) -> Tuple[torch.Tensor, torch.Tensor]:
