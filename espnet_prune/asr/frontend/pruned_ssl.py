@@ -147,6 +147,8 @@ class PrunedSSLFrontend(AbsFrontend):
         self.s3prl_lengths = s3prl_lengths
         self.layer_weights = nn.Parameter(torch.zeros(num_hidden)) if multilayer_feature else None
         self.controller = None
+        #: Masks given by the model's whole-model controller (``model_conf.pruning``, :meth:`set_masks`).
+        self.masks = None
         if self.pruning_conf is not None:
             self.controller = PruningController(config, self.pruning_conf)
             logging.info("pruned_ssl: pruning %s to %s", self.pruning_conf.units,
@@ -183,7 +185,7 @@ class PrunedSSLFrontend(AbsFrontend):
             input, input_lengths = self._s3prl_min_length(input, input_lengths)
             frames = -(-int(input_lengths.max()) // self.hop_length)
         input, input_lengths = self._pad_short(input, input_lengths)
-        masks = self.controller() if self.controller is not None else None
+        masks = self.controller() if self.controller is not None else self.masks
         hidden_states, lengths = self.encoder(input, input_lengths, masks)
         hidden_states = hidden_states if self.multilayer_feature else [hidden_states[self.layer]]
         if self.s3prl_lengths:
@@ -254,6 +256,14 @@ class PrunedSSLFrontend(AbsFrontend):
                 "(%.0f ms) and were zero-padded to it (one output frame)", self.num_padded_utterances, field,
                 1000 * field / self.encoder.config.sample_rate)
         return input, input_lengths
+
+    def set_masks(self, masks: Optional[Dict[str, List[Tensor]]]) -> None:
+        """Masks of the SSL encoder's units (:data:`espnet_prune.ssl.model.Masks`) from a whole-model
+        controller (``model_conf.pruning``), used by every following ``forward``; ``None``: none."""
+        if masks is not None and self.controller is not None:
+            raise ValueError("pruned_ssl: the frontend has its own controller (frontend_conf.pruning); "
+                             "it takes no masks from the model")
+        self.masks = masks
 
     def make_compact(self) -> Dict[str, Any]:
         """Prune physically with the controller's deterministic masks; drop the controller.
