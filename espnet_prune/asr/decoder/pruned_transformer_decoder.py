@@ -13,9 +13,8 @@ from espnet2.asr.decoder.transformer_decoder import TransformerDecoder
 from typeguard import typechecked
 
 from espnet_prune.asr.downstream.layers import GatedDecoderLayer
-from espnet_prune.asr.downstream.module import PrunableDownstreamMixin
+from espnet_prune.asr.downstream.module import PrunableDownstreamMixin, check_supported
 from espnet_prune.asr.downstream.structure import DECODER_SUBLAYERS, DECODER_UNITS, DecoderStructure
-from espnet_prune.asr.encoder.pruned_conformer_encoder import check_supported
 
 
 class PrunedTransformerDecoder(PrunableDownstreamMixin, TransformerDecoder):
@@ -25,7 +24,7 @@ class PrunedTransformerDecoder(PrunableDownstreamMixin, TransformerDecoder):
 
     Args:
         (all of ESPnet's ``TransformerDecoder``): same meaning, same defaults; ``concat_after``
-            must be false.
+            and ``qk_norm`` must be false.
         pruned_structure: the compact shape, ``{field: [one value per layer]}`` with fields
             ``self_attention_heads``, ``src_attention_heads``, ``linear_units`` (kept widths) and
             ``use_self_attention``, ``use_src_attention``, ``use_ffn`` (kept sublayers); missing
@@ -60,7 +59,7 @@ class PrunedTransformerDecoder(PrunableDownstreamMixin, TransformerDecoder):
         gradient_checkpoint_layers: List[int] = [],
         pruned_structure: Optional[Dict[str, Any]] = None,
     ):
-        check_supported("decoder_conf", concat_after, "linear")
+        check_supported("decoder_conf", concat_after, "linear", qk_norm)
         super().__init__(
             vocab_size=vocab_size, encoder_output_size=encoder_output_size, attention_heads=attention_heads,
             linear_units=linear_units, num_blocks=num_blocks, dropout_rate=dropout_rate,
@@ -75,7 +74,7 @@ class PrunedTransformerDecoder(PrunableDownstreamMixin, TransformerDecoder):
         dense = DecoderStructure(
             vocab_size=vocab_size, size=encoder_output_size, head_dim=encoder_output_size // attention_heads,
             input_layer=input_layer, use_output_layer=use_output_layer, normalize_before=normalize_before,
-            qk_norm=qk_norm, num_layers=num_blocks, self_attention_heads=[attention_heads] * num_blocks,
+            num_layers=num_blocks, self_attention_heads=[attention_heads] * num_blocks,
             src_attention_heads=[attention_heads] * num_blocks, linear_units=[linear_units] * num_blocks,
             use_self_attention=layers, use_src_attention=layers, use_ffn=layers,
         )

@@ -20,6 +20,18 @@ from espnet_prune.ssl.units import Unit
 Masks = Mapping[str, Sequence[Optional[Tensor]]]
 
 
+def check_supported(where: str, concat_after: bool, positionwise_layer_type: str, qk_norm: bool) -> None:
+    """Refuse the ESPnet options whose sublayers these classes cannot prune."""
+    if qk_norm:
+        raise ValueError(f"{where}: qk_norm: true is not supported by the pruned encoders/decoder")
+    if concat_after:
+        raise ValueError(f"{where}: concat_after: true is not supported by the pruned encoders/decoder "
+                         "(its concat_linear reads the attention output beside its input)")
+    if positionwise_layer_type != "linear":
+        raise ValueError(f"{where}: positionwise_layer_type '{positionwise_layer_type}' is not supported by the "
+                         "pruned encoders; use 'linear'")
+
+
 class PrunableDownstreamMixin:
     """Masks and structure of a prunable downstream module.
 

@@ -151,7 +151,6 @@ class EncoderStructure:
             the macaron FFN is pruned away).
         use_cnn_module: the blocks were built with a convolution module (``norm_final`` stays).
         cnn_module_kernel: depthwise kernel size.
-        qk_norm: LayerNorms of queries and keys (per head, shared by the heads).
     Per block (lists of ``num_layers`` entries, the ``pruned_structure`` fields):
         attention_heads, linear_units, macaron_linear_units, conv_channels: kept widths.
         use_attention, use_ffn, use_macaron_ffn, use_conv: whether the sublayer is still there.
@@ -166,7 +165,6 @@ class EncoderStructure:
     macaron_style: bool
     use_cnn_module: bool
     cnn_module_kernel: int
-    qk_norm: bool
     num_layers: int
     attention_heads: List[int]
     linear_units: List[int]
@@ -189,7 +187,6 @@ class DecoderStructure:
         input_layer: ``embed`` or ``linear``.
         use_output_layer: whether the decoder ends in its ``D -> V`` output layer.
         normalize_before: pre-LN layers (and the final ``after_norm``).
-        qk_norm: LayerNorms of queries and keys.
     Per layer (lists of ``num_layers`` entries, the ``pruned_structure`` fields):
         self_attention_heads, src_attention_heads, linear_units: kept widths.
         use_self_attention, use_src_attention, use_ffn: whether the sublayer is still there.
@@ -201,7 +198,6 @@ class DecoderStructure:
     input_layer: str
     use_output_layer: bool
     normalize_before: bool
-    qk_norm: bool
     num_layers: int
     self_attention_heads: List[int]
     src_attention_heads: List[int]

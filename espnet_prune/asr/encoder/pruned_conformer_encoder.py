@@ -13,18 +13,8 @@ from espnet2.asr.encoder.conformer_encoder import ConformerEncoder
 from typeguard import typechecked
 
 from espnet_prune.asr.downstream.layers import GatedConformerLayer
-from espnet_prune.asr.downstream.module import PrunableDownstreamMixin
+from espnet_prune.asr.downstream.module import PrunableDownstreamMixin, check_supported
 from espnet_prune.asr.downstream.structure import CONFORMER_SUBLAYERS, CONFORMER_UNITS, EncoderStructure
-
-
-def check_supported(where: str, concat_after: bool, positionwise_layer_type: str) -> None:
-    """Refuse the ESPnet options whose sublayers these classes cannot prune."""
-    if concat_after:
-        raise ValueError(f"{where}: concat_after: true is not supported by the pruned encoders/decoder "
-                         "(its concat_linear reads the attention output beside its input)")
-    if positionwise_layer_type != "linear":
-        raise ValueError(f"{where}: positionwise_layer_type '{positionwise_layer_type}' is not supported by the "
-                         "pruned encoders; use 'linear'")
 
 
 def resolve_pos_enc(rel_pos_type: str, pos_enc_layer_type: str) -> str:
@@ -40,7 +30,7 @@ class PrunedConformerEncoder(PrunableDownstreamMixin, ConformerEncoder):
 
     Args:
         (all of ESPnet's ``ConformerEncoder``): same meaning, same defaults; ``concat_after`` must
-            be false and ``positionwise_layer_type`` ``linear``.
+            be false, ``positionwise_layer_type`` ``linear`` and ``qk_norm`` false.
         pruned_structure: the compact shape, ``{field: [one value per block]}`` with fields
             ``attention_heads``, ``linear_units``, ``macaron_linear_units``, ``conv_channels``
             (kept widths) and ``use_attention``, ``use_ffn``, ``use_macaron_ffn``, ``use_conv``
@@ -87,7 +77,7 @@ class PrunedConformerEncoder(PrunableDownstreamMixin, ConformerEncoder):
         use_flash_attn: bool = True,
         pruned_structure: Optional[Dict[str, Any]] = None,
     ):
-        check_supported("encoder_conf", concat_after, positionwise_layer_type)
+        check_supported("encoder_conf", concat_after, positionwise_layer_type, qk_norm)
         super().__init__(
             input_size=input_size, output_size=output_size, attention_heads=attention_heads,
             linear_units=linear_units, num_blocks=num_blocks, dropout_rate=dropout_rate,
@@ -109,7 +99,7 @@ class PrunedConformerEncoder(PrunableDownstreamMixin, ConformerEncoder):
             input_layer=input_layer, pos_enc=resolve_pos_enc(rel_pos_type, pos_enc_layer_type),
             normalize_before=normalize_before, macaron_style=macaron_style, use_cnn_module=use_cnn_module,
             cnn_module_kernel=cnn_module_kernel,
-            qk_norm=qk_norm and selfattention_layer_type == "selfattn", num_layers=num_blocks,
+            num_layers=num_blocks,
             attention_heads=[attention_heads] * num_blocks, linear_units=[linear_units] * num_blocks,
             macaron_linear_units=[linear_units if macaron_style else 0] * num_blocks,
             conv_channels=[output_size if use_cnn_module else 0] * num_blocks,

@@ -11,13 +11,12 @@ from espnet2.asr.encoder.transformer_encoder import TransformerEncoder
 from typeguard import typechecked
 
 from espnet_prune.asr.downstream.layers import GatedTransformerEncoderLayer
-from espnet_prune.asr.downstream.module import PrunableDownstreamMixin
+from espnet_prune.asr.downstream.module import PrunableDownstreamMixin, check_supported
 from espnet_prune.asr.downstream.structure import (
     TRANSFORMER_ENCODER_SUBLAYERS,
     TRANSFORMER_ENCODER_UNITS,
     EncoderStructure,
 )
-from espnet_prune.asr.encoder.pruned_conformer_encoder import check_supported
 
 
 class PrunedTransformerEncoder(PrunableDownstreamMixin, TransformerEncoder):
@@ -26,7 +25,7 @@ class PrunedTransformerEncoder(PrunableDownstreamMixin, TransformerEncoder):
 
     Args:
         (all of ESPnet's ``TransformerEncoder``): same meaning, same defaults; ``concat_after``
-            must be false and ``positionwise_layer_type`` ``linear``.
+            must be false, ``positionwise_layer_type`` ``linear`` and ``qk_norm`` false.
         pruned_structure: the compact shape, ``{field: [one value per layer]}`` with fields
             ``attention_heads``, ``linear_units`` (kept widths) and ``use_attention``, ``use_ffn``
             (kept sublayers); missing fields, or ``None``, are dense. Written by physical pruning.
@@ -63,7 +62,7 @@ class PrunedTransformerEncoder(PrunableDownstreamMixin, TransformerEncoder):
         use_flash_attn: bool = True,
         pruned_structure: Optional[Dict[str, Any]] = None,
     ):
-        check_supported("encoder_conf", concat_after, positionwise_layer_type)
+        check_supported("encoder_conf", concat_after, positionwise_layer_type, qk_norm)
         super().__init__(
             input_size=input_size, output_size=output_size, attention_heads=attention_heads,
             linear_units=linear_units, num_blocks=num_blocks, dropout_rate=dropout_rate,
@@ -79,7 +78,7 @@ class PrunedTransformerEncoder(PrunableDownstreamMixin, TransformerEncoder):
         dense = EncoderStructure(
             input_size=input_size, size=output_size, head_dim=output_size // attention_heads,
             input_layer=input_layer, pos_enc=pos_enc_layer_type, normalize_before=normalize_before, macaron_style=False,
-            use_cnn_module=False, cnn_module_kernel=0, qk_norm=qk_norm, num_layers=num_blocks,
+            use_cnn_module=False, cnn_module_kernel=0, num_layers=num_blocks,
             attention_heads=[attention_heads] * num_blocks, linear_units=[linear_units] * num_blocks,
             macaron_linear_units=[0] * num_blocks, conv_channels=[0] * num_blocks,
             use_attention=[True] * num_blocks, use_ffn=[True] * num_blocks, use_macaron_ffn=no_blocks,
