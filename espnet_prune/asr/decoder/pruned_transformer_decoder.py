@@ -13,7 +13,7 @@ from espnet2.asr.decoder.transformer_decoder import TransformerDecoder
 from typeguard import typechecked
 
 from espnet_prune.asr.downstream.layers import GatedDecoderLayer
-from espnet_prune.asr.downstream.module import PrunableDownstreamMixin, check_supported
+from espnet_prune.asr.downstream.module import PrunableDownstreamMixin, check_supported, espnet_arguments
 from espnet_prune.asr.downstream.structure import DECODER_SUBLAYERS, DECODER_UNITS, DecoderStructure
 
 
@@ -59,17 +59,9 @@ class PrunedTransformerDecoder(PrunableDownstreamMixin, TransformerDecoder):
         gradient_checkpoint_layers: List[int] = [],
         pruned_structure: Optional[Dict[str, Any]] = None,
     ):
+        espnet_kwargs = espnet_arguments(TransformerDecoder, locals())
         check_supported("decoder_conf", concat_after, "linear", qk_norm)
-        super().__init__(
-            vocab_size=vocab_size, encoder_output_size=encoder_output_size, attention_heads=attention_heads,
-            linear_units=linear_units, num_blocks=num_blocks, dropout_rate=dropout_rate,
-            positional_dropout_rate=positional_dropout_rate,
-            self_attention_dropout_rate=self_attention_dropout_rate,
-            src_attention_dropout_rate=src_attention_dropout_rate, input_layer=input_layer,
-            use_output_layer=use_output_layer, pos_enc_class=pos_enc_class, normalize_before=normalize_before,
-            concat_after=concat_after, layer_drop_rate=layer_drop_rate, qk_norm=qk_norm,
-            use_flash_attn=use_flash_attn, gradient_checkpoint_layers=gradient_checkpoint_layers,
-        )
+        super().__init__(**espnet_kwargs)
         layers = [True] * num_blocks
         dense = DecoderStructure(
             vocab_size=vocab_size, size=encoder_output_size, head_dim=encoder_output_size // attention_heads,
@@ -78,7 +70,7 @@ class PrunedTransformerDecoder(PrunableDownstreamMixin, TransformerDecoder):
             src_attention_heads=[attention_heads] * num_blocks, linear_units=[linear_units] * num_blocks,
             use_self_attention=layers, use_src_attention=layers, use_ffn=layers,
         )
-        self._make_prunable(_gated_layer, dense, pruned_structure)
+        self._make_prunable(espnet_kwargs, _gated_layer, dense, pruned_structure)
 
 
 def _gated_layer(layer) -> GatedDecoderLayer:

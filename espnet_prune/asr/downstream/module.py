@@ -8,6 +8,7 @@ ESPnet's own ``forward`` (and the decoder's ``forward_one_step`` / ``batch_score
 unchanged over the gated layers.
 """
 
+import inspect
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from torch import Tensor, nn
@@ -18,6 +19,12 @@ from espnet_prune.ssl.units import Unit
 #: ``{unit name: [mask of layer 0, ...]}``; a mask is ``(width,)`` for a width unit, ``()`` for a
 #: scalar unit, or ``None`` (that layer unmasked).
 Masks = Mapping[str, Sequence[Optional[Tensor]]]
+
+
+def espnet_arguments(espnet_class: type, arguments: Mapping[str, Any]) -> Dict[str, Any]:
+    """The keyword arguments of ``espnet_class.__init__`` taken from ``arguments`` (a ``locals()``)."""
+    names = [name for name in inspect.signature(espnet_class.__init__).parameters if name != "self"]
+    return {name: arguments[name] for name in names}
 
 
 def check_supported(where: str, concat_after: bool, positionwise_layer_type: str, qk_norm: bool) -> None:
@@ -45,9 +52,11 @@ class PrunableDownstreamMixin:
     LAYERS = ""
     WHERE = ""
 
-    def _make_prunable(self, gated_layer: Callable[[nn.Module], nn.Module], dense_structure,
-                       pruned_structure: Optional[Mapping[str, Any]]) -> None:
+    def _make_prunable(self, espnet_kwargs: Dict[str, Any], gated_layer: Callable[[nn.Module], nn.Module],
+                       dense_structure, pruned_structure: Optional[Mapping[str, Any]]) -> None:
         """Swap every layer for ``gated_layer(layer)`` and shrink it to ``pruned_structure``."""
+        #: ESPnet's keyword arguments this module was built with (without ``pruned_structure``).
+        self.espnet_kwargs = dict(espnet_kwargs)
         #: The unpruned shape, built from ESPnet's keyword arguments.
         self.dense_structure = dense_structure
         #: The current shape (:class:`~espnet_prune.asr.downstream.structure.EncoderStructure` or

@@ -13,7 +13,7 @@ from espnet2.asr.encoder.conformer_encoder import ConformerEncoder
 from typeguard import typechecked
 
 from espnet_prune.asr.downstream.layers import GatedConformerLayer
-from espnet_prune.asr.downstream.module import PrunableDownstreamMixin, check_supported
+from espnet_prune.asr.downstream.module import PrunableDownstreamMixin, check_supported, espnet_arguments
 from espnet_prune.asr.downstream.structure import CONFORMER_SUBLAYERS, CONFORMER_UNITS, EncoderStructure
 
 
@@ -77,22 +77,9 @@ class PrunedConformerEncoder(PrunableDownstreamMixin, ConformerEncoder):
         use_flash_attn: bool = True,
         pruned_structure: Optional[Dict[str, Any]] = None,
     ):
+        espnet_kwargs = espnet_arguments(ConformerEncoder, locals())
         check_supported("encoder_conf", concat_after, positionwise_layer_type, qk_norm)
-        super().__init__(
-            input_size=input_size, output_size=output_size, attention_heads=attention_heads,
-            linear_units=linear_units, num_blocks=num_blocks, dropout_rate=dropout_rate,
-            positional_dropout_rate=positional_dropout_rate, attention_dropout_rate=attention_dropout_rate,
-            input_layer=input_layer, normalize_before=normalize_before, concat_after=concat_after,
-            positionwise_layer_type=positionwise_layer_type,
-            positionwise_conv_kernel_size=positionwise_conv_kernel_size, macaron_style=macaron_style,
-            rel_pos_type=rel_pos_type, pos_enc_layer_type=pos_enc_layer_type,
-            selfattention_layer_type=selfattention_layer_type, activation_type=activation_type,
-            use_cnn_module=use_cnn_module, zero_triu=zero_triu, cnn_module_kernel=cnn_module_kernel,
-            padding_idx=padding_idx, interctc_layer_idx=interctc_layer_idx,
-            interctc_use_conditioning=interctc_use_conditioning, ctc_trim=ctc_trim,
-            stochastic_depth_rate=stochastic_depth_rate, layer_drop_rate=layer_drop_rate,
-            max_pos_emb_len=max_pos_emb_len, qk_norm=qk_norm, use_flash_attn=use_flash_attn,
-        )
+        super().__init__(**espnet_kwargs)
         blocks = [True] * num_blocks
         dense = EncoderStructure(
             input_size=input_size, size=output_size, head_dim=output_size // attention_heads,
@@ -106,7 +93,7 @@ class PrunedConformerEncoder(PrunableDownstreamMixin, ConformerEncoder):
             use_attention=blocks, use_ffn=blocks, use_macaron_ffn=[macaron_style] * num_blocks,
             use_conv=[use_cnn_module] * num_blocks,
         )
-        self._make_prunable(_gated_block, dense, pruned_structure)
+        self._make_prunable(espnet_kwargs, _gated_block, dense, pruned_structure)
 
 
 def _gated_block(layer) -> GatedConformerLayer:

@@ -11,7 +11,7 @@ from espnet2.asr.encoder.transformer_encoder import TransformerEncoder
 from typeguard import typechecked
 
 from espnet_prune.asr.downstream.layers import GatedTransformerEncoderLayer
-from espnet_prune.asr.downstream.module import PrunableDownstreamMixin, check_supported
+from espnet_prune.asr.downstream.module import PrunableDownstreamMixin, check_supported, espnet_arguments
 from espnet_prune.asr.downstream.structure import (
     TRANSFORMER_ENCODER_SUBLAYERS,
     TRANSFORMER_ENCODER_UNITS,
@@ -62,18 +62,9 @@ class PrunedTransformerEncoder(PrunableDownstreamMixin, TransformerEncoder):
         use_flash_attn: bool = True,
         pruned_structure: Optional[Dict[str, Any]] = None,
     ):
+        espnet_kwargs = espnet_arguments(TransformerEncoder, locals())
         check_supported("encoder_conf", concat_after, positionwise_layer_type, qk_norm)
-        super().__init__(
-            input_size=input_size, output_size=output_size, attention_heads=attention_heads,
-            linear_units=linear_units, num_blocks=num_blocks, dropout_rate=dropout_rate,
-            positional_dropout_rate=positional_dropout_rate, attention_dropout_rate=attention_dropout_rate,
-            input_layer=input_layer, pos_enc_class=pos_enc_class,
-            pos_enc_layer_type=pos_enc_layer_type, normalize_before=normalize_before,
-            concat_after=concat_after, positionwise_layer_type=positionwise_layer_type,
-            positionwise_conv_kernel_size=positionwise_conv_kernel_size, padding_idx=padding_idx,
-            interctc_layer_idx=interctc_layer_idx, interctc_use_conditioning=interctc_use_conditioning,
-            layer_drop_rate=layer_drop_rate, qk_norm=qk_norm, use_flash_attn=use_flash_attn,
-        )
+        super().__init__(**espnet_kwargs)
         no_blocks = [False] * num_blocks
         dense = EncoderStructure(
             input_size=input_size, size=output_size, head_dim=output_size // attention_heads,
@@ -84,7 +75,7 @@ class PrunedTransformerEncoder(PrunableDownstreamMixin, TransformerEncoder):
             use_attention=[True] * num_blocks, use_ffn=[True] * num_blocks, use_macaron_ffn=no_blocks,
             use_conv=no_blocks,
         )
-        self._make_prunable(_gated_layer, dense, pruned_structure)
+        self._make_prunable(espnet_kwargs, _gated_layer, dense, pruned_structure)
 
 
 def _gated_layer(layer) -> GatedTransformerEncoderLayer:
