@@ -25,6 +25,9 @@ from typing import Dict, List
 import torch
 from torch import nn
 
+from espnet_prune.asr.downstream import cost as downstream_cost
+from espnet_prune.asr.downstream.part import DecoderPart, EncoderPart
+from espnet_prune.asr.downstream.structure import EncoderStructure
 from espnet_prune.pruning.config import ModelPruningConfig
 from espnet_prune.pruning.controller import PruningController
 from espnet_prune.pruning.parts import PrunablePart, SSLPart
@@ -98,8 +101,8 @@ def encoder_output_frames(model: nn.Module, seconds: float) -> int:
     """Frames the encoder gives (after its own subsampling) for ``seconds`` of audio."""
     frames = frontend_frames(model, seconds)
     encoder = model.encoder
-    if hasattr(encoder, "output_frames"):
-        return int(encoder.output_frames(frames))
+    if isinstance(getattr(encoder, "structure", None), EncoderStructure):
+        return downstream_cost.encoder_output_frames(encoder.structure, frames)
     embed = getattr(encoder, "embed", None)
     if embed is None:
         return frames
@@ -115,14 +118,10 @@ def encoder_output_frames(model: nn.Module, seconds: float) -> int:
 
 
 def encoder_part(model: nn.Module, config: ModelPruningConfig) -> PrunablePart:
-    from espnet_prune.asr.downstream.part import EncoderPart
-
     return EncoderPart(model.encoder.structure, frontend_frames(model, config.reference_seconds))
 
 
 def decoder_part(model: nn.Module, config: ModelPruningConfig) -> PrunablePart:
-    from espnet_prune.asr.downstream.part import DecoderPart
-
     decoding = config.decoding
     steps = 0.0 if decoding.ctc_weight == 1.0 else decoding.tokens_per_second * config.reference_seconds
     return DecoderPart(model.decoder.structure, encoder_output_frames(model, config.reference_seconds),
@@ -139,10 +138,9 @@ def build_model_controller(model: nn.Module, pruning: Dict) -> PruningController
                          "give one of them")
     tables = model_tables(model)
     defaults = {"frontend": list(SSLPart.default_units)}
-    for name in ("encoder", "decoder"):
+    for name, part in (("encoder", EncoderPart), ("decoder", DecoderPart)):
         if name in tables:
-            defaults[name] = [unit for unit in ("head", "interm", "conv_channel", "macaron_interm",
-                                                "self_head", "src_head") if unit in tables[name]]
+            defaults[name] = [unit for unit in part.default_units if unit in tables[name]]
     config.check_model(tables, defaults)
     return PruningController(model_parts(model, config), config)
 

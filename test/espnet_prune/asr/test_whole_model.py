@@ -99,3 +99,59 @@ def test_separate_budgets_per_part_and_several_sizes():
     model = build_asr_model(whole_config({"frontend_target": 0.6, "parts": ["frontend", "ctc"]}))
     assert set(model.controller.deterministic_ratios()) == {"frontend"}
     copy.deepcopy(model)
+
+
+def conformer_config(pruning, **overrides):
+    """The tiny pruned_ssl frontend with a 2-block pruned Conformer and a 2-layer pruned decoder."""
+    config = whole_config(pruning, **overrides)
+    config["encoder"] = "pruned_conformer"
+    config["encoder_conf"] = {"output_size": 32, "attention_heads": 2, "linear_units": 64, "num_blocks": 2,
+                              "input_layer": "conv2d2", "macaron_style": True, "rel_pos_type": "latest",
+                              "cnn_module_kernel": 3, "dropout_rate": 0.0, "attention_dropout_rate": 0.0,
+                              "positional_dropout_rate": 0.0, "use_flash_attn": False}
+    config["decoder"] = "pruned_transformer"
+    config["decoder_conf"] = {**config["decoder_conf"], "num_blocks": 2}
+    return config
+
+
+def test_the_whole_decode_is_priced_part_by_part():
+    from espnet_prune.asr.downstream import cost as downstream
+    from espnet_prune.ssl import cost
+
+    decoding = {"beam_size": 3, "tokens_per_second": 4.0, "ctc_weight": 0.3}
+    model = build_asr_model(conformer_config({"target": 0.6, "decoding": decoding, "reference_seconds": 2.0}))
+    controller = model.controller
+    assert [part.name for part in controller.part.parts] == ["frontend", "encoder", "decoder", "ctc"]
+    assert set(controller.gates) == {"frontend", "encoder", "decoder"}
+    frames = cost.frames_for(model.frontend.encoder.config, 2.0)
+    encoder_frames = downstream.encoder_output_frames(model.encoder.structure, frames)
+    frontend = cost.count_macs(model.frontend.encoder.config, 2.0)["total"]
+    encoder = downstream.encoder_macs(model.encoder.structure, frames)["total"]
+    decoder = 3 * downstream.decoder_macs(model.decoder.structure, encoder_frames, 8)["total"]
+    dense = controller.dense_cost
+    assert (dense["frontend"], dense["encoder"], dense["decoder"]) == (frontend, encoder, decoder)
+    assert dense["total"] == pytest.approx(frontend + encoder + decoder + dense["ctc"])
+    params = build_asr_model(conformer_config({"target": 0.6, "metric": "params", "parts": ["encoder", "decoder"]}))
+    assert params.controller.dense_cost["total"] == (downstream.encoder_params(model.encoder.structure)["total"]
+                                                     + downstream.decoder_params(model.decoder.structure)["total"])
+
+
+def test_the_model_hands_every_part_its_masks_in_training_and_eval():
+    model = build_asr_model(conformer_config({"target": 0.6, "warmup_steps": 0}))
+    speech = torch.randn(2, 4000, generator=torch.Generator().manual_seed(0))
+    batch = dict(speech=speech, speech_lengths=torch.tensor([4000, 3000]), text=torch.tensor([[2, 3], [3, 2]]),
+                 text_lengths=torch.tensor([2, 2]))
+    model.train()
+    loss, stats, _ = model(**batch)
+    assert torch.isfinite(loss).all() and "prune_expected_total" in stats
+    loss.sum().backward()
+    assert all(gate.grad is not None for gate in model.controller.gate_parameters())
+    assert model.frontend.masks is not None and model.encoder._masked and model.decoder._masked
+    with torch.no_grad():
+        for gate in model.controller.gate_parameters():
+            gate.copy_(torch.where(torch.arange(gate.numel()).reshape(gate.shape) % 2 == 0, 5.0, -5.0))
+    model.eval()
+    masks = model.controller()
+    assert set(masks) == {"frontend", "encoder", "decoder"}
+    assert int((masks["encoder"]["head"][0] > 0).sum()) == 1  # one of two heads kept
+    assert model.controller.deterministic_ratios()["total"] < 0.9
