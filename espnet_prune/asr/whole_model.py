@@ -27,6 +27,7 @@ from torch import nn
 
 from espnet_prune.asr.downstream import cost as downstream_cost
 from espnet_prune.asr.downstream.part import DecoderPart, EncoderPart
+from espnet_prune.asr.downstream.prune import prune_downstream
 from espnet_prune.asr.downstream.structure import EncoderStructure
 from espnet_prune.pruning.config import ModelPruningConfig
 from espnet_prune.pruning.controller import PruningController
@@ -150,3 +151,30 @@ def apply_masks(model: nn.Module, controller: PruningController) -> None:
     deterministic masks in eval mode)."""
     for name, masks in controller().items():
         getattr(model, name).set_masks(masks)
+
+
+def compact_model(model: nn.Module) -> Dict[str, Dict]:
+    """Prune every gated module of ``model`` physically with the whole-model controller's
+    deterministic masks (kept units' mask values folded into the weights), then drop the controller:
+    the model computes in eval mode what the gated model computed.
+
+    Returns:
+        ``{part: {"before": structure dict, "after": structure dict}}`` (the frontend's
+        ``EncoderConfig`` dicts; the encoder's and decoder's ``pruned_structure``).
+    """
+    controller = model.controller
+    controller.eval()
+    with torch.no_grad():
+        masks = controller()
+    structures = {}
+    for name, part_masks in masks.items():
+        module = getattr(model, name)
+        if name == "frontend":
+            structures[name] = module.make_compact(part_masks)
+            continue
+        before = module.pruned_structure
+        compact = prune_downstream(module.eval(), part_masks)
+        setattr(model, name, compact)
+        structures[name] = {"before": before, "after": compact.pruned_structure}
+    model.controller = None
+    return structures

@@ -265,20 +265,23 @@ class PrunedSSLFrontend(AbsFrontend):
                              "it takes no masks from the model")
         self.masks = masks
 
-    def make_compact(self) -> Dict[str, Any]:
-        """Prune physically with the controller's deterministic masks; drop the controller.
+    def make_compact(self, masks: Optional[Dict[str, List[Tensor]]] = None) -> Dict[str, Any]:
+        """Prune physically with the controller's deterministic masks (or with ``masks``, those of
+        a whole-model controller); drop the controller and the masks.
 
         Returns:
             ``{"before": EncoderConfig dict, "after": EncoderConfig dict}``.
         """
-        if self.controller is None:
-            raise RuntimeError("make_compact() needs a frontend with pruning (frontend_conf.pruning)")
+        if masks is None:
+            if self.controller is None:
+                raise RuntimeError("make_compact() needs a frontend with pruning (frontend_conf.pruning) or masks")
+            self.controller.eval()
+            with torch.no_grad():
+                masks = self.controller()
         before = self.encoder.config
-        self.controller.eval()
-        with torch.no_grad():
-            masks = self.controller()
         self.encoder = prune_encoder(self.encoder.eval(), masks)
         self.controller = None
+        self.masks = None
         self.register_buffer(_STRUCTURE_KEY, _encode_structure(self.encoder.config))
         return {"before": before.to_dict(), "after": self.encoder.config.to_dict()}
 

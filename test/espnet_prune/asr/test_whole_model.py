@@ -155,3 +155,30 @@ def test_the_model_hands_every_part_its_masks_in_training_and_eval():
     assert set(masks) == {"frontend", "encoder", "decoder"}
     assert int((masks["encoder"]["head"][0] > 0).sum()) == 1  # one of two heads kept
     assert model.controller.deterministic_ratios()["total"] < 0.9
+
+
+def test_the_compact_model_decodes_what_the_gated_model_decodes():
+    """Physical pruning of every part (with the kept units' soft mask values folded in): the same
+    encoder output and the same beam-search scores (``batch_score`` of the decoder)."""
+    from espnet_prune.asr.whole_model import compact_model
+
+    torch.manual_seed(0)
+    model = build_asr_model(conformer_config({"target": 0.6, "warmup_steps": 0}))
+    with torch.no_grad():
+        for gate in model.controller.gate_parameters():
+            gate.normal_(1.0, 3.0)
+    model.eval()
+    speech, lengths = torch.randn(1, 4000, generator=torch.Generator().manual_seed(1)), torch.tensor([4000])
+    ys = torch.tensor([[4, 2, 3], [4, 3, 3]])
+    with torch.no_grad():
+        gated_out, _ = model.encode(speech, lengths)
+        gated_scores, _ = model.decoder.batch_score(ys, [None, None], gated_out.expand(2, -1, -1))
+        ratio = model.controller.deterministic_ratios()["total"]
+        structures = compact_model(model)
+        compact_out, _ = model.encode(speech, lengths)
+        compact_scores, _ = model.decoder.batch_score(ys, [None, None], compact_out.expand(2, -1, -1))
+    assert model.controller is None and set(structures) == {"frontend", "encoder", "decoder"}
+    assert structures["encoder"]["after"] != structures["encoder"]["before"]
+    assert ratio < 0.95
+    torch.testing.assert_close(compact_out, gated_out, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(compact_scores, gated_scores, rtol=1e-4, atol=1e-5)
