@@ -60,7 +60,7 @@ install_requires = [
     "inflect>=6.0.5,<7",
 ]
 
-#: ONNX export of the frontend and onnxruntime inference (espnet_prune.ssl.onnx_export).
+#: ONNX export of the frontend and onnxruntime inference (espnet_prune.asr.frontend.onnx_export).
 deploy_requires = [
     "onnx>=1.16",
     "onnxruntime>=1.18",

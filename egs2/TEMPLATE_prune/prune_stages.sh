@@ -158,20 +158,23 @@ if [ "${stage}" -le 11 ]; then
 fi
 [ "${stop_stage}" -ge 12 ] || exit 0
 
-if [ "${export_model}" = auto ]; then
-    train_config=${exp}/config.yaml
+# The sizes the trained config prunes to (espnet_prune.export.sizes: none without pruning, one
+# for a single target, several for frontend_conf.pruning.targets).
+train_config=${exp}/config.yaml
+sizes=
+if [ "${export_model}" != false ]; then
     [ -f "${train_config}" ] || error "${train_config} does not exist: train the model first (stage 11)"
-    export_model=$("${interpreter}" - "${train_config}" <<'EOF'
+    sizes=$("${interpreter}" - "${train_config}" <<'EOF'
 import sys
 
-import yaml
+from espnet_prune.export.sizes import size_names
 
-with open(sys.argv[1], encoding="utf-8") as f:
-    config = yaml.safe_load(f) or {}
-frontend_conf = config.get("frontend_conf") or {}
-print("true" if config.get("frontend") == "pruned_ssl" and frontend_conf.get("pruning") else "false")
+print(" ".join(size_names(sys.argv[1])))
 EOF
-)
+) || error "cannot read the pruning sizes of ${train_config}"
+fi
+if [ "${export_model}" = auto ]; then
+    export_model=$([ -n "${sizes}" ] && echo true || echo false)
 fi
 
 # --- several sizes from one run (frontend_conf.pruning.targets; issue 12) -----------------
@@ -180,48 +183,35 @@ fi
 # mix epochs from before a size's hold) to EXP_pruned/<size>/ (target0.80, target0.60, ...),
 # each its own experiment that stages 12 and later decode, score (and pack) with
 # --inference_MODEL latest.pth; EXP_pruned/RESULTS.md then has one row per size and test set.
-sizes=
-if [ "${export_model}" = true ] && grep -Eqs '^ +(targets|cnn_targets|transformer_targets):' "${exp}/config.yaml"; then
-    sizes=$("${interpreter}" - "${exp}/config.yaml" <<'EOF'
-import sys
-
-from espnet_prune.bin.export import pruning_sizes
-from espnet_prune.pruning.multisize import size_name
-
-sizes = pruning_sizes(sys.argv[1])
-print(" ".join(size_name(size) for size in sizes) if len(sizes) > 1 else "")
-EOF
-) || error "cannot read the pruning sizes of ${exp}/config.yaml"
-    if [ -n "${sizes}" ]; then
-        sizes_exp=${exp}_pruned
-        sizes_model=latest.pth
-        if [ "${stage}" -le 12 ]; then
-            [ -e "${exp}/${sizes_model}" ] ||
-                error "${exp}/${sizes_model} does not exist: train the model first (stage 11)"
-            log "Export of every size (${sizes}): ${exp}/${sizes_model} -> ${sizes_exp}/<size>/ (log: ${exp}/export.log)"
-            # shellcheck disable=SC2086  # ${python} is a command line
-            if ! ${python} -m espnet_prune.bin.export --train_config "${exp}/config.yaml" \
-                --model_file "${exp}/${sizes_model}" --output_dir "${sizes_exp}" >"${exp}/export.log" 2>&1; then
-                tail -n 20 "${exp}/export.log" >&2
-                error "export failed; see ${exp}/export.log"
-            fi
-            grep "missed its target" "${exp}/export.log" >&2 || true
+if [ "${export_model}" = true ] && [ "$(wc -w <<<"${sizes}")" -gt 1 ]; then
+    sizes_exp=${exp}_pruned
+    sizes_model=latest.pth
+    if [ "${stage}" -le 12 ]; then
+        [ -e "${exp}/${sizes_model}" ] ||
+            error "${exp}/${sizes_model} does not exist: train the model first (stage 11)"
+        log "Export of every size (${sizes}): ${exp}/${sizes_model} -> ${sizes_exp}/<size>/ (log: ${exp}/export.log)"
+        # shellcheck disable=SC2086  # ${python} is a command line
+        if ! ${python} -m espnet_prune.bin.export --train_config "${exp}/config.yaml" \
+            --model_file "${exp}/${sizes_model}" --output_dir "${sizes_exp}" >"${exp}/export.log" 2>&1; then
+            tail -n 20 "${exp}/export.log" >&2
+            error "export failed; see ${exp}/export.log"
         fi
-        for size in ${sizes}; do
-            log "Stages $((stage > 12 ? stage : 12)) to ${stop_stage} of ${task_script} use ${sizes_exp}/${size}/${sizes_model}"
-            run_task "$((stage > 12 ? stage : 12))" "${stop_stage}" "${sizes_model}" "${sizes_exp}/${size}"
-            if [ "${stage}" -le 13 ] && [ "${stop_stage}" -ge 13 ] && [ -x local/results.sh ]; then
-                log "local/results.sh ${sizes_exp}/${size}"
-                local/results.sh "${sizes_exp}/${size}"
-            fi
-        done
-        if [ "${stage}" -le 13 ] && [ "${stop_stage}" -ge 13 ]; then
-            log "${sizes_exp}/RESULTS.md: every size"
-            # shellcheck disable=SC2086  # ${python} is a command line
-            ${python} -m espnet_prune.bin.size_results "${sizes_exp}"
-        fi
-        exit 0
+        grep "missed its target" "${exp}/export.log" >&2 || true
     fi
+    for size in ${sizes}; do
+        log "Stages $((stage > 12 ? stage : 12)) to ${stop_stage} of ${task_script} use ${sizes_exp}/${size}/${sizes_model}"
+        run_task "$((stage > 12 ? stage : 12))" "${stop_stage}" "${sizes_model}" "${sizes_exp}/${size}"
+        if [ "${stage}" -le 13 ] && [ "${stop_stage}" -ge 13 ] && [ -x local/results.sh ]; then
+            log "local/results.sh ${sizes_exp}/${size}"
+            local/results.sh "${sizes_exp}/${size}"
+        fi
+    done
+    if [ "${stage}" -le 13 ] && [ "${stop_stage}" -ge 13 ]; then
+        log "${sizes_exp}/RESULTS.md: every size"
+        # shellcheck disable=SC2086  # ${python} is a command line
+        ${python} -m espnet_prune.bin.size_results "${sizes_exp}"
+    fi
+    exit 0
 fi
 # --- end of several sizes ----------------------------------------------------------------
 

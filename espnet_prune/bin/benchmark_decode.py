@@ -36,7 +36,7 @@ import numpy as np
 import torch
 import yaml
 
-from espnet_prune.bin.export import detect_task
+from espnet_prune.export.compact import detect_task
 from espnet_prune.inference import shapes
 from espnet_prune.inference.decode_timing import (
     DecodeSystem,

@@ -5,19 +5,19 @@
         [--profile] [--json results.json]
 
 On one randomly initialised encoder (seed 0) and ``--seconds`` of held-out synthesised
-speech (:func:`espnet_prune.ssl.calibration.held_out_speech`), batch 1, it builds the dense
+speech (:func:`espnet_prune.asr.frontend.calibration.held_out_speech`), batch 1, it builds the dense
 model and compact models at about each of ``--targets`` of the dense MACs (uniform pruning by
 weight norm, as ``benchmark_ssl``), and runs each as
 
 * ``torch``: PyTorch fp32,
 * ``torch-int8``: PyTorch after ``--quantize_asr_model``'s dynamic int8 quantization
   (:func:`espnet_prune.ssl.quantize.quantize_dynamic`; the convolutions stay fp32),
-* ``onnx``: the frontend exported with :func:`espnet_prune.ssl.onnx_export.export_onnx`
+* ``onnx``: the frontend exported with :func:`espnet_prune.asr.frontend.onnx_export.export_onnx`
   in onnxruntime,
 * ``onnx-int8``: that file after onnxruntime's dynamic int8 quantization (``ConvInteger``,
   ``MatMulInteger``: activations quantized per call),
 * ``onnx-int8-static``: that file after static int8 quantization calibrated on
-  ``--calibration`` speech (:func:`espnet_prune.ssl.onnx_export.quantize_onnx_static`; QDQ,
+  ``--calibration`` speech (:func:`espnet_prune.asr.frontend.onnx_export.quantize_onnx_static`; QDQ,
   convolutions included).
 
 Every variant computes the same thing: waveform and lengths in, last hidden state and
@@ -26,7 +26,7 @@ each per round, :func:`espnet_prune.utils.timing.time_interleaved`) and the medi
 reported with params, MACs, file size (``torch.save`` of the state dict, or the ONNX
 file), ``diff`` (relative L2 distance of the features from the same model in PyTorch
 fp32: what int8 costs in accuracy; ``ok`` when within
-:data:`~espnet_prune.ssl.onnx_export.INT8_TOLERANCE`, NaN is not), real-time factor
+:data:`~espnet_prune.asr.frontend.onnx_export.INT8_TOLERANCE`, NaN is not), real-time factor
 (latency / audio duration), speed-up over dense PyTorch fp32 at the same thread count, and
 that speed-up divided by the MAC cut (dense MACs / the model's MACs). Below the table, for
 every model and thread count, the fastest variant whose features are ``ok``, with the
@@ -46,12 +46,8 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 import yaml
 
-from espnet_prune.bin.benchmark_ssl import compact_at
-from espnet_prune.ssl import cost
-from espnet_prune.ssl.calibration import DEFAULT_CALIBRATION, calibration_speech, held_out_speech
-from espnet_prune.ssl.config import get_config
-from espnet_prune.ssl.model import SSLEncoder
-from espnet_prune.ssl.onnx_export import (
+from espnet_prune.asr.frontend.calibration import DEFAULT_CALIBRATION, calibration_speech, held_out_speech
+from espnet_prune.asr.frontend.onnx_export import (
     INT8_TOLERANCE,
     EncoderFeatures,
     export_onnx,
@@ -60,6 +56,10 @@ from espnet_prune.ssl.onnx_export import (
     quantize_onnx_static,
     run_session,
 )
+from espnet_prune.bin.benchmark_ssl import compact_at
+from espnet_prune.ssl import cost
+from espnet_prune.ssl.config import get_config
+from espnet_prune.ssl.model import SSLEncoder
 from espnet_prune.ssl.quantize import quantize_dynamic
 from espnet_prune.utils.timing import time_interleaved
 

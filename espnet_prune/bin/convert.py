@@ -48,7 +48,8 @@ import torch
 import yaml
 
 from espnet_prune import register
-from espnet_prune.bin.export import read_config, task_class
+from espnet_prune.export.compact import task_class
+from espnet_prune.export.sizes import read_config
 from espnet_prune.utils.output_dir import check_output_dir, claim_output_dir, replace_file
 
 TASKS = ("asr", "slu")

@@ -14,10 +14,11 @@ accuracy (``score_intent/result.txt``, the SLU recipes' ``local/score.sh``), and
 """
 
 import argparse
-import json
 import re
 from pathlib import Path
 from typing import Dict, List, Optional
+
+from espnet_prune.export.report import SizesSummary
 
 #: Score directories asr.sh / slu.sh stage 13 writes, in column order (error rates) ...
 METRICS = ("wer", "cer", "ter")
@@ -55,25 +56,24 @@ def size_scores(size_dir: Path) -> Dict[str, Dict[str, float]]:
 
 def results_table(output_dir: Path) -> str:
     """The markdown of ``output_dir/RESULTS.md`` (see the module docstring)."""
-    written = json.loads((output_dir / "summary.json").read_text(encoding="utf-8"))
-    summary = written["sizes"]
+    written = SizesSummary.read(output_dir / "summary.json")
     rows: List[Dict] = []
-    for entry in summary:
-        scores = size_scores(output_dir / entry["size"])
+    for entry in written.sizes:
+        scores = size_scores(output_dir / entry.size)
         for test, values in (scores.items() or [("–", {})]):
             rows.append({"entry": entry, "test": test, "values": values})
     metrics = [m for m in METRICS + (INTENT,) if any(m in row["values"] for row in rows)]
     lines = ["# RESULTS: every size of one multi-size run", "",
-             (f"Every size exported by espnet_prune.bin.export from `{written['model_file']}` (`summary.md` gives "
+             (f"Every size exported by espnet_prune.bin.export from `{written.model_file}` (`summary.md` gives "
               "params and MACs); each size is its own experiment directory with its own RESULTS.md."), "",
              "| size | target | params ratio | MACs ratio | decode / test set | "
              + " | ".join("intent accuracy (%)" if m == INTENT else f"{m.upper()} (%)" for m in metrics) + " |",
              "| --- | --- | --- | --- | --- | " + " | ".join("---" for _ in metrics) + " |"]
     for row in rows:
         entry = row["entry"]
-        targets = ", ".join(f"{name} {value:.2f}" for name, value in entry["targets"].items())
+        targets = ", ".join(f"{name} {value:.2f}" for name, value in entry.targets.items())
         values = " | ".join(f"{row['values'][m]:.1f}" if m in row["values"] else "–" for m in metrics)
-        lines.append(f"| {entry['size']} | {targets} | {entry['params_ratio']:.3f} | {entry['macs_ratio']:.3f} | "
+        lines.append(f"| {entry.size} | {targets} | {entry.params_ratio:.3f} | {entry.macs_ratio:.3f} | "
                      f"{row['test']} | {values} |")
     return "\n".join(lines) + "\n"
 

@@ -31,6 +31,7 @@ from espnet_prune.demo.layout import (
 from espnet_prune.demo.recipe import DemoRecipe, copy_committed_standin, lm_pruning_steps
 from espnet_prune.demo.settings import UNPRUNED_METHODS, System, SystemSize
 from espnet_prune.demo.steps import SERIAL_PRIORITY, Step
+from espnet_prune.export.report import ExportReport
 from espnet_prune.utils import kaldi_data
 
 MIN_WAV_SECONDS, MAX_WAV_SECONDS = 0.1, 20.0  # asr.sh's min_wav_duration / max_wav_duration
@@ -251,9 +252,9 @@ def asr_steps(recipe: DemoRecipe, text_files: Sequence[str]) -> List[Step]:
                 summaries = []
                 for size in system.sizes:
                     _, compact = decode_files(paths, size)
-                    ratio = json.loads(compact.with_suffix(".json").read_text(encoding="utf-8"))["encoder"]["ratio"]
+                    report = ExportReport.read(compact.with_suffix(".json"))
                     summaries.append(("" if size.size is None else f"{size.size_dir}: ")
-                                     + f"params x{ratio['params']['total']:.3f}, MACs x{ratio['macs']['total']:.3f}")
+                                     + f"params x{report.ratio('params'):.3f}, MACs x{report.ratio('macs'):.3f}")
                 return "compact encoder: " + "; ".join(summaries)
 
             steps.append(Step(f"export_{system.name}", "export", export, after=(previous,),

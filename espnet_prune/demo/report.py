@@ -2,7 +2,8 @@
 
 For each fine-tuned system the report gives the parameters and MACs of its SSL encoder (the
 ``pruned_ssl`` frontend, the part that is pruned) for ``reference_seconds`` of audio, as
-counted by :mod:`espnet_prune.ssl.cost`, and their ratios to the dense encoder; the pruning
+counted by :mod:`espnet_prune.ssl.cost` (for a pruned system: read from its export report,
+:class:`espnet_prune.export.report.ExportReport`), and their ratios to the dense encoder; the pruning
 controller's final expected ratio of each budget next to the target; the whole ESPnet
 model's parameter count; the error rates of stage 13; and the latency of the whole decode
 (ESPnet's ``Speech2Text`` / ``Speech2Understand`` under the recipe's decode config with the
@@ -46,12 +47,19 @@ from espnet_prune.demo.layout import (
     SSL_STANDIN,
     DemoPaths,
     decode_files,
-    final_model_file,
     fusion_lms,
     training_time_file,
 )
-from espnet_prune.demo.settings import METHODS, MULTI_SIZE_METHODS, SEPARATE_RUNS, UNPRUNED_METHODS, DemoSettings
+from espnet_prune.demo.settings import (
+    METHODS,
+    MULTI_SIZE_METHODS,
+    SEPARATE_RUNS,
+    UNPRUNED_METHODS,
+    DemoError,
+    DemoSettings,
+)
 from espnet_prune.demo.steps import Progress, format_seconds
+from espnet_prune.export.report import ExportReport
 from espnet_prune.inference.decode_timing import DecodeSystem, build_decoder, read_decode_config, time_decodes
 from espnet_prune.lm.choices import target_name
 from espnet_prune.ssl import cost
@@ -180,7 +188,11 @@ def _score_fields(task: str, score: Dict) -> Dict[str, float]:
 
 
 def collect_systems(settings: DemoSettings, paths: DemoPaths) -> List[Dict]:
-    """One entry per fine-tuned system (module docstring), latency not yet (:func:`add_latency`)."""
+    """One entry per fine-tuned system (module docstring), latency not yet (:func:`add_latency`).
+
+    A pruned system's numbers come from its export report (the compact encoder's cost, the
+    model's parameters, the gates' expected ratios for the exported size); an unpruned one, which
+    has no export, is loaded once to count them."""
     seconds = settings.reference_seconds
     dense_config = get_config(_read_json(paths.exp(SSL_STANDIN) / "ssl_encoder.json"))
     dense_params = cost.count_params(dense_config)["total"]
@@ -189,29 +201,31 @@ def collect_systems(settings: DemoSettings, paths: DemoPaths) -> List[Dict]:
     for system in settings.sizes():
         experiment = paths.exp(system.system.name)
         train_config, model_file = decode_files(paths, system)
-        model = load_model(settings.task, train_config, model_file)
-        encoder_config = model.frontend.encoder.config
-        params = cost.count_params(encoder_config)["total"]
-        macs = cost.count_macs(encoder_config, seconds)["total"]
         expected, size = None, {}
-        if system.size is not None:
-            # The size's gates as export took them from its snapshot (the export report).
-            export_report = _read_json(model_file.with_suffix(".json"))
-            expected = {name: round(float(budget["expected"]), 4)
-                        for name, budget in export_report["pruning"]["budgets"].items()}
-            size = dict(system_name=system.system.name, size=system.size_dir, step=export_report["size"]["step"])
-        elif system.method not in UNPRUNED_METHODS:
-            gated = load_model(settings.task, experiment / "config.yaml", final_model_file(experiment))
-            with torch.no_grad():
-                ratios = gated.frontend.controller.expected_ratios()
-            expected = {name: round(float(ratio), 4) for name, ratio in ratios.items()}
+        if system.method in UNPRUNED_METHODS:
+            model = load_model(settings.task, train_config, model_file)
+            params = cost.count_params(model.frontend.encoder.config)["total"]
+            macs = cost.count_macs(model.frontend.encoder.config, seconds)["total"]
+            model_params = sum(p.numel() for p in model.parameters())
+        else:
+            export_report = ExportReport.read(model_file.with_suffix(".json"))
+            if export_report.reference_seconds != seconds:
+                raise DemoError(f"{model_file.with_suffix('.json')} counts MACs for {export_report.reference_seconds} "
+                                f"s of audio, the demo for {seconds} s: export the system again")
+            params, macs = export_report.total("params"), export_report.total("macs")
+            model_params = export_report.model_params.after
+            # The exported size's gates (for a size of several, from its snapshot).
+            expected = {name: round(float(budget.expected), 4)
+                        for name, budget in export_report.pruning.budgets.items()}
+            if system.size is not None:
+                size = dict(system_name=system.system.name, size=system.size_dir, step=export_report.size.step)
         score = _read_json(paths.decode_dir(system.name) / "score.json")
         timing = training_time_file(experiment)
         entries.append(dict(
             name=system.name, method=system.method, target=system.target, seed=system.seed,
             expected_ratio=expected, **size,
             params=int(params), params_ratio=params / dense_params, macs=int(macs), macs_ratio=macs / dense_macs,
-            reference_seconds=seconds, model_params=sum(p.numel() for p in model.parameters()),
+            reference_seconds=seconds, model_params=model_params,
             **_score_fields(settings.task, score), train_config=str(train_config), model_file=str(model_file),
             decode_dir=str(paths.decode_dir(system.name)),
             training=json.loads(timing.read_text(encoding="utf-8")) if timing.is_file() else None))

@@ -26,6 +26,7 @@ from espnet_prune import register
 from espnet_prune.asr.frontend.from_s3prl import CHECKPOINT_UPSTREAMS, UPSTREAM_ARCHS, s3prl_encoder_config
 from espnet_prune.bin import convert as convert_cli
 from espnet_prune.bin import export as export_cli
+from espnet_prune.export import compact as export_compact
 from espnet_prune.pruning.reports import BUDGET_TOLERANCE, RUN_LENGTH_PER_WARMUP
 from espnet_prune.ssl.config import get_config
 from test.espnet_prune.asr.recipe_steps import NO_PLOTS, collect_stats, train, training_config, write_config
@@ -52,7 +53,7 @@ def s3prl_config(frontend_conf: Dict, **overrides) -> Dict:
 
 def task_class(task: str):
     register()
-    return export_cli.task_class(task)
+    return export_compact.task_class(task)
 
 
 def build_experiment(directory: Path, config: Dict, task: str = "asr", seed: int = 0) -> Tuple[Path, Path]:

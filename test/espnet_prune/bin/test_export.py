@@ -22,6 +22,9 @@ import yaml
 
 from espnet_prune import register
 from espnet_prune.bin import export as export_cli
+from espnet_prune.export import experiment
+from espnet_prune.export.compact import task_class
+from espnet_prune.export.report import ExportReport
 from espnet_prune.ssl.config import get_config
 from espnet_prune.ssl.model import SSLEncoder
 from espnet_prune.utils.output_dir import OWNER_FILE
@@ -55,7 +58,7 @@ def gated_experiment(task: str, work: Path, data: Dict[str, Path]) -> Path:
             "--output_dir", exp.relative_to(work), "--frontend_conf", "fs=16k"], work, work / f"{task}_dry_run.log")
     torch.manual_seed(0)  # the gates' initial noise: the same gated model whatever ran (or was imported) before
     with contextlib.chdir(work):  # the config's paths are relative to the work directory
-        model, _ = export_cli.task_class(task).build_model_from_file(str(exp / "config.yaml"), None, "cpu")
+        model, _ = task_class(task).build_model_from_file(str(exp / "config.yaml"), None, "cpu")
     gates = model.frontend.controller.gates
     with torch.no_grad():  # as if training had closed them
         gates["conv"][1].log_alpha[:8] = -20.0
@@ -176,7 +179,7 @@ def test_packed_directory_decodes_after_unpacking_elsewhere(asr_export, tmp_path
     work, valid = asr_export["work"], asr_export["valid"]
     report = json.loads((asr_export["compact"] / "valid.acc.ave.json").read_text(encoding="utf-8"))
     with contextlib.chdir(work):  # the report's paths are relative to where export ran
-        command = export_cli.pack_command(report)
+        command = experiment.pack_command(ExportReport.from_json(report))
     assert command[6:10] == ["--asr_model_file", f"exp/asr_pruned_compact/{MODEL}", "--option", STATS]
     assert command[:4] == ["python", "-m", "espnet2.bin.pack", "asr"]
     packed = work / command[-1]
@@ -210,7 +213,7 @@ def test_slu_directory_decodes_without_the_original_weights(tmp_path, slu_corpus
     valid = slu_corpus["valid"]
     gated = decode("slu", work, valid, exp / "config.yaml", exp / MODEL, work / "decode_gated")
     with contextlib.chdir(work):
-        report = export_cli.export_experiment(exp / "config.yaml", exp / MODEL, compact)
+        report = experiment.export_experiment(exp / "config.yaml", exp / MODEL, compact).reports[0].to_json()
     assert report["task"] == "slu"
     assert report["files"] == {"non_linguistic_symbols": str(slu_corpus["nlsyms"]),
                                "normalize_conf.stats_file": STATS}
@@ -233,17 +236,17 @@ def test_output_dir_must_not_overwrite_the_training_experiment(tmp_path):
     (tmp_path / "config.yaml").write_text("frontend: pruned_ssl\n")
     (tmp_path / MODEL).write_bytes(b"")
     with pytest.raises(ValueError, match="would overwrite"):
-        export_cli.export_experiment(tmp_path / "config.yaml", tmp_path / MODEL, tmp_path)
+        experiment.export_experiment(tmp_path / "config.yaml", tmp_path / MODEL, tmp_path)
 
 
 def test_standalone_config_refuses_other_frontends_and_keeps_other_keys():
     with pytest.raises(ValueError, match="not pruned_ssl"):
-        export_cli.standalone_config({"frontend": "s3prl"}, {}, Path("d"))
+        experiment.standalone_config({"frontend": "s3prl"}, {}, Path("d"))
     config = {"frontend": "pruned_ssl", "bpemodel": "data/bpe.model", "init_param": ["a.pth:encoder"],
               "frontend_conf": {"checkpoint": "w.pt", "arch": "wav2vec2_base", "layer": 3, "pruning": {"target": 0.5}}}
-    new = export_cli.standalone_config(config, {"embed_dim": 8}, Path("d"))
+    new = experiment.standalone_config(config, {"embed_dim": 8}, Path("d"))
     assert new["frontend_conf"] == {"arch": {"embed_dim": 8}, "checkpoint": None, "layer": 3}
     assert new["init_param"] == [] and new["bpemodel"] == "data/bpe.model"
     assert config["frontend_conf"]["checkpoint"] == "w.pt"  # the input is left alone
-    assert export_cli.decoding_files({**new, "token_list": ["a"], "non_linguistic_symbols": "none"}) == {
+    assert experiment.decoding_files({**new, "token_list": ["a"], "non_linguistic_symbols": "none"}) == {
         "bpemodel": "data/bpe.model"}

@@ -12,8 +12,8 @@ import torch
 import yaml
 
 from espnet_prune import register
+from espnet_prune.asr.frontend.onnx_export import OnnxFrontend, max_feature_diff
 from espnet_prune.ssl.model import EmptyLinear
-from espnet_prune.ssl.onnx_export import OnnxFrontend, max_feature_diff
 from espnet_prune.ssl.quantize import quantization_summary
 from espnet_prune.utils.espeak import synthesize
 from test.espnet_prune.asr.recipe_steps import training_config

@@ -12,7 +12,7 @@ import sys
 import pytest
 import torch
 
-from espnet_prune.bin import export as export_cli
+from espnet_prune.export.experiment import export_experiment
 from espnet_prune.utils.output_dir import OWNER_FILE
 from test.espnet_prune.bin.test_export import MODEL, gated_experiment
 from test.espnet_prune.utils.test_output_dir import espnet_experiment, snapshot
@@ -46,10 +46,10 @@ def test_export_into_another_experiment_is_refused_byte_for_byte(gated):
 def test_export_may_rewrite_its_own_directory_and_leaves_the_rest(gated):
     work, exp = gated
     with contextlib.chdir(work):
-        first = export_cli.export_experiment(exp / "config.yaml", exp / MODEL, work / "exp" / "compact")
+        first = export_experiment(exp / "config.yaml", exp / MODEL, work / "exp" / "compact").reports[0].to_json()
         (work / "exp" / "compact" / "decode_test").mkdir()  # what asr.sh's stage 12 adds
         (work / "exp" / "compact" / "decode_test" / "text").write_text("u1 A\n")
-        second = export_cli.export_experiment(exp / "config.yaml", exp / MODEL, work / "exp" / "compact")
+        second = export_experiment(exp / "config.yaml", exp / MODEL, work / "exp" / "compact").reports[0].to_json()
     assert first["structure"] == second["structure"]
     assert (work / "exp" / "compact" / "decode_test" / "text").read_text() == "u1 A\n"
     assert sorted(p.name for p in (work / "exp" / "compact").iterdir()) == [

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from espnet_prune.asr.frontend.pruned_ssl import PrunedSSLFrontend
-from espnet_prune.bin.export import select_size
+from espnet_prune.export.compact import select_size
 from espnet_prune.pruning.config import PruningConfig
 from espnet_prune.pruning.controller import PruningController
 from espnet_prune.pruning.multisize import SizeSchedule, size_name
@@ -223,12 +223,12 @@ def test_export_takes_each_size_from_its_snapshot_and_refuses_files_without_it()
         return fresh
 
     first = loaded(late)
-    info = select_size(first, "late.pth", 0)
+    info = select_size(first, "late.pth", 0).to_json()
     assert info == {"index": 0, "name": "target0.80", "targets": {"total": 0.8}, "step": 7}
     torch.testing.assert_close(first.head.weight, snapshot_head, rtol=0, atol=0)
     assert first.frontend.controller.budgets == {"total": 0.8} and int(first.frontend.controller.step) == 7
     last = loaded(late)
-    assert select_size(last, "late.pth", 1)["step"] == 13
+    assert select_size(last, "late.pth", 1).to_json()["step"] == 13
     torch.testing.assert_close(last.head.weight, late["head.weight"], rtol=0, atol=0)
 
     before = {k: v for k, v in early.items()}

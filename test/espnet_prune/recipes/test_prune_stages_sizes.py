@@ -76,14 +76,17 @@ SCLITE = """\
 def test_results_md_has_a_row_per_size_and_test_set(tmp_path):
     rows = []
     for name, target, err in (("target0.80", 0.8, 22.6), ("target0.60", 0.6, 31.0)):
-        rows.append({"size": name, "targets": {"total": target}, "params_ratio": target + 0.05,
-                     "macs_ratio": target + 0.01, "output_dir": str(tmp_path / name)})
+        rows.append({"size": name, "output_dir": str(tmp_path / name), "targets": {"total": target}, "step": 100,
+                     "params": 1e6 * (target + 0.05), "params_ratio": target + 0.05, "macs": 1e9 * (target + 0.01),
+                     "macs_ratio": target + 0.01, "dense_params": 1e6, "dense_macs": 1e9,
+                     "exported": {"total": target}, "reached": True})
         for test in ("dev", "test"):
             for metric, value in (("wer", err), ("cer", err / 2)):
                 score = tmp_path / name / "decode_asr_asr_model_latest" / test / f"score_{metric}"
                 score.mkdir(parents=True)
                 (score / "result.txt").write_text(SCLITE.format(corr=100 - value, err=value + (test == "test")))
-    (tmp_path / "summary.json").write_text(json.dumps({"model_file": "exp/x/latest.pth", "sizes": rows}))
+    summary = {"train_config": "exp/x/config.yaml", "model_file": "exp/x/latest.pth", "sizes": rows}
+    (tmp_path / "summary.json").write_text(json.dumps(summary))
     size_results.main([str(tmp_path)])
     text = (tmp_path / "RESULTS.md").read_text()
     assert "| size | target | params ratio | MACs ratio | decode / test set | WER (%) | CER (%) |" in text

@@ -224,7 +224,7 @@ def test_exported_model_decodes_with_the_recipe_decode_config(task, espnet_tasks
     """What prune_stages.sh does after stage 11: export the averaged checkpoint of the default
     config (task detected from config.yaml), then decode the gated and the compact model with
     the recipe's decode config."""
-    from espnet_prune.bin.export import export
+    from espnet_prune.export.experiment import export_file
 
     tasks, _ = espnet_tasks
     args, model = build(tasks[task], task, DEFAULT_BUDGET, tmp_path)
@@ -234,7 +234,7 @@ def test_exported_model_decodes_with_the_recipe_decode_config(task, espnet_tasks
     exp.mkdir()
     (exp / "config.yaml").write_text(yaml.safe_dump(vars(args)))
     torch.save(model.state_dict(), exp / "valid.acc.ave.pth")
-    report = export(exp / "config.yaml", exp / "valid.acc.ave.pth", exp / "valid.acc.ave.pruned.pth")
+    report = export_file(exp / "config.yaml", exp / "valid.acc.ave.pth", exp / "valid.acc.ave.pruned.pth").to_json()
     assert report["task"] == task
     assert report["encoder"]["ratio"]["params"]["transformer"] < 1.0
 

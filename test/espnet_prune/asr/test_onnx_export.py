@@ -6,10 +6,8 @@ import onnx
 import pytest
 import torch
 
-from espnet_prune.asr.frontend.pruned_ssl import PrunedSSLFrontend
-from espnet_prune.ssl.calibration import held_out_speech, synthesized_speech
-from espnet_prune.ssl.model import EmptyLinear, SSLEncoder
-from espnet_prune.ssl.onnx_export import (
+from espnet_prune.asr.frontend.calibration import held_out_speech, synthesized_speech
+from espnet_prune.asr.frontend.onnx_export import (
     INPUT_NAMES,
     INT8_TOLERANCE,
     OUTPUT_NAMES,
@@ -23,6 +21,8 @@ from espnet_prune.ssl.onnx_export import (
     quantize_onnx_static,
     relative_feature_error,
 )
+from espnet_prune.asr.frontend.pruned_ssl import PrunedSSLFrontend
+from espnet_prune.ssl.model import EmptyLinear, SSLEncoder
 from espnet_prune.utils.espeak import synthesize
 from test.espnet_prune.conftest import make_batch, perturb_
 from test.espnet_prune.ssl.tiny import tiny_config

@@ -5,13 +5,13 @@ import numpy as np
 import pytest
 import soundfile
 
-from espnet_prune.ssl.calibration import (
+from espnet_prune.asr.frontend.calibration import (
     calibration_speech,
     held_out_speech,
     synthesized_speech,
     wav_scp_speech,
 )
-from espnet_prune.ssl.onnx_export import calibration_segments
+from espnet_prune.asr.frontend.onnx_export import calibration_segments
 
 
 def test_synthesized_speech_is_reproducible_and_varied():
@@ -28,7 +28,7 @@ def test_held_out_speech_avoids_the_calibration_voices():
     assert speech.shape == (40000,) and speech.dtype == np.float32 and np.abs(speech).max() > 0.05
     _, calibration_voices = synthesized_speech(16)
     assert np.array_equal(speech, held_out_speech(2.5))
-    from espnet_prune.ssl import calibration
+    from espnet_prune.asr.frontend import calibration
 
     held_out_voices = calibration._voice_order(np.random.default_rng(1), calibration_voices)
     assert not set(held_out_voices) & set(calibration_voices)

@@ -239,7 +239,7 @@ def quantize_onnx_static(source: PathLike, target: PathLike, waveforms: Sequence
     Args:
         source: fp32 ``.onnx`` from :func:`export_onnx`.
         target: the int8 file to write.
-        waveforms: ``(samples,)`` speech at ``sample_rate`` (see :mod:`espnet_prune.ssl.calibration`).
+        waveforms: ``(samples,)`` speech at ``sample_rate`` (see :mod:`espnet_prune.asr.frontend.calibration`).
         sample_rate: of ``waveforms``.
     """
     import onnx
@@ -398,7 +398,7 @@ def export_int8(model: nn.Module, source: PathLike, target: PathLike, method: st
 
     Every candidate (``dynamic``: :func:`quantize_onnx`; ``static``: :func:`quantize_onnx_static`
     calibrated on ``calibration``) is checked on ``check_seconds`` of held-out synthesised speech
-    (:func:`espnet_prune.ssl.calibration.held_out_speech`): its features must be within
+    (:func:`espnet_prune.asr.frontend.calibration.held_out_speech`): its features must be within
     ``tolerance`` (relative L2) of ``model``'s in PyTorch fp32. With ``fastest`` both candidates
     and the fp32 file are timed interleaved (``rounds`` rounds at ``threads`` threads, batch 1) and
     the fastest candidate within the tolerance is written.
@@ -409,7 +409,7 @@ def export_int8(model: nn.Module, source: PathLike, target: PathLike, method: st
         target: the int8 file to write.
         method: one of :data:`INT8_METHODS`.
         calibration: calibration source (``synth:N`` or a ``wav.scp``; default
-            :data:`~espnet_prune.ssl.calibration.DEFAULT_CALIBRATION`).
+            :data:`~espnet_prune.asr.frontend.calibration.DEFAULT_CALIBRATION`).
     Returns:
         the report entry: ``{"path", "method" (the one written), "calibration", "tolerance",
         "rel_l2_vs_fp32": {candidate: error}, "latency_ms": {"fp32", candidate: ms} (``fastest``
@@ -417,7 +417,7 @@ def export_int8(model: nn.Module, source: PathLike, target: PathLike, method: st
     Raises:
         ValueError: unknown method, or no candidate within the tolerance (the errors named).
     """
-    from espnet_prune.ssl.calibration import DEFAULT_CALIBRATION, calibration_speech, held_out_speech
+    from espnet_prune.asr.frontend.calibration import DEFAULT_CALIBRATION, calibration_speech, held_out_speech
     from espnet_prune.utils.timing import time_interleaved
 
     if method not in INT8_METHODS:
