@@ -179,21 +179,3 @@ def compact_model(model: nn.Module) -> Dict[str, Dict]:
     model.controller = None
     return structures
 
-
-def compact_train_config(config: Dict, frontend_structure: Dict, structures: Dict[str, Dict]) -> Dict:
-    """The training ``config`` (config.yaml as a dict) of the compact whole model: ``model_conf``
-    without ``pruning``; ``frontend_conf`` with ``checkpoint: null`` and the compact SSL structure
-    ``frontend_structure`` (an ``EncoderConfig`` dict) as ``arch``; ``encoder_conf`` /
-    ``decoder_conf`` with the compact ``pruned_structure`` of ``structures`` (``{part: {"after":
-    ...}}`` as :func:`compact_model` returns); ``init_param`` emptied. The rest is kept as trained."""
-    new = dict(config)
-    new["model_conf"] = {k: v for k, v in (config.get("model_conf") or {}).items() if k != "pruning"}
-    if "frontend" in structures:
-        new["frontend_conf"] = {**(config.get("frontend_conf") or {}), "checkpoint": None,
-                                "arch": frontend_structure}
-    for name in ("encoder", "decoder"):
-        if name in structures:
-            new[f"{name}_conf"] = {**(config.get(f"{name}_conf") or {}),
-                                   "pruned_structure": structures[name]["after"]}
-    new["init_param"] = []
-    return new

@@ -70,12 +70,9 @@ def budget_experiment(shape: str, arch: Union[str, Dict[str, Any]], vocabulary: 
     from espnet2.tasks.asr import ASRTask
     from espnet2.utils.yaml_no_alias_safe_dump import yaml_no_alias_safe_dump
 
-    from espnet_prune.asr.whole_model import (
-        compact_model,
-        compact_train_config,
-        model_parts,
-        model_tables,
-    )
+    from espnet_prune.asr.whole_model import compact_model, model_parts, model_tables
+    from espnet_prune.export.experiment import standalone_config
+    from espnet_prune.export.report import Structure
     from espnet_prune.pruning.config import ModelPruningConfig
 
     decoding = {"beam_size": int(decode_config["beam_size"]), "ctc_weight": float(decode_config["ctc_weight"]),
@@ -101,7 +98,9 @@ def budget_experiment(shape: str, arch: Union[str, Dict[str, Any]], vocabulary: 
     decode_ratio = float(priced.with_structure(compact).macs()["total"]) / dense
     with open(gated_config, encoding="utf-8") as f:
         trained = yaml.safe_load(f)
-    new = compact_train_config(trained, model.frontend.encoder.config.to_dict(), structures)
+    frontend = structures.pop("frontend")["after"]
+    new = standalone_config(trained, frontend, directory, {name: Structure(**value) for name, value in
+                                                           structures.items()})
     path = directory / "config.yaml"
     with open(path, "w", encoding="utf-8") as f:
         yaml_no_alias_safe_dump(new, f, indent=4, sort_keys=False)

@@ -182,3 +182,33 @@ def test_the_compact_model_decodes_what_the_gated_model_decodes():
     assert ratio < 0.95
     torch.testing.assert_close(compact_out, gated_out, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(compact_scores, gated_scores, rtol=1e-4, atol=1e-5)
+
+
+def test_export_writes_the_compact_whole_model_as_a_standalone_experiment(tmp_path):
+    """The export library on a model_conf.pruning model: encoder_conf / decoder_conf get the compact
+    pruned_structure, model_conf loses pruning, and the directory alone rebuilds a model whose
+    encoder output and decoder scores are the gated model's (export checks this itself)."""
+    from espnet_prune.export.experiment import export_experiment
+    from espnet_prune.export.sizes import pruning_sizes
+    from espnet_prune.inference.shapes import write_train_config
+
+    config = conformer_config({"target": 0.6, "warmup_steps": 0})
+    config.update(token_list=["<blank>", "<unk>", "a", "b", "<sos/eos>"], input_size=None)
+    assert pruning_sizes(config) == [{"total": 0.6}]
+    train_config = write_train_config(config, tmp_path / "exp" / "config.yaml")
+    torch.manual_seed(0)
+    model = build_asr_model(config)
+    with torch.no_grad():
+        for gate in model.controller.gate_parameters():
+            gate.normal_(1.0, 3.0)
+    torch.save(model.state_dict(), tmp_path / "exp" / "model.pth")
+    report = export_experiment(train_config, tmp_path / "exp" / "model.pth", tmp_path / "compact").reports[0]
+    assert set(report.downstream) == {"encoder", "decoder"}
+    assert report.max_abs_diff_gated_vs_exported <= 1e-3 and report.max_abs_diff_gated_vs_compact <= 1e-3
+    import yaml
+
+    exported = yaml.safe_load((tmp_path / "compact" / "config.yaml").read_text(encoding="utf-8"))
+    assert "pruning" not in exported["model_conf"]
+    assert exported["encoder_conf"]["pruned_structure"] == report.downstream["encoder"].after
+    assert exported["decoder_conf"]["pruned_structure"] == report.downstream["decoder"].after
+    assert set(report.pruning.budgets) == {"total"}

@@ -1,14 +1,17 @@
 """Acceptance of the whole-model budget (issue 24): a tiny pruned_ssl + pruned Conformer + pruned
 Transformer decoder model trains through ESPnet's trainer (asr.sh stage 11 through the launcher)
 with ``model_conf.pruning`` at 0.5 of the whole decode's MACs, lands within ``BUDGET_TOLERANCE`` of
-it, and its compact standalone experiment decodes (asr_inference, beam search with CTC) exactly
-what the gated model decodes."""
+it, exports (``espnet_prune.bin.export --output_dir``), and its compact standalone experiment
+decodes (asr_inference, beam search with CTC) exactly what the gated model decodes."""
+
+import contextlib
 
 import pytest
-import torch
 import yaml
 
 from espnet_prune import register
+from espnet_prune.bin import export as export_cli
+from espnet_prune.export.report import ExportReport
 from espnet_prune.pruning.reports import BUDGET_TOLERANCE, RUN_LENGTH_PER_WARMUP
 from test.espnet_prune.asr.recipe_steps import NO_PLOTS, collect_stats, decode, train, write_config
 from test.espnet_prune.asr.test_whole_model import conformer_config
@@ -26,9 +29,6 @@ PRUNING = {"target": TARGET, "warmup_steps": WARMUP, "reg_lr": 0.2, "reference_s
 def test_a_whole_model_mac_budget_trains_to_its_target_and_the_compact_model_decodes_the_same(tmp_path, asr_corpus):
     register()
     from espnet2.tasks.asr import ASRTask
-    from espnet2.utils.yaml_no_alias_safe_dump import yaml_no_alias_safe_dump
-
-    from espnet_prune.asr.whole_model import compact_model, compact_train_config
 
     config = conformer_config(PRUNING, batch_size=2, max_epoch=EPOCHS, num_iters_per_epoch=STEPS // EPOCHS,
                               **NO_PLOTS)
@@ -44,19 +44,19 @@ def test_a_whole_model_mac_budget_trains_to_its_target_and_the_compact_model_dec
     ratio = controller.eval().deterministic_ratios()["total"]
     assert abs(ratio - TARGET) <= BUDGET_TOLERANCE, ratio
 
-    model.eval()
-    structures = compact_model(model)
-    assert structures["encoder"]["after"] != structures["encoder"]["before"]
     compact_dir = tmp_path / "compact"
-    compact_dir.mkdir()
-    trained = yaml.safe_load((exp / "config.yaml").read_text(encoding="utf-8"))
-    with open(compact_dir / "config.yaml", "w", encoding="utf-8") as f:
-        yaml_no_alias_safe_dump(compact_train_config(trained, model.frontend.encoder.config.to_dict(), structures),
-                                f, indent=4, sort_keys=False)
-    torch.save(model.state_dict(), compact_dir / "model.pth")
+    with contextlib.chdir(tmp_path):
+        export_cli.main(["--train_config", str(exp / "config.yaml"), "--model_file", str(model_file),
+                         "--output_dir", str(compact_dir)])
+    report = ExportReport.read(compact_dir / model_file.with_suffix(".json").name)
+    assert set(report.downstream) == {"encoder", "decoder"}
+    assert report.downstream["encoder"].after != report.downstream["encoder"].before
+    assert abs(report.pruning.budgets["total"].exported - TARGET) <= BUDGET_TOLERANCE
+    exported = yaml.safe_load((compact_dir / "config.yaml").read_text(encoding="utf-8"))
+    assert "pruning" not in exported["model_conf"] and exported["frontend_conf"]["checkpoint"] is None
 
     options = ["--ctc_weight", "0.3", "--beam_size", "2"]
     gated = decode("asr", tmp_path, asr_corpus["valid"], exp / "config.yaml", model_file, tmp_path / "gated", options)
-    compact = decode("asr", tmp_path, asr_corpus["valid"], compact_dir / "config.yaml", compact_dir / "model.pth",
+    compact = decode("asr", tmp_path, asr_corpus["valid"], compact_dir / "config.yaml", compact_dir / model_file.name,
                      tmp_path / "compact_decode", options)
     assert compact == gated and any(gated.values())
