@@ -350,3 +350,12 @@ class GatedDecoderLayer(GatedLayerMixin, DecoderLayer):
         if cache is not None:
             x = torch.cat([cache, x], dim=1)
         return x, tgt_mask, memory, memory_mask
+
+    def forward_partially_AR(self, *args, **kwargs):
+        """ESPnet's partially autoregressive step (Mask-CTC decoding), which runs every sublayer itself:
+        refused where a sublayer is removed or scaled by a sublayer mask (width masks and shrunk
+        widths act inside the sublayers and are honoured)."""
+        if any(getattr(self, s.module) is None or self.sublayer_masks[s.module] is not None for s in self.SUBLAYERS):
+            raise ValueError("partially autoregressive decoding is not supported by a pruned_transformer decoder "
+                             "with removed or masked sublayers")
+        return super().forward_partially_AR(*args, **kwargs)
