@@ -164,15 +164,14 @@ class GatedLayerMixin:
             if module is not None:
                 make_maskable(module, sublayer)
 
-    def compact(self, sublayer: Sublayer, width: Optional[int], present: bool) -> None:
+    def compact(self, sublayer: Sublayer, width: int, present: bool) -> None:
         """Give ``sublayer`` ``width`` units, or remove it (``present`` false)."""
-        module = getattr(self, sublayer.module)
         if not present:
             setattr(self, sublayer.module, None)
             if self.normalize_before:  # its norm only fed it
                 setattr(self, sublayer.norm, None)
             return
-        module = shrink_sublayer(module, sublayer, width)
+        module = shrink_sublayer(getattr(self, sublayer.module), sublayer, width)
         make_maskable(module, sublayer)
         setattr(self, sublayer.module, module)
 
