@@ -49,3 +49,38 @@ def test_pruned_structure_is_a_config_key():
     model = build("pruned_conformer", "pruned_transformer", pruned_structure={"attention_heads": [1, 2]})
     assert model.encoder.pruned_structure["attention_heads"] == [1, 2]
     assert model.encoder.encoders[0].self_attn.linear_q.out_features == 8
+
+
+def test_beam_search_decodes_the_same_after_pruning():
+    """ESPnet's ``BatchBeamSearch`` (what ``Speech2Text`` runs) over the masked model and over the
+    compact one (encoder and decoder physically pruned) finds the same hypotheses and scores."""
+    from espnet.nets.batch_beam_search import BatchBeamSearch
+
+    from espnet_prune.asr.downstream.prune import prune_downstream
+    from test.espnet_prune.asr.encoder.tiny import random_masks
+
+    torch.manual_seed(0)
+    model = build("pruned_conformer", "pruned_transformer")
+    masks = {part: random_masks(module.units(), module.structure, seed=seed, zero_fraction=0.3)
+             for seed, (part, module) in enumerate((("encoder", model.encoder), ("decoder", model.decoder)))}
+    masks["encoder"]["attn_layer"] = [torch.tensor(0.8), torch.tensor(1.0)]
+    masks["decoder"]["self_attn_layer"] = [torch.tensor(0.0), torch.tensor(0.6)]
+    features, lengths = inputs(batch=1, frames=41)
+    results = []
+    for compact in (False, True):
+        if compact:
+            model.encoder = prune_downstream(model.encoder, masks["encoder"])
+            model.decoder = prune_downstream(model.decoder, masks["decoder"])
+        else:
+            model.encoder.set_masks(masks["encoder"])
+            model.decoder.set_masks(masks["decoder"])
+        search = BatchBeamSearch(scorers={"decoder": model.decoder}, weights={"decoder": 1.0}, beam_size=3,
+                                 vocab_size=6, sos=5, eos=5, token_list=None).eval()
+        encoded = model.encode(features, lengths)[0][0]
+        with torch.no_grad():
+            results.append(search(encoded, maxlenratio=1.0, minlenratio=0.5)[:3])
+    assert model.decoder.pruned_structure["use_self_attention"] == [False, True]
+    assert len(results[0]) == 3 and len(results[0][0].yseq) > 3  # several hypotheses of several tokens
+    for masked, compact in zip(*results):
+        assert masked.yseq.tolist() == compact.yseq.tolist()
+        torch.testing.assert_close(compact.score, masked.score, rtol=1e-4, atol=1e-4)
