@@ -5,8 +5,8 @@ ESPnet's layers (``EncoderLayer`` of the Conformer and of the Transformer encode
 load unchanged. What the subclasses add:
 
 * masks (see :mod:`espnet_prune.asr.downstream.structure` for the units): a width mask is the
-  ``input_mask`` of the sublayer's output map (:class:`InputMaskedLinear`,
-  :class:`InputMaskedConv1d`); a scalar mask scales the sublayer's output in the layer's
+  ``input_mask`` of the sublayer's output map, applied by a forward pre-hook
+  (:func:`add_input_mask`); a scalar mask scales the sublayer's output in the layer's
   ``forward``. Without masks nothing is multiplied.
 * compact shapes: a sublayer can have fewer heads / FFN units / channels than ESPnet builds
   (:func:`shrink_sublayer`), none at all (:class:`EmptySublayer`, which outputs its output
@@ -15,7 +15,7 @@ load unchanged. What the subclasses add:
 """
 
 import warnings
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
 import torch
 from espnet.nets.pytorch_backend.conformer.encoder_layer import EncoderLayer as ConformerEncoderLayer
@@ -27,7 +27,6 @@ from torch import Tensor, nn
 from espnet_prune.asr.downstream.structure import (
     ATTENTION,
     CONFORMER_SUBLAYERS,
-    CONVOLUTION,
     DECODER_SUBLAYERS,
     FEED_FORWARD,
     OUTPUT_MAP,
@@ -37,36 +36,24 @@ from espnet_prune.asr.downstream.structure import (
 from espnet_prune.ssl.model import EmptyLinear
 
 
-class InputMaskedLinear(nn.Linear):
-    """``nn.Linear`` that scales its input features by ``input_mask`` (``(in_features,)``) when set."""
-
-    input_mask: Optional[Tensor] = None
-
-    def forward(self, input: Tensor) -> Tensor:
-        """``(..., in_features)`` -> ``(..., out_features)``."""
-        if self.input_mask is not None:
-            input = input * self.input_mask
-        return super().forward(input)
+def _scale_input(module: nn.Module, args: Tuple[Tensor, ...]) -> Optional[Tuple[Tensor, ...]]:
+    """Forward pre-hook of an output map: its input scaled by ``module.input_mask`` when one is set."""
+    mask = getattr(module, "input_mask", None)
+    if mask is None:
+        return None
+    if isinstance(module, nn.Conv1d):  # (B, C, T): one value per input channel
+        mask = mask[:, None]
+    return (args[0] * mask,) + tuple(args[1:])
 
 
-class InputMaskedConv1d(nn.Conv1d):
-    """``nn.Conv1d`` that scales its input channels by ``input_mask`` (``(in_channels,)``) when set."""
-
-    input_mask: Optional[Tensor] = None
-
-    def forward(self, input: Tensor) -> Tensor:
-        """``(B, in_channels, T)`` -> ``(B, out_channels, T')``."""
-        if self.input_mask is not None:
-            input = input * self.input_mask[:, None]
-        return super().forward(input)
-
-
-def _masked_copy(module: nn.Module, cls) -> nn.Module:
-    """``module`` (an ``nn.Linear`` / ``nn.Conv1d``) as ``cls``, sharing its parameters (no new init)."""
-    masked = cls.__new__(cls)
-    masked.__dict__.update(module.__dict__)
-    masked._parameters = dict(module._parameters)
-    return masked
+def add_input_mask(module: nn.Module) -> None:
+    """Let ``module`` (an ``nn.Linear`` or ``nn.Conv1d``) scale its inputs by ``module.input_mask``
+    (``(in_features,)`` or ``None``), with a forward pre-hook: its type and parameters stay ESPnet's
+    (dynamic int8 quantization and ONNX export see a plain ``nn.Linear``)."""
+    if not getattr(module, "has_input_mask", False):
+        module.input_mask = None
+        module.has_input_mask = True
+        module.register_forward_pre_hook(_scale_input)
 
 
 class EmptySublayer(nn.Module):
@@ -139,12 +126,9 @@ def shrink_sublayer(module: nn.Module, sublayer: Sublayer, width: int) -> nn.Mod
 
 
 def make_maskable(module: nn.Module, sublayer: Sublayer) -> None:
-    """Replace the output map of ``module`` by its input-masked copy (same parameters)."""
-    if isinstance(module, EmptySublayer):
-        return
-    name = OUTPUT_MAP[sublayer.kind]
-    cls = InputMaskedConv1d if sublayer.kind == CONVOLUTION else InputMaskedLinear
-    setattr(module, name, _masked_copy(getattr(module, name), cls))
+    """Give the output map of ``module`` (a sublayer) an input mask (:func:`add_input_mask`)."""
+    if not isinstance(module, EmptySublayer):
+        add_input_mask(getattr(module, OUTPUT_MAP[sublayer.kind]))
 
 
 class GatedLayerMixin:
@@ -164,15 +148,14 @@ class GatedLayerMixin:
             if module is not None:
                 make_maskable(module, sublayer)
 
-    def compact(self, sublayer: Sublayer, width: Optional[int], present: bool) -> None:
+    def compact(self, sublayer: Sublayer, width: int, present: bool) -> None:
         """Give ``sublayer`` ``width`` units, or remove it (``present`` false)."""
-        module = getattr(self, sublayer.module)
         if not present:
             setattr(self, sublayer.module, None)
             if self.normalize_before:  # its norm only fed it
                 setattr(self, sublayer.norm, None)
             return
-        module = shrink_sublayer(module, sublayer, width)
+        module = shrink_sublayer(getattr(self, sublayer.module), sublayer, width)
         make_maskable(module, sublayer)
         setattr(self, sublayer.module, module)
 
@@ -350,3 +333,12 @@ class GatedDecoderLayer(GatedLayerMixin, DecoderLayer):
         if cache is not None:
             x = torch.cat([cache, x], dim=1)
         return x, tgt_mask, memory, memory_mask
+
+    def forward_partially_AR(self, *args, **kwargs):
+        """ESPnet's partially autoregressive step (Mask-CTC decoding), which runs every sublayer itself:
+        refused where a sublayer is removed or scaled by a sublayer mask (width masks and shrunk
+        widths act inside the sublayers and are honoured)."""
+        if any(getattr(self, s.module) is None or self.sublayer_masks[s.module] is not None for s in self.SUBLAYERS):
+            raise ValueError("partially autoregressive decoding is not supported by a pruned_transformer decoder "
+                             "with removed or masked sublayers")
+        return super().forward_partially_AR(*args, **kwargs)

@@ -9,6 +9,7 @@ from espnet_prune.asr.downstream.cost import decoder_params, encoder_params
 from espnet_prune.asr.downstream.prune import prune_downstream
 from espnet_prune.asr.encoder.pruned_conformer_encoder import PrunedConformerEncoder
 from espnet_prune.asr.encoder.pruned_transformer_encoder import PrunedTransformerEncoder
+from espnet_prune.ssl.quantize import quantize_dynamic
 from test.espnet_prune.asr.decoder.tiny import DECODER_BASE, DECODER_OPTIONS, memory, step_by_step, tokens
 from test.espnet_prune.asr.encoder.tiny import (
     CONFORMER_BASE,
@@ -100,3 +101,20 @@ def test_bad_mask_values_are_refused():
     encoder = PrunedConformerEncoder(**CONFORMER_BASE)
     with pytest.raises(ValueError, match=r"masks\['head'\]\[0\] must hold values in \[0, 1\]"):
         prune_downstream(encoder, {"head": [torch.tensor([float("nan"), 1.0]), None]})
+
+
+def test_compact_modules_quantize_to_int8():
+    """The output maps stay plain ``nn.Linear`` (masks act through a pre-hook), so ESPnet's int8
+    quantization (``--quantize_asr_model true``) converts every linear map of a compact decoder, and its
+    scores stay close to the float ones."""
+    torch.manual_seed(0)
+    decoder = PrunedTransformerDecoder(**DECODER_BASE).eval()
+    masks = random_masks(decoder.units(), decoder.structure, seed=4, zero_fraction=0.3)
+    masks["self_attn_layer"] = [torch.tensor(1.0), torch.tensor(1.0)]
+    compact = prune_downstream(decoder, masks)
+    quantized = quantize_dynamic(compact)
+    assert not any(type(module) is torch.nn.Linear for module in quantized.modules())
+    encoder_out, _ = memory()
+    ys, _ = tokens()
+    difference = (step_by_step(quantized, ys, encoder_out) - step_by_step(compact, ys, encoder_out)).abs().max()
+    assert difference < 0.1

@@ -86,3 +86,17 @@ def test_bad_masks_and_structures_are_named():
         PrunedConformerEncoder(**CONFORMER_BASE, pruned_structure={"heads": [1, 1]})
     with pytest.raises(ValueError, match="concat_after"):
         PrunedConformerEncoder(**CONFORMER_BASE, concat_after=True)
+
+
+def test_gradients_reach_the_masks():
+    """In training, the loss is differentiable in every mask (how the gates learn)."""
+    encoder = PrunedConformerEncoder(**CONFORMER_BASE, macaron_style=True).train()
+    masks = {name: [mask.clone().fill_(0.9).requires_grad_() for mask in entries]
+             for name, entries in ones_masks(encoder).items()}
+    encoder.set_masks(masks)
+    features, lengths = inputs()
+    encoder(features, lengths)[0].pow(2).sum().backward()
+    for name, entries in masks.items():
+        for mask in entries:
+            assert mask.grad is not None and bool(torch.isfinite(mask.grad).all()), name
+            assert mask.grad.abs().sum() > 0, name
