@@ -105,14 +105,12 @@ def encoder_output_frames(model: nn.Module, seconds: float) -> int:
     if isinstance(getattr(encoder, "structure", None), EncoderStructure):
         return downstream_cost.encoder_output_frames(encoder.structure, frames)
     embed = getattr(encoder, "embed", None)
-    if embed is None:
+    if embed is None or isinstance(embed, nn.Sequential):  # ESPnet's linear / no input layer: no subsampling
         return frames
-    with torch.no_grad():  # run the encoder's input layer (its subsampling) on zeros
-        probe = torch.zeros(1, frames, model.frontend.output_size())
-        if isinstance(embed, nn.Sequential):
-            out = embed(probe)
-        else:
-            out = embed(probe, torch.ones(1, 1, frames, dtype=torch.bool))
+    preencoder = getattr(model, "preencoder", None)
+    size = preencoder.output_size() if preencoder is not None else model.frontend.output_size()
+    with torch.no_grad():  # run the encoder's subsampling input layer on zeros
+        out = embed(torch.zeros(1, frames, size), torch.ones(1, 1, frames, dtype=torch.bool))
         while isinstance(out, tuple):
             out = out[0]
         return int(out.shape[1])
