@@ -212,3 +212,17 @@ def test_export_writes_the_compact_whole_model_as_a_standalone_experiment(tmp_pa
     assert exported["encoder_conf"]["pruned_structure"] == report.downstream["encoder"].after
     assert exported["decoder_conf"]["pruned_structure"] == report.downstream["decoder"].after
     assert set(report.pruning.budgets) == {"total"}
+
+
+def test_several_sizes_from_one_run_over_the_whole_model():
+    from espnet_prune.export.sizes import size_names
+    from espnet_prune.pruning.espnet_glue import find_controller
+
+    config = conformer_config({"targets": [0.8, 0.6], "warmup_steps": 2, "hold_steps": 2})
+    model = build_asr_model(config)
+    controller = find_controller(model)
+    assert controller is model.controller and controller.sizes == [{"total": 0.8}, {"total": 0.6}]
+    controller.snapshots.allocate(model)
+    snapshot = [key for key in model.state_dict() if key.startswith("controller.size_snapshots.size0.model.")]
+    assert "controller.size_snapshots.size0.model.encoder.embed.conv.0.weight" in snapshot
+    assert size_names(config) == ["target0.80", "target0.60"]
