@@ -199,12 +199,17 @@ def benchmark(decoders: Dict[str, Any], utterances: Sequence[np.ndarray], rounds
               verbose: bool = True) -> Dict[str, Dict[str, Any]]:
     """Time the decoders (:func:`~espnet_prune.inference.decode_timing.time_decodes`) and summarize
     them against the first one (best-path decoders, ``*_best_path``, against the first of them, and
-    ``speedup_over_beam``: the beam search on the same model over the best path); each row also
+    ``speedup_over_beam``: the beam search on the same model over the best path; beam-search rows
+    also get ``paired_speedup``, the median over rounds of the first one's time over this one's in
+    the same round); each row also
     gets ``tokens`` (decode steps per utterance, summed) and, with ``references``, ``wer`` / ``cer``
     (``intent_acc`` for SLU)."""
     audio_seconds = sum(len(u) for u in utterances) / 16000
 
+    per_round: List[Dict[str, float]] = []
+
     def progress(index: int, seconds: Dict[str, float]) -> None:
+        per_round.append(dict(seconds))
         if verbose:
             print(f"round {index + 1}/{rounds}: " + ", ".join(f"{n} {1000 * t:.0f} ms" for n, t in seconds.items()),
                   flush=True)
@@ -223,6 +228,8 @@ def benchmark(decoders: Dict[str, Any], utterances: Sequence[np.ndarray], rounds
             beam_name = name[: -len(BEST_PATH_SUFFIX)]
             best_rows[name]["speedup_over_beam"] = times[beam_name]["decode_s"] / times[name]["decode_s"]
         rows = {name: (rows.get(name) or best_rows[name]) for name in decoders}
+    for name in beam:  # on a shared machine the load drifts between rounds, less within one
+        rows[name]["paired_speedup"] = float(np.median([round_[beam[0]] / round_[name] for round_ in per_round]))
     for name, results in outputs.items():
         rows[name]["tokens"] = sum(decoded_steps(result) for result in results)
         if references is not None:
@@ -329,6 +336,7 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
     for name, cut in predicted.items():
         rows[name]["predicted_cut"] = cut
         rows[name]["speedup_over_predicted_cut"] = rows[name]["speedup"] / cut
+        rows[name]["paired_speedup_over_predicted_cut"] = rows[name]["paired_speedup"] / cut
     if args.shape:
         counts = {name: row["tokens"] for name, row in rows.items() if not name.endswith(BEST_PATH_SUFFIX)}
         if len(set(counts.values())) != 1:

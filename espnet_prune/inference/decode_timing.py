@@ -208,7 +208,8 @@ def summarize(times: Mapping[str, Mapping[str, float]], macs: Mapping[str, Optio
 
 def markdown_table(rows: Mapping[str, Mapping[str, Any]], reference: str) -> str:
     """The rows of :func:`summarize` (and ``tokens``, error rates, ``speedup_over_beam``,
-    ``predicted_cut`` and ``speedup_over_predicted_cut``, where present) as a markdown table;
+    ``predicted_cut``, ``speedup_over_predicted_cut``, ``paired_speedup`` and
+    ``paired_speedup_over_predicted_cut``, where present) as a markdown table;
     speed-ups are relative to ``reference`` (best-path rows: to the first best-path row)."""
 
     def number(value: Optional[float], pattern: str) -> str:
@@ -220,7 +221,8 @@ def markdown_table(rows: Mapping[str, Mapping[str, Any]], reference: str) -> str
     header = ["system", "decode", "RTF", f"speed-up vs {reference}", "frontend share", "frontend speed-up",
               "frontend MAC cut", "speed-up / MAC cut", "tokens"] + error_names + (
                   ["best path vs beam search"] if over_beam else []) + (
-                  ["predicted cut (whole decode MACs)", "speed-up / predicted cut"] if predicted else [])
+                  ["predicted cut (whole decode MACs)", "speed-up / predicted cut", "paired speed-up",
+                   "paired speed-up / predicted cut"] if predicted else [])
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for name, row in rows.items():
         cells = [name, f"{row['decode_ms']:.0f} ms", f"{row['rtf']:.3f}", f"×{row['speedup']:.2f}",
@@ -232,6 +234,8 @@ def markdown_table(rows: Mapping[str, Mapping[str, Any]], reference: str) -> str
             cells.append(number(row.get("speedup_over_beam"), "×{:.2f}"))
         if predicted:
             cells += [number(row.get("predicted_cut"), "×{:.2f}"), number(row.get("speedup_over_predicted_cut"),
-                                                                            "{:.2f}")]
+                                                                            "{:.2f}"),
+                      number(row.get("paired_speedup"), "×{:.2f}"),
+                      number(row.get("paired_speedup_over_predicted_cut"), "{:.2f}")]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
