@@ -196,9 +196,8 @@ def _write_experiment(done: Compacted, config: Dict[str, Any], train_config: Pat
         if not Path(path).exists():
             logging.warning("%s names %s = %s, which does not exist here; decoding needs it", train_config,
                             key, path)
-    report.output_dir, report.config, report.output = str(output_dir), str(output_dir / "config.yaml"), str(
-        output_dir / model_name)
-    report.files, report.max_abs_diff_gated_vs_exported = files, diff
+    report.output_dir, report.config = str(output_dir), str(output_dir / "config.yaml")
+    report.output, report.files, report.max_abs_diff_gated_vs_exported = str(output_dir / model_name), files, diff
     if onnx is not None:
         report.onnx = write_onnx(done.model.frontend, onnx, check_seconds, onnx_int8)
     report.write((output_dir / model_name).with_suffix(".json"))
