@@ -2,7 +2,8 @@
 
 ``register()`` is the one place that touches ESPnet: it adds this package's classes
 to the ``ClassChoices`` registries of ESPnet's tasks, so that YAML configs can name
-them (``frontend: pruned_ssl``, ``model: pruned_espnet``, ``lm: ...``). The launcher
+them (``frontend: pruned_ssl``, ``model: pruned_espnet``, ``encoder: pruned_conformer``,
+``encoder: pruned_transformer``, ``decoder: pruned_transformer``, ``lm: ...``). The launcher
 ``python -m espnet_prune ...`` calls it before running ESPnet's own entry points.
 Besides the registries, ``register()`` wraps ``AbsTask.build_optimizers`` so that a model
 whose frontend prunes gets a separate parameter group for its gates (``reg_lr``) and a
@@ -25,6 +26,18 @@ REGISTRATIONS: List[Tuple[str, str, str, str]] = [
     ("espnet2.tasks.slu", "frontend_choices", "pruned_ssl", "espnet_prune.asr.frontend.pruned_ssl:PrunedSSLFrontend"),
     ("espnet2.tasks.asr", "model_choices", "pruned_espnet", "espnet_prune.asr.espnet_model:PrunedESPnetASRModel"),
     ("espnet2.tasks.slu", "model_choices", "pruned_espnet", "espnet_prune.slu.espnet_model:PrunedESPnetSLUModel"),
+    ("espnet2.tasks.asr", "encoder_choices", "pruned_conformer",
+     "espnet_prune.asr.encoder.pruned_conformer_encoder:PrunedConformerEncoder"),
+    ("espnet2.tasks.slu", "encoder_choices", "pruned_conformer",
+     "espnet_prune.asr.encoder.pruned_conformer_encoder:PrunedConformerEncoder"),
+    ("espnet2.tasks.asr", "encoder_choices", "pruned_transformer",
+     "espnet_prune.asr.encoder.pruned_transformer_encoder:PrunedTransformerEncoder"),
+    ("espnet2.tasks.slu", "encoder_choices", "pruned_transformer",
+     "espnet_prune.asr.encoder.pruned_transformer_encoder:PrunedTransformerEncoder"),
+    ("espnet2.tasks.asr", "decoder_choices", "pruned_transformer",
+     "espnet_prune.asr.decoder.pruned_transformer_decoder:PrunedTransformerDecoder"),
+    ("espnet2.tasks.slu", "decoder_choices", "pruned_transformer",
+     "espnet_prune.asr.decoder.pruned_transformer_decoder:PrunedTransformerDecoder"),
     ("espnet2.tasks.lm", "lm_choices", "pruned_transformer",
      "espnet_prune.lm.pruned_transformer_lm:PrunedTransformerLM"),
 ]

@@ -169,18 +169,47 @@ def random_decoders(shape: str, targets: Sequence[float], arch: Union[str, Dict[
     return decoders, decode_config
 
 
+def budget_decoders(shape: str, targets: Sequence[float], arch: Union[str, Dict[str, Any]], seconds: float,
+                    tokens: int, vocabulary: int, small: bool, work_dir: Path, device: str,
+                    decode_config: Dict[str, Any]) -> Tuple[Dict[str, Any], Dict[str, float]]:
+    """For each target t: ``frontend_budget_t`` (a ``model_conf.pruning`` budget of t on the frontend
+    alone) and ``whole_t`` (t of the whole decode's MACs: frontend, encoder, decoder x beam, CTC),
+    random weights compacted to the structure the budget's deterministic rounding gives
+    (:func:`espnet_prune.inference.budget_shapes.budget_experiment`). Returns the decoders and each
+    one's predicted cut of the whole decode's MACs (dense MACs / its MACs)."""
+    from espnet_prune.inference.budget_shapes import budget_experiment
+
+    decoders, predicted = {}, {}
+    vocabulary = vocabulary or shapes.VOCABULARY[shape]
+    for target in targets:
+        for name, parts in ((f"frontend_budget_{target:g}", ["frontend"]), (f"whole_{target:g}", None)):
+            every = ["frontend", "encoder", "decoder", "ctc"] if parts is None else parts
+            config, model, ratios = budget_experiment(shape, arch, vocabulary, small, every, target, seconds,
+                                                      decode_config, tokens, work_dir / name)
+            print(f"{name}: budget ratio {ratios['budget_ratio']:.3f} (target {target:g}), whole-decode MACs "
+                  f"x{ratios['decode_ratio']:.3f} of dense", flush=True)
+            decoders[name] = build_decoder("asr", DecodeSystem(name, config, model), decode_config, device)
+            predicted[name] = 1.0 / ratios["decode_ratio"]
+    return decoders, predicted
+
+
 def benchmark(decoders: Dict[str, Any], utterances: Sequence[np.ndarray], rounds: int, warmup: int = 1,
               device: str = "cpu", references: Optional[Dict[str, str]] = None, ids: Optional[Sequence[str]] = None,
               task: str = "asr", non_linguistic_symbols: Sequence[str] = (), cleaner: Optional[str] = None,
               verbose: bool = True) -> Dict[str, Dict[str, Any]]:
     """Time the decoders (:func:`~espnet_prune.inference.decode_timing.time_decodes`) and summarize
     them against the first one (best-path decoders, ``*_best_path``, against the first of them, and
-    ``speedup_over_beam``: the beam search on the same model over the best path); each row also
+    ``speedup_over_beam``: the beam search on the same model over the best path; beam-search rows
+    also get ``paired_speedup``, the median over rounds of the first one's time over this one's in
+    the same round); each row also
     gets ``tokens`` (decode steps per utterance, summed) and, with ``references``, ``wer`` / ``cer``
     (``intent_acc`` for SLU)."""
     audio_seconds = sum(len(u) for u in utterances) / 16000
 
+    per_round: List[Dict[str, float]] = []
+
     def progress(index: int, seconds: Dict[str, float]) -> None:
+        per_round.append(dict(seconds))
         if verbose:
             print(f"round {index + 1}/{rounds}: " + ", ".join(f"{n} {1000 * t:.0f} ms" for n, t in seconds.items()),
                   flush=True)
@@ -199,6 +228,8 @@ def benchmark(decoders: Dict[str, Any], utterances: Sequence[np.ndarray], rounds
             beam_name = name[: -len(BEST_PATH_SUFFIX)]
             best_rows[name]["speedup_over_beam"] = times[beam_name]["decode_s"] / times[name]["decode_s"]
         rows = {name: (rows.get(name) or best_rows[name]) for name in decoders}
+    for name in beam:  # on a shared machine the load drifts between rounds, less within one
+        rows[name]["paired_speedup"] = float(np.median([round_[beam[0]] / round_[name] for round_ in per_round]))
     for name, results in outputs.items():
         rows[name]["tokens"] = sum(decoded_steps(result) for result in results)
         if references is not None:
@@ -225,6 +256,10 @@ def get_parser() -> argparse.ArgumentParser:
                         help="random weights in this shape instead of --system (dense and --targets)")
     parser.add_argument("--targets", type=float, nargs="+", default=[0.5],
                         help="with --shape: MAC ratios of the compact frontends")
+    parser.add_argument("--whole_targets", type=float, nargs="+", default=[],
+                        help="with --shape: also systems pruned by a model_conf.pruning budget of each MAC ratio, "
+                             "on the frontend alone (frontend_budget_T) and on the whole decode (whole_T), "
+                             "each with the predicted cut of the whole decode's MACs")
     parser.add_argument("--arch", default="wav2vec2_base",
                         help="with --shape: the SSL frontend's preset, or a JSON / YAML mapping of "
                         "EncoderConfig values ('{preset: wav2vec2_base, num_layers: 2}')")
@@ -260,6 +295,7 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
         torch.set_num_threads(args.threads)
     overrides = parse_decode_args(args.decode_arg)
     ids = references = None
+    predicted: Dict[str, float] = {}
     if args.data_dir is not None:
         ids, utterances, references = read_utterances(args.data_dir, args.max_utterances)
     else:
@@ -274,6 +310,12 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
             decoders, decode_config = random_decoders(
                 args.shape, args.targets, parse_arch(args.arch), len(utterances[0]) / 16000, args.tokens,
                 args.vocabulary, args.small, Path(work_dir), args.device, overrides)
+            if args.whole_targets:
+                budgeted, predicted = budget_decoders(
+                    args.shape, args.whole_targets, parse_arch(args.arch), len(utterances[0]) / 16000, args.tokens,
+                    args.vocabulary, args.small, Path(work_dir), args.device, decode_config)
+                decoders.update(budgeted)
+                predicted = {"dense": 1.0, **predicted}
             task = "asr"
             # The fixed length is meant: ESPnet's warning that the hypothesis reached it is not news.
             logging.getLogger("espnet.nets.beam_search").setLevel(logging.ERROR)
@@ -291,6 +333,10 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
 
         rows = benchmark(decoders, utterances, args.rounds, args.warmup, args.device, references, ids, task,
                          read_symbols(args.nlsyms_txt), args.cleaner)
+    for name, cut in predicted.items():
+        rows[name]["predicted_cut"] = cut
+        rows[name]["speedup_over_predicted_cut"] = rows[name]["speedup"] / cut
+        rows[name]["paired_speedup_over_predicted_cut"] = rows[name]["paired_speedup"] / cut
     if args.shape:
         counts = {name: row["tokens"] for name, row in rows.items() if not name.endswith(BEST_PATH_SUFFIX)}
         if len(set(counts.values())) != 1:

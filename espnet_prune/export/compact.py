@@ -15,8 +15,10 @@ import torch
 
 from espnet_prune.export.report import BudgetSummary, EncoderCost, ExportReport, ParamCount, SizeInfo, Structure
 from espnet_prune.export.sizes import TrainConfig, read_config
+from espnet_prune.pruning.espnet_glue import find_controller
 from espnet_prune.pruning.metrics import METRICS, metric_cost
 from espnet_prune.pruning.multisize import size_label, size_name
+from espnet_prune.pruning.parts import SSLPart
 from espnet_prune.pruning.reports import budget_summary
 from espnet_prune.ssl.config import EncoderConfig
 from espnet_prune.utils.finite import check_finite, max_abs_diff
@@ -49,9 +51,9 @@ def encoder_cost(config: EncoderConfig, seconds: float, latency_table: Optional[
                  ) -> Dict[str, Dict[str, float]]:
     """``{metric: {"cnn", "pos_conv", "transformer", "total"}}`` of ``config`` in every metric;
     ``latency`` (predicted milliseconds) only with a ``latency_table``."""
+    part = SSLPart(config, seconds, latency_table=latency_table)
     metrics = [metric for metric in METRICS if metric != "latency" or latency_table is not None]
-    return {metric: {k: float(v) for k, v in metric_cost(metric, config, seconds, table=latency_table).items()}
-            for metric in metrics}
+    return {metric: {k: float(v) for k, v in metric_cost(metric, part).items()} for metric in metrics}
 
 
 def probe(frontend, check_seconds: float) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -68,7 +70,7 @@ def select_size(model: torch.nn.Module, model_file: Path, size: Optional[int]) -
     is that size only if the file was saved after every snapshot. Returns which size, or ``None``
     for a run with one size (where ``size`` must be ``None``).
     """
-    controller = model.frontend.controller
+    controller = find_controller(model)
     schedule = controller.size_schedule
     if schedule is None:
         if size is not None:
@@ -96,7 +98,7 @@ def select_size(model: torch.nn.Module, model_file: Path, size: Optional[int]) -
     step = int(controller.step)
     if size < count - 1:
         model.load_state_dict(controller.snapshots.model_state(size))
-        controller = model.frontend.controller
+        controller = find_controller(model)
         step = int(controller.snapshots.info(size)["step"])
         controller.step.fill_(step)
     controller.select_size(size)
@@ -114,8 +116,10 @@ class CompactFrontend:
         pruning: where the budgets stand for the compact structure.
         dense_cost: the dense encoder's cost in every metric (:func:`encoder_cost`).
         reference_seconds: the audio length MACs are counted for.
-        gated_features: ``(1, T, D)`` the gated frontend's features on the probe.
-        max_abs_diff: largest difference of the compact frontend's features from ``gated_features``.
+        gated_features: the gated model's output on the probe (:func:`probe_output`).
+        max_abs_diff: largest difference of the compact model's output from ``gated_features``.
+        downstream: the downstream modules' ``pruned_structure`` before and after (``model_conf.pruning``
+            only, else ``None``).
     """
 
     size: Optional[SizeInfo]
@@ -125,6 +129,25 @@ class CompactFrontend:
     reference_seconds: float
     gated_features: torch.Tensor
     max_abs_diff: float
+    downstream: Optional[Dict[str, Structure]] = None
+
+
+def probe_output(model: torch.nn.Module, whole: bool, check_seconds: float) -> torch.Tensor:
+    """What the compact model is checked on: the frontend's features ``(1, T, D)`` on the probe
+    (:func:`probe`); for a whole-model export (``whole``) the encoder's output on it and the
+    decoder's ``batch_score`` of two fixed prefixes over that output, flattened into one vector."""
+    waveform, lengths = probe(model.frontend, check_seconds)
+    if not whole:
+        return model.frontend(waveform, lengths)[0]
+    encoded, _ = model.encode(waveform, lengths)
+    outputs = [encoded.reshape(-1)]
+    decoder = getattr(model, "decoder", None)
+    if decoder is not None:
+        ys = torch.tensor([[model.sos], [model.sos]])
+        ys = torch.cat([ys, torch.tensor([[1], [2]]) % model.vocab_size], dim=1)
+        scores, _ = decoder.batch_score(ys, [None, None], encoded.expand(2, -1, -1))
+        outputs.append(scores.reshape(-1))
+    return torch.cat(outputs)
 
 
 def compact_frontend(model: torch.nn.Module, model_file: Path, size: Optional[int] = None,
@@ -136,20 +159,34 @@ def compact_frontend(model: torch.nn.Module, model_file: Path, size: Optional[in
     """
     selected = select_size(model, model_file, size)
     frontend = model.frontend
-    controller = frontend.controller
+    controller = find_controller(model)
+    whole = controller is not frontend.controller  # model_conf.pruning: every gated part is compacted
     seconds = controller.reference_seconds
     dense = encoder_cost(frontend.encoder.config, seconds, controller.latency_table)
-    waveform, lengths = probe(frontend, check_seconds)
+    model.eval()
+    downstream = None
     with torch.no_grad():
-        gated_features, _ = frontend(waveform, lengths)
-        structure = frontend.make_compact()
-        compact_features, _ = frontend(waveform, lengths)
-    check_finite([("features", gated_features)], f"the gated frontend of {model_file} on a probe input")
+        gated_features = probe_output(model, whole, check_seconds)
+        if whole:
+            from espnet_prune.asr.whole_model import compact_model as compact_parts
+
+            config = frontend.encoder.config.to_dict()
+            structures = compact_parts(model)
+            structure = structures.pop("frontend", {"before": config, "after": config})
+            downstream = {name: Structure(**value) for name, value in structures.items()}
+            compact = {"frontend": frontend.encoder.config, **{name: getattr(model, name).structure
+                                                              for name in structures}}
+        else:
+            structure = frontend.make_compact()
+            compact = frontend.encoder.config
+        compact_features = probe_output(model, whole, check_seconds)
+    check_finite([("features", gated_features)], f"the gated model of {model_file} on a probe input")
     diff = max_abs_diff(gated_features, compact_features)
     if not diff <= TOLERANCE:
-        raise RuntimeError(f"compact frontend differs from the gated one by {diff:.3g}; nothing written")
-    summary = BudgetSummary.from_json(budget_summary(controller, frontend.encoder.config))
-    return CompactFrontend(selected, Structure(**structure), summary, dense, seconds, gated_features, diff)
+        raise RuntimeError(f"compact model differs from the gated one by {diff:.3g}; nothing written")
+    summary = BudgetSummary.from_json(budget_summary(controller, compact))
+    return CompactFrontend(selected, Structure(**structure), summary, dense, seconds, gated_features, diff,
+                           downstream)
 
 
 def load_gated(train_config: Path, model_file: Path, task: str) -> torch.nn.Module:
@@ -163,11 +200,12 @@ def load_gated(train_config: Path, model_file: Path, task: str) -> torch.nn.Modu
     model.eval()
     # The controller's buffers hold NaN on purpose ("no earlier value"); its gates are parameters.
     check_finite([*model.named_parameters(), *((name, buffer) for name, buffer in model.named_buffers()
-                                              if ".controller." not in name)], f"{model_file} cannot be exported")
+                                              if not (name.startswith("controller.") or ".controller." in name))],
+                 f"{model_file} cannot be exported")
     frontend = model.frontend
-    if not isinstance(frontend, PrunedSSLFrontend) or frontend.controller is None:
-        raise ValueError(f"{train_config} does not describe a pruning frontend "
-                         "(frontend: pruned_ssl with frontend_conf.pruning); nothing to export")
+    if not isinstance(frontend, PrunedSSLFrontend) or find_controller(model) is None:
+        raise ValueError(f"{train_config} does not describe a pruning model (frontend: pruned_ssl with "
+                         "frontend_conf.pruning, or model_conf.pruning); nothing to export")
     return model
 
 
@@ -185,15 +223,16 @@ def compact(model: torch.nn.Module, train_config: Path, model_file: Path, task: 
             check_seconds: float = 1.0) -> Compacted:
     """Compact the gated ESPnet ``model`` (in place) to ``size`` and report it."""
     params_before = sum(p.numel() for p in model.parameters())
+    latency_table = find_controller(model).latency_table  # compaction drops the controller
     done = compact_frontend(model, model_file, size, check_seconds)
     report = ExportReport(
         train_config=str(train_config), model_file=str(model_file), task=task,
         reference_seconds=done.reference_seconds,
         encoder=EncoderCost.of(done.dense_cost, encoder_cost(model.frontend.encoder.config, done.reference_seconds,
-                                                             model.frontend.controller.latency_table)),
+                                                             latency_table)),
         model_params=ParamCount(params_before, sum(p.numel() for p in model.parameters())),
         structure=done.structure, max_abs_diff_gated_vs_compact=done.max_abs_diff, pruning=done.pruning,
-        size=done.size)
+        size=done.size, downstream=done.downstream)
     return Compacted(model, report, done.gated_features)
 
 

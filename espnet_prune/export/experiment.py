@@ -30,9 +30,10 @@ from espnet_prune.export.compact import (
     compact_sizes,
     detect_task,
     probe,
+    probe_output,
     task_class,
 )
-from espnet_prune.export.report import ExportReport, OnnxFile, SizesSummary
+from espnet_prune.export.report import ExportReport, OnnxFile, SizesSummary, Structure
 from espnet_prune.export.sizes import pruning_sizes, read_config
 from espnet_prune.pruning.multisize import size_name
 from espnet_prune.utils.finite import max_abs_diff
@@ -73,13 +74,16 @@ def decoding_files(config: Dict[str, Any]) -> Dict[str, str]:
     return files
 
 
-def standalone_config(config: Dict[str, Any], structure: Dict[str, Any], output_dir: Path) -> Dict[str, Any]:
+def standalone_config(config: Dict[str, Any], structure: Dict[str, Any], output_dir: Path,
+                      downstream: Optional[Dict[str, Structure]] = None) -> Dict[str, Any]:
     """The training ``config`` (a dict as read from config.yaml) for the compact model.
 
     ``frontend_conf`` loses ``checkpoint`` (set to ``null``) and ``pruning``, and gets the
     compact ``structure`` (an ``EncoderConfig`` dict) as ``arch``; ``init_param`` (weights
     for the start of training, of the dense shapes) is emptied and ``output_dir`` points at
-    the new directory. Everything else is kept as trained.
+    the new directory. With ``downstream`` (a whole-model export, ``{part: Structure}``),
+    ``encoder_conf`` / ``decoder_conf`` get the compact ``pruned_structure`` and ``model_conf``
+    loses ``pruning``. Everything else is kept as trained.
     """
     pruning_sizes(config, required=True)
     new = dict(config)
@@ -88,6 +92,10 @@ def standalone_config(config: Dict[str, Any], structure: Dict[str, Any], output_
     frontend_conf["checkpoint"] = None
     frontend_conf["arch"] = structure
     new["frontend_conf"] = frontend_conf
+    if downstream is not None:
+        new["model_conf"] = {k: v for k, v in (config.get("model_conf") or {}).items() if k != "pruning"}
+        for name, part in downstream.items():
+            new[f"{name}_conf"] = {**(config.get(f"{name}_conf") or {}), "pruned_structure": part.after}
     new["init_param"] = []
     new["output_dir"] = str(output_dir)
     return new
@@ -166,7 +174,7 @@ def _write_experiment(done: Compacted, config: Dict[str, Any], train_config: Pat
     from espnet2.utils.yaml_no_alias_safe_dump import yaml_no_alias_safe_dump
 
     report, model_name = done.report, model_file.name
-    new_config = standalone_config(config, report.structure.after, output_dir)
+    new_config = standalone_config(config, report.structure.after, output_dir, report.downstream)
     claim_output_dir(output_dir, COMMAND)
     with replace_file(output_dir / "config.yaml", "w") as f:
         yaml_no_alias_safe_dump(new_config, f, indent=4, sort_keys=False)
@@ -181,7 +189,7 @@ def _write_experiment(done: Compacted, config: Dict[str, Any], train_config: Pat
         str(output_dir / "config.yaml"), str(output_dir / model_name), "cpu")
     rebuilt.eval()
     with torch.no_grad():
-        rebuilt_features, _ = rebuilt.frontend(*probe(rebuilt.frontend, check_seconds))
+        rebuilt_features = probe_output(rebuilt, report.downstream is not None, check_seconds)
     diff = max_abs_diff(done.gated_features, rebuilt_features)
     if not diff <= TOLERANCE:
         raise RuntimeError(f"the model rebuilt from {output_dir} differs from the gated one by {diff:.3g}")

@@ -263,6 +263,8 @@ class ExportReport(_JsonRecord):
         max_abs_diff_gated_vs_exported: the same difference for the model rebuilt from the directory alone
             (absent for ``--output``).
         onnx: the ONNX copy of the compact frontend (``--onnx``; absent otherwise).
+        downstream: the downstream encoder's and decoder's ``pruned_structure`` before and after, by part
+            (``model_conf.pruning`` only; absent otherwise).
     """
 
     train_config: str
@@ -281,6 +283,7 @@ class ExportReport(_JsonRecord):
     files: Optional[Dict[str, str]] = None
     max_abs_diff_gated_vs_exported: Optional[float] = None
     onnx: Optional[OnnxFile] = None
+    downstream: Optional[Dict[str, Structure]] = None
 
     def total(self, metric: str, when: str = "after") -> float:
         """The encoder's total ``metric`` cost ``before`` or ``after`` export."""

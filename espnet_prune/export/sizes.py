@@ -3,8 +3,8 @@
 Export (the standalone config, the sizes it writes, ``bin/export``'s refusal of ``--output`` for
 several sizes) and ``egs2/TEMPLATE_prune/prune_stages.sh`` (whose inline Python prints
 :func:`size_names`) ask :func:`pruning_sizes`. A config prunes when its frontend is ``pruned_ssl`` with
-``frontend_conf.pruning``; it yields one size for ``target`` (or the separate CNN / Transformer
-targets) and several for ``targets`` (:mod:`espnet_prune.pruning.multisize`).
+``frontend_conf.pruning``, or when it has ``model_conf.pruning`` (the whole model); it yields one
+size for ``target`` (or separate targets) and several for ``targets`` (:mod:`espnet_prune.pruning.multisize`).
 """
 
 from pathlib import Path
@@ -12,7 +12,7 @@ from typing import Any, Dict, List, Optional, Union
 
 import yaml
 
-from espnet_prune.pruning.config import PruningConfig
+from espnet_prune.pruning.config import ModelPruningConfig, PruningConfig
 from espnet_prune.pruning.multisize import size_name
 
 #: ESPnet's training config, as a file or as the mapping read from it.
@@ -28,9 +28,16 @@ def read_config(train_config: Union[Path, str]) -> Dict[str, Any]:
     return config
 
 
+def model_pruning(config: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+    """``model_conf.pruning`` of ``config`` (one budget over the whole model), or ``None``."""
+    return (config.get("model_conf") or {}).get("pruning") or None
+
+
 def no_pruning_reason(config: TrainConfig) -> Optional[str]:
     """Why ``config`` does not prune (``None`` when it does)."""
     config = config if isinstance(config, dict) else read_config(config)
+    if model_pruning(config) is not None:
+        return None
     if config.get("frontend") != "pruned_ssl":
         return f"frontend is {config.get('frontend')!r}, not pruned_ssl"
     if not (config.get("frontend_conf") or {}).get("pruning"):
@@ -53,6 +60,8 @@ def pruning_sizes(config: TrainConfig, required: bool = False) -> List[Dict[str,
             where = "" if isinstance(config, dict) else f"{config}: "
             raise ValueError(f"{where}{reason}; nothing to export")
         return []
+    if model_pruning(mapping) is not None:
+        return ModelPruningConfig.from_dict(model_pruning(mapping), where="model_conf.pruning").sizes()
     return PruningConfig.from_dict(mapping["frontend_conf"]["pruning"], where="frontend_conf.pruning").sizes()
 
 

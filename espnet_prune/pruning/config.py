@@ -103,6 +103,8 @@ class PruningConfig:
     align: int = 1
     #: Prefix of the keys in error messages (an init-only argument, not a YAML key).
     where: InitVar[str] = "pruning"
+    #: The budgets besides the joint ``total`` (keys ``<name>_target`` and ``<name>_targets``).
+    SEPARATE_BUDGETS = ("cnn", "transformer")
 
     @classmethod
     def keys(cls) -> List[str]:
@@ -163,37 +165,52 @@ class PruningConfig:
             raise ValueError(f"{self._name(key)}: pruning {key} must be a keep ratio in (0, 1], got {value}")
         return value
 
-    def __post_init__(self, where: str):
-        self._where = where
-        units = [self.units] if isinstance(self.units, str) else self.units
+    def unit_list(self, key: str, units: Any, names: Optional[Sequence[str]]) -> List[str]:
+        """``units`` (a list of unit names, or one name) checked against ``names`` (``None``: any
+        names); ``key`` names it."""
+        units = [units] if isinstance(units, str) else units
         if not isinstance(units, Sequence) or not all(isinstance(u, str) for u in units):
-            raise ValueError(f"{self._name('units')} must be a list of unit names, got {self.units!r}")
+            raise ValueError(f"{self._name(key)} must be a list of unit names, got {units!r}")
         units = list(units)
-        unknown = [u for u in units if u not in UNIT_NAMES]
+        unknown = [] if names is None else [u for u in units if u not in names]
         if unknown:
-            raise ValueError(f"{self._name('units')}: Unknown pruning unit(s) {unknown}; "
-                             f"choose from {list(UNIT_NAMES)}")
+            raise ValueError(f"{self._name(key)}: Unknown pruning unit(s) {unknown}; choose from {list(names)}")
         if not units:
-            raise ValueError(f"{self._name('units')}: pruning units must name at least one of " + ", ".join(UNIT_NAMES))
+            raise ValueError(f"{self._name(key)}: pruning units must name at least one of " + ", ".join(names or ()))
         repeated = sorted({u for u in units if units.count(u) > 1})
         if repeated:
-            raise ValueError(f"{self._name('units')} names {repeated} more than once; list each unit once")
-        self.units = units
+            raise ValueError(f"{self._name(key)} names {repeated} more than once; list each unit once")
+        return units
+
+    def frontend_units(self) -> List[str]:
+        """The SSL encoder's units this config gates."""
+        return self.units
+
+    def _separate(self, plural: bool = False) -> List[str]:
+        """The keys of the separate budgets (``cnn_target``, ...; ``plural``: ``cnn_targets``, ...)."""
+        return [f"{name}_target{'s' if plural else ''}" for name in self.SEPARATE_BUDGETS]
+
+    def __post_init__(self, where: str):
+        self._where = where
+        self._check_units()
+        units = self.frontend_units()
         if not isinstance(self.metric, str) or self.metric not in METRICS:
             raise ValueError(f"{self._name('metric')}: Unknown pruning metric {self.metric!r}; "
                              f"choose from {list(METRICS)}")
         self.target = self._ratio("target")
-        self.cnn_target = self._ratio("cnn_target")
-        self.transformer_target = self._ratio("transformer_target")
-        if self.target is not None and (self.cnn_target is not None or self.transformer_target is not None):
-            raise ValueError(f"{self._where}: 'target' (joint budget) is exclusive with 'cnn_target'/"
-                             "'transformer_target' (separate budgets); give one or the other")
+        for key in self._separate():
+            setattr(self, key, self._ratio(key))
+        separate = "/".join(f"'{key}'" for key in self._separate())
+        if self.target is not None and any(getattr(self, key) is not None for key in self._separate()):
+            raise ValueError(f"{self._where}: 'target' (joint budget) is exclusive with {separate} (separate "
+                             "budgets); give one or the other")
         self._check_sizes()
-        if (self.target is None and self.cnn_target is None and self.transformer_target is None
+        if (self.target is None and all(getattr(self, key) is None for key in self._separate())
                 and not self.is_multi_size):
-            raise ValueError(f"{self._where}: pruning needs a budget: 'target', or 'cnn_target' and/or "
-                             "'transformer_target' (or, for several sizes from one run, 'targets', or "
-                             "'cnn_targets' and/or 'transformer_targets')")
+            raise ValueError(f"{self._where}: pruning needs a budget: 'target', or "
+                             + " and/or ".join(f"'{key}'" for key in self._separate())
+                             + " (or, for several sizes from one run, 'targets', or "
+                             + " and/or ".join(f"'{key}'" for key in self._separate(plural=True)) + ")")
         cnn_smallest = self.cnn_target if self.cnn_targets is None else self.cnn_targets[-1]
         transformer_smallest = (self.transformer_target if self.transformer_targets is None
                                 else self.transformer_targets[-1])
@@ -244,7 +261,7 @@ class PruningConfig:
     @property
     def is_multi_size(self) -> bool:
         """Whether one run yields several sizes (``targets``, ``cnn_targets`` or ``transformer_targets``)."""
-        return any(getattr(self, key) is not None for key in MULTI_SIZE_KEYS)
+        return any(getattr(self, key) is not None for key in ["targets"] + self._separate(plural=True))
 
     def sizes(self) -> List[Dict[str, float]]:
         """The budgets of every model size the run yields, largest first: ``[{"total": 0.8},
@@ -252,19 +269,22 @@ class PruningConfig:
         if self.targets is not None:
             return [{"total": t} for t in self.targets]
         if self.is_multi_size:
-            lists = {name: getattr(self, f"{name}_targets") for name in ("cnn", "transformer")}
+            lists = {name: getattr(self, f"{name}_targets") for name in self.SEPARATE_BUDGETS}
             lists = {name: values for name, values in lists.items() if values is not None}
             count = len(next(iter(lists.values())))
             return [{name: values[i] for name, values in lists.items()} for i in range(count)]
         if self.target is not None:
             return [{"total": self.target}]
-        return [{name: value for name, value in (("cnn", self.cnn_target), ("transformer", self.transformer_target))
-                 if value is not None}]
+        return [{name: getattr(self, f"{name}_target") for name in self.SEPARATE_BUDGETS
+                 if getattr(self, f"{name}_target") is not None}]
 
     @property
     def effective_hold_steps(self) -> int:
         """``hold_steps``, or ``warmup_steps`` where it is ``None``."""
         return self.warmup_steps if self.hold_steps is None else self.hold_steps
+
+    def _check_units(self) -> None:
+        self.units = self.unit_list("units", self.units, UNIT_NAMES)
 
     def _ratio_list(self, key: str) -> Optional[List[float]]:
         values = getattr(self, key)
@@ -288,18 +308,19 @@ class PruningConfig:
 
     def _check_sizes(self) -> None:
         """Types, ranges, order and exclusivity of ``targets`` / ``cnn_targets`` / ``transformer_targets``."""
-        for key in MULTI_SIZE_KEYS:
+        for key in ["targets"] + self._separate(plural=True):
             setattr(self, key, self._ratio_list(key))
         if not self.is_multi_size:
             return
-        given = [key for key in MULTI_SIZE_KEYS if getattr(self, key) is not None]
-        singles = [key for key in SINGLE_SIZE_KEYS if getattr(self, key) is not None]
+        given = [key for key in ["targets"] + self._separate(plural=True) if getattr(self, key) is not None]
+        singles = [key for key in ["target"] + self._separate() if getattr(self, key) is not None]
         if singles:
             raise ValueError(f"{self._where}: {given} (several sizes) is exclusive with {singles} (one size); "
                              "give the sizes' lists only")
         if self.targets is not None and len(given) > 1:
-            raise ValueError(f"{self._where}: 'targets' (joint budget) is exclusive with 'cnn_targets'/"
-                             "'transformer_targets' (separate budgets); give one or the other")
+            raise ValueError(f"{self._where}: 'targets' (joint budget) is exclusive with "
+                             + "/".join(f"'{key}'" for key in self._separate(plural=True))
+                             + " (separate budgets); give one or the other")
         if self.targets is not None:
             for i, (before, after) in enumerate(zip(self.targets, self.targets[1:])):
                 if not after < before:
@@ -308,8 +329,8 @@ class PruningConfig:
             return
         lengths = {key: len(getattr(self, key)) for key in given}
         if len(set(lengths.values())) > 1:
-            raise ValueError(f"{self._where}: 'cnn_targets' and 'transformer_targets' must list the same number "
-                             f"of sizes, got {lengths}")
+            raise ValueError(f"{self._where}: " + " and ".join(f"'{key}'" for key in given)
+                             + f" must list the same number of sizes, got {lengths}")
         for key in given:
             values = getattr(self, key)
             for i, (before, after) in enumerate(zip(values, values[1:])):
@@ -333,3 +354,155 @@ class PruningConfig:
         if hold < 0:
             raise ValueError(f"{self._name('hold_steps')} must be >= 0, got {hold}")
         self.hold_steps = hold
+
+
+#: The parts of an ESPnet model a whole-model budget can cover, in the order the model runs them:
+#: the SSL frontend, the downstream encoder, the attention decoder, and the CTC layer with its
+#: prefix scoring in beam search (no unit removes any of it: a fixed cost of the decode).
+MODEL_PARTS = ("frontend", "encoder", "decoder", "ctc")
+
+
+@dataclass
+class DecodingConfig:
+    """The decoding a whole-model budget is priced for (``model_conf.pruning.decoding``).
+
+    Args:
+        beam_size: hypotheses the beam search scores at every output step (asr.sh's
+            ``beam_size``, >= 1): the decoder's cost per token is paid this many times.
+        tokens_per_second: output tokens per second of audio (> 0), e.g. ~3 for words, ~6 for
+            BPE units, ~15 for characters of read English: the decoder runs once per token.
+        ctc_weight: the decoding's CTC weight in [0, 1] (asr.sh's ``ctc_weight``): above 0 the
+            CTC layer and its prefix scoring are run (a fixed cost); at 1 the attention decoder is
+            not run at all (its cost is left out).
+    """
+
+    beam_size: int = 10
+    tokens_per_second: float = 6.0
+    ctc_weight: float = 0.3
+
+    @classmethod
+    def from_dict(cls, values: Optional[Mapping[str, Any]], where: str) -> "DecodingConfig":
+        if values is None:
+            values = {}
+        if not isinstance(values, Mapping):
+            raise ValueError(f"{where} must be a mapping of decoding keys, got {type(values).__name__} {values!r}")
+        known = [f.name for f in fields(cls)]
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            raise ValueError(f"Unknown key(s) {unknown} in {where}; known keys: {known}")
+        beam = whole_number(f"{where}.beam_size", values.get("beam_size", cls.beam_size), "a whole number")
+        if beam < 1:
+            raise ValueError(f"{where}.beam_size must be >= 1, got {beam}")
+        tokens = number(f"{where}.tokens_per_second", values.get("tokens_per_second", cls.tokens_per_second))
+        if not tokens > 0:
+            raise ValueError(f"{where}.tokens_per_second must be > 0, got {tokens}")
+        weight = number(f"{where}.ctc_weight", values.get("ctc_weight", cls.ctc_weight))
+        if not 0.0 <= weight <= 1.0:
+            raise ValueError(f"{where}.ctc_weight must lie in [0, 1], got {weight}")
+        return cls(beam_size=beam, tokens_per_second=tokens, ctc_weight=weight)
+
+
+@dataclass
+class ModelPruningConfig(PruningConfig):
+    """One budget over the whole ESPnet model (``model_conf.pruning`` of ``model: pruned_espnet``):
+    the keys of :class:`PruningConfig`, and
+
+    Args:
+        parts: the parts the budget covers, any of :data:`MODEL_PARTS` (``frontend``, ``encoder``,
+            ``decoder``, ``ctc``); ``None``: every part the model has. ``[frontend]`` prices and
+            prunes the frontend alone, as ``frontend_conf.pruning`` does.
+        units: ``{part: [unit, ...]}``, the units gated in each covered part (the frontend's are
+            those of :class:`PruningConfig`, the encoder's and decoder's their modules' units
+            tables), or a list: the frontend's units; a covered part without an entry gates its
+            module's default units.
+        decoding: the decoding the cost is priced for (:class:`DecodingConfig`: ``beam_size``,
+            ``tokens_per_second``, ``ctc_weight``).
+        frontend_target, encoder_target, decoder_target: separate budgets per part (keep ratios in
+            (0, 1] of that part's cost), beside ``cnn_target`` / ``transformer_target`` (the
+            frontend's CNN and the rest of it), exclusive with ``target``;
+        frontend_targets, encoder_targets, decoder_targets: the same for several sizes.
+    The cost of a decode of ``reference_seconds`` of audio is the frontend's and the encoder's at
+    their frame rates, the decoder's per token x ``tokens_per_second`` x ``reference_seconds`` x
+    ``beam_size``, and the CTC layer's with its prefix scoring (fixed).
+    """
+
+    units: Any = None
+    parts: Optional[List[str]] = None
+    decoding: Any = None
+    frontend_target: Optional[float] = None
+    encoder_target: Optional[float] = None
+    decoder_target: Optional[float] = None
+    frontend_targets: Optional[List[float]] = None
+    encoder_targets: Optional[List[float]] = None
+    decoder_targets: Optional[List[float]] = None
+
+    SEPARATE_BUDGETS = ("cnn", "transformer", "frontend", "encoder", "decoder")
+
+    def _check_units(self) -> None:
+        parts = self.parts
+        if parts is not None:
+            if isinstance(parts, str):
+                parts = [parts]
+            if not isinstance(parts, Sequence) or not all(isinstance(p, str) for p in parts) or not parts:
+                raise ValueError(f"{self._name('parts')} must be a non-empty list of parts among {list(MODEL_PARTS)}, "
+                                 f"got {self.parts!r}")
+            unknown = [p for p in parts if p not in MODEL_PARTS]
+            if unknown:
+                raise ValueError(f"{self._name('parts')}: Unknown part(s) {unknown}; choose from {list(MODEL_PARTS)}")
+            self.parts = list(dict.fromkeys(parts))
+        units = self.units
+        if units is None:
+            units = {}
+        elif isinstance(units, (str, Sequence)):
+            units = {"frontend": units}
+        if not isinstance(units, Mapping):
+            raise ValueError(f"{self._name('units')} must map parts to lists of unit names (or be a list of the "
+                             f"frontend's units), got {type(self.units).__name__} {self.units!r}")
+        unknown = sorted(set(units) - set(MODEL_PARTS[:3]))
+        if unknown:
+            raise ValueError(f"{self._name('units')}: Unknown part(s) {unknown}; prunable parts are "
+                             f"{list(MODEL_PARTS[:3])}")
+        checked = {}
+        for part, names in units.items():
+            if self.parts is not None and part not in self.parts:
+                raise ValueError(f"{self._name('units')} names part '{part}', which parts {self.parts} does not cover")
+            if part == "frontend":
+                checked[part] = self.unit_list("units.frontend", names, UNIT_NAMES)
+            else:  # checked against the module's units table when the model is built
+                checked[part] = self.unit_list(f"units.{part}", names, None)
+        self.units = checked
+        self.decoding = DecodingConfig.from_dict(self.decoding, self._name("decoding"))
+        for name in ("frontend", "encoder", "decoder"):
+            for key in (f"{name}_target", f"{name}_targets"):
+                if getattr(self, key) is not None and self.parts is not None and name not in self.parts:
+                    raise ValueError(f"{self._name(key)} budgets part '{name}', which parts {self.parts} does not "
+                                     "cover")
+
+    def frontend_units(self) -> List[str]:
+        if "frontend" in self.units or (self.parts is not None and "frontend" not in self.parts):
+            return self.units.get("frontend", [])
+        return PruningConfig.defaults()["units"]
+
+    def check_model(self, tables: Mapping[str, Sequence[str]], defaults: Mapping[str, Sequence[str]]) -> None:
+        """Check against the model: ``tables`` ``{part: its unit names}`` of the parts the model has
+        (prunable or not: ``ctc`` with no units), ``defaults`` ``{part: units gated by default}``.
+        Fills ``parts`` (``None``: all the model has) and the covered parts' default ``units``."""
+        if self.parts is None:
+            self.parts = [part for part in MODEL_PARTS if part in tables]
+        missing = [part for part in self.parts if part not in tables]
+        if missing:
+            raise ValueError(f"{self._name('parts')} names {missing}, which this model does not have as prunable "
+                             f"parts (it has {[p for p in MODEL_PARTS if p in tables]}; the encoder and decoder "
+                             "must be pruned_conformer / pruned_transformer to be pruned)")
+        for part, names in self.units.items():
+            self.unit_list(f"units.{part}", names, tables[part])
+        for part in self.parts:
+            if part not in self.units and defaults.get(part):
+                self.units[part] = list(defaults[part])
+        if not any(self.units.get(part) for part in self.parts):
+            raise ValueError(f"{self._name('units')}: the covered parts {self.parts} gate no unit")
+        for name in ("cnn", "transformer"):
+            if "frontend" not in self.parts and (getattr(self, f"{name}_target") is not None
+                                                 or getattr(self, f"{name}_targets") is not None):
+                raise ValueError(f"{self._name(name + '_target')} budgets the frontend, which parts {self.parts} "
+                                 "does not cover")

@@ -1,13 +1,14 @@
 """The pruning controller: the orchestration of HJ-Pruning's gates, cost, budgets and multipliers.
 
-The encoder (:class:`espnet_prune.ssl.model.SSLEncoder`) only consumes masks. The controller
-holds the state of the pruning -- the gates, the Lagrange multipliers and the step -- and ties
-together the parts that each do one thing:
+The pruned modules only consume masks. The controller gates whatever prunable part it is given
+(:mod:`~espnet_prune.pruning.parts`: the SSL encoder of a frontend, or the whole model's parts
+under one budget), holds the state of the pruning -- the gates, the Lagrange multipliers and the
+step -- and ties together the pieces that each do one thing:
 
 * :mod:`~espnet_prune.pruning.gates`: one hard-concrete gate per pruning unit, the masks, the
   expected and rounded unit counts;
 * :mod:`~espnet_prune.pruning.metrics`: the cost of unit counts in the budget's metric (parameters
-  or MACs, via :mod:`espnet_prune.ssl.cost`);
+  or MACs, the part's cost functions);
 * :mod:`~espnet_prune.pruning.rounding`: the budget-matching rounding of the deterministic mask;
 * :mod:`~espnet_prune.pruning.multipliers`: the multipliers' update, once per optimizer step;
 * :mod:`~espnet_prune.pruning.multisize`: the schedule and snapshots of a run with several sizes;
@@ -28,10 +29,11 @@ from torch import Tensor, nn
 
 from espnet_prune.pruning import reports
 from espnet_prune.pruning.config import PruningConfig
-from espnet_prune.pruning.gates import GateBank
+from espnet_prune.pruning.gates import GateBank, PartGates
 from espnet_prune.pruning.metrics import budget_ratios, metric_cost
 from espnet_prune.pruning.multipliers import multiplier_step
 from espnet_prune.pruning.multisize import SNAPSHOTS_ATTRIBUTE, SizeSchedule, SizeSnapshots
+from espnet_prune.pruning.parts import PrunablePart, SSLPart, copy_counts
 from espnet_prune.pruning.reports import BUDGET_TOLERANCE
 from espnet_prune.pruning.rounding import match_budgets
 from espnet_prune.ssl import cost, latency
@@ -40,40 +42,53 @@ from espnet_prune.ssl.model import Masks
 
 
 class PruningController(nn.Module):
-    """Hard-concrete gates of an encoder with their cost budget(s).
+    """Hard-concrete gates of a prunable part with their cost budget(s).
 
     Args:
-        config: structure of the encoder to prune.
+        config: structure of the SSL encoder to prune (its :class:`~espnet_prune.pruning.parts.
+            SSLPart`, MACs for ``reference_seconds``), or the prunable part itself (e.g. a
+            :class:`~espnet_prune.pruning.whole_model.WholeModelPart`, whose ``units`` are
+            ``{part name: [unit, ...]}``).
         pruning: the pruning settings (:class:`~espnet_prune.pruning.config.PruningConfig`:
             units, metric, budget(s), warm-up, MAC reference duration, learning rates,
             hard-concrete temperature and initial keep probability), validated there ...
         **settings: ... or its keys as keyword arguments (``units=[...], target=0.5``).
     """
 
-    def __init__(self, config: EncoderConfig, pruning: Optional[PruningConfig] = None, **settings):
+    def __init__(self, config: Union[EncoderConfig, PrunablePart], pruning: Optional[PruningConfig] = None,
+                 **settings):
         super().__init__()
         if pruning is None:
             pruning = PruningConfig.from_dict(settings)
         elif settings:
             raise TypeError(f"PruningController takes a PruningConfig or its keys, not both: {sorted(settings)}")
         self.pruning = pruning
-        self.config = config
-        self.units = list(pruning.units)
+        #: The latency table (``pruning.latency_table``), checked against the SSL encoder, or ``None``.
+        self.latency_table: Optional[Dict] = None
+        if pruning.latency_table is not None:
+            if isinstance(config, PrunablePart):
+                raise ValueError("pruning.latency_table: latency tables cover the SSL frontend only "
+                                 "(frontend_conf.pruning), not a whole-model budget (model_conf.pruning)")
+            self.latency_table = latency.load_table(pruning.latency_table, "pruning.latency_table")
+            latency.check_table(self.latency_table, config, pruning.reference_seconds, pruning.latency_batch)
+        self.part = (config if isinstance(config, PrunablePart)
+                     else SSLPart(config, pruning.reference_seconds, latency_table=self.latency_table))
+        self.config = self.part.structure
+        self.units = pruning.units
         self.metric = pruning.metric
         self.warmup_steps = int(pruning.warmup_steps)
         self.reference_seconds = float(pruning.reference_seconds)
-        #: The latency table (``pruning.latency_table``), checked against this encoder, or ``None``.
-        self.latency_table: Optional[Dict] = None
-        if pruning.latency_table is not None:
-            self.latency_table = latency.load_table(pruning.latency_table, "pruning.latency_table")
-            latency.check_table(self.latency_table, config, self.reference_seconds, pruning.latency_batch)
         # The budgets of the (last, with ``targets``: smallest) size; see _init_sizes.
         self.budgets: Dict[str, float] = {name: float(value) for name, value in pruning.sizes()[-1].items()}
 
         # One gate per gated layer of a vector unit (``gates[unit][str(layer)]``, for the CNN
         # ``gates["conv"][layer]`` with min_keep=1), one gate over the gated layers of a scalar
         # unit (``gates[unit]``); see espnet_prune.pruning.gates.
-        self.gates = GateBank(config, self.units, pruning.temperature, pruning.init_keep_prob, align=pruning.align)
+        # Several parts: gates[part][unit]... (espnet_prune.pruning.gates.PartGates).
+        self.gates = (PartGates(self.part.parts, self.units, pruning.temperature, pruning.init_keep_prob,
+                                pruning.align)
+                      if hasattr(self.part, "parts") else
+                      GateBank(self.part, self.units, pruning.temperature, pruning.init_keep_prob, pruning.align))
 
         # The multipliers are state updated by advance(), not trained by the optimizer
         # (espnet_prune.pruning.multipliers); parameters without gradient so that checkpoints keep them.
@@ -83,7 +98,7 @@ class PruningController(nn.Module):
                                           for name in self.budgets})
         self.register_buffer("step", torch.zeros((), dtype=torch.long))
         self._plan = None  # (log_alpha values, kept counts, unit counts) of deterministic_counts()
-        dense = self._cost(cost.structure_counts(config))
+        dense = self._cost(self.part.exact_counts())
         self.dense_cost = {k: float(v) for k, v in dense.items()}
         self._check_reachable()
         # The ramp starts where the deterministic structure starts (~0.98 at init_keep_prob
@@ -122,7 +137,7 @@ class PruningController(nn.Module):
 
     # ------------------------------------------------------------------ masks
     def forward(self) -> Masks:
-        """Masks for the encoder (:meth:`GateBank.masks`): samples in training mode, deterministic
+        """Masks for the part(s) (:meth:`GateBank.masks`): samples in training mode, deterministic
         masks (the budget-matching plan of :meth:`deterministic_counts`) in eval mode."""
         if not self.training:
             self.deterministic_counts()  # plans the gates' kept counts (budget-matching rounding)
@@ -130,16 +145,17 @@ class PruningController(nn.Module):
 
     # ------------------------------------------------------------------ cost
     def _cost(self, counts: cost.UnitCounts) -> Dict[str, Tensor]:
-        return metric_cost(self.metric, self.config, self.reference_seconds, counts, self.latency_table)
+        return metric_cost(self.metric, self.part, counts)
 
     def expected_cost(self) -> Dict[str, Tensor]:
-        """Expected ``{"cnn", "pos_conv", "transformer", "total"}`` cost (MACs or params)."""
+        """Expected cost (MACs or params) of the part, e.g. ``{"cnn", "pos_conv", "transformer",
+        "total"}`` of the SSL encoder."""
         return self._cost(self.gates.expected_counts())
 
     def budget_ratios(self, costs: Dict[str, Union[float, Tensor]]) -> Dict[str, Union[float, Tensor]]:
         """Keep ratio of each budget for ``costs`` (``{"cnn", "total", ...}`` of this metric;
         :func:`~espnet_prune.pruning.metrics.budget_ratios`)."""
-        return budget_ratios(self.budgets, costs, self.dense_cost)
+        return budget_ratios(self.part, self.budgets, costs, self.dense_cost)
 
     def expected_ratios(self) -> Dict[str, Tensor]:
         """Expected keep ratio of each budget: ``total``, or ``cnn`` and ``transformer``."""
@@ -157,14 +173,14 @@ class PruningController(nn.Module):
         if self._plan is not None and torch.equal(self._plan[0], key):
             for (gate, _, _), count in zip(movable, self._plan[1]):
                 gate.planned_kept = count
-            return {name: list(values) for name, values in self._plan[2].items()}
+            return copy_counts(self._plan[2])
         rounded = self.rounded_counts()
         with torch.no_grad():
             expected = {name: float(value) for name, value in self.expected_ratios().items()}
         kept, counts = match_budgets(movable, rounded, expected, lambda counts: self.budget_ratios(self._cost(counts)))
         for (gate, _, _), count in zip(movable, kept):
             gate.planned_kept = count
-        self._plan = (key, kept, {name: list(values) for name, values in counts.items()})
+        self._plan = (key, kept, copy_counts(counts))
         return counts
 
     def rounded_counts(self) -> cost.UnitCounts:
@@ -190,7 +206,7 @@ class PruningController(nn.Module):
         for size in self.pruning.sizes():
             for name, target in size.items():
                 if target < floor[name] + BUDGET_TOLERANCE:
-                    more = reports.ungated_units(self.units, self.config, name)
+                    more = self.part.ungated_units(self.units, name)
                     remedy = (f", or gate more units (add {', '.join(more)} to units)" if more else
                               f" (units already gates every unit of this encoder that counts in budget '{name}')")
                     raise ValueError(

@@ -24,13 +24,35 @@ from espnet_prune.pruning.reports import log_budgets
 
 
 def find_controller(model: nn.Module) -> Optional[PruningController]:
-    """The model's frontend pruning controller, or ``None``."""
+    """The model's pruning controller: the whole model's (``model_conf.pruning``), else the
+    frontend's (``frontend_conf.pruning``), else ``None``."""
+    controller = getattr(model, "controller", None)
+    if isinstance(controller, PruningController):
+        return controller
     frontend = getattr(model, "frontend", None)
     return getattr(frontend, "controller", None)
 
 
 class PruningLossMixin:
-    """Mixin for ESPnet models: ``loss += Lagrangian`` in training, with reporter stats."""
+    """Mixin for ESPnet models: ``loss += Lagrangian`` in training, with reporter stats; with a
+    whole-model controller (``self.controller``, whose part has sub-parts named like the model's
+    modules), every module gets its masks before each forward and when the model turns to eval
+    mode (so ``Speech2Text``, which calls ``encode`` and the decoder directly, decodes the
+    deterministic structure)."""
+
+    def apply_pruning_masks(self) -> None:
+        """Hand each gated module its masks (samples in training, deterministic in eval)."""
+        controller = getattr(self, "controller", None)
+        if not isinstance(controller, PruningController):
+            return
+        for name, masks in controller().items():
+            getattr(self, name).set_masks(masks)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if not mode:
+            self.apply_pruning_masks()
+        return self
 
     def add_pruning_loss(self, loss: Tensor, stats: Dict[str, Optional[Tensor]]) -> Tensor:
         """Add the controller's Lagrangian to ``loss`` and its statistics to ``stats``.

@@ -1,12 +1,14 @@
-"""The gate bank: one hard-concrete gate per pruning unit of an encoder, and what they keep.
+"""The gate bank: one hard-concrete gate per pruning unit of a prunable part, and what they keep.
 
-:class:`GateBank` is the controller's ``gates`` module: ``gates[unit][str(layer)]`` for a vector
-unit (for the CNN ``gates["conv"][layer]``, a list over every layer), ``gates[unit]`` for a scalar
-unit (one gate over the layers that have the sublayer). From the gates it gives the encoder's
-masks (sampled in training, deterministic in eval), the expected and the rounded unit counts of
-the cost model (:data:`~espnet_prune.ssl.cost.UnitCounts`), the handles with which the
-budget-matching rounding (:mod:`espnet_prune.pruning.rounding`) moves each gate's kept count, and
-the units that are still undecided. It knows nothing of costs or budgets.
+:class:`GateBank` gates one part (:class:`~espnet_prune.pruning.parts.PrunablePart`):
+``gates[unit][str(layer)]`` for a vector unit (for the CNN ``gates["conv"][layer]``, a list over
+every layer), ``gates[unit]`` for a scalar unit (one gate over the layers that have the sublayer).
+From the gates it gives the part's masks (sampled in training, deterministic in eval), the
+expected and the rounded unit counts of its cost model (:data:`~espnet_prune.ssl.cost.UnitCounts`),
+the handles with which the budget-matching rounding (:mod:`espnet_prune.pruning.rounding`) moves
+each gate's kept count, and the units that are still undecided. :class:`PartGates` is the same
+over several parts (``gates[part][unit]...``, counts and masks ``{part: ...}``). Neither knows
+anything of costs or budgets.
 """
 
 from typing import Callable, Dict, List, Sequence, Tuple
@@ -15,8 +17,8 @@ import torch
 from torch import nn
 
 from espnet_prune.layers.hard_concrete import HardConcreteGate
+from espnet_prune.pruning.parts import PrunablePart
 from espnet_prune.ssl import cost
-from espnet_prune.ssl.config import EncoderConfig
 from espnet_prune.ssl.model import Masks
 from espnet_prune.ssl.units import UNITS, Unit
 
@@ -40,23 +42,23 @@ Movable = Tuple[HardConcreteGate, Callable[[cost.UnitCounts, int], None], bool]
 
 
 class GateBank(nn.ModuleDict):
-    """The hard-concrete gates of ``units`` on the encoder ``config``.
+    """The hard-concrete gates of ``units`` on the prunable ``part``.
 
     Args:
-        config: structure of the encoder to prune.
-        units: names of the pruning units to gate ...
+        part: the part to prune (its units table and structure).
+        units: names of its pruning units to gate.
         temperature: hard-concrete temperature beta.
         init_keep_prob: initial keep probability of every unit.
-        table: ... among these units (default: the SSL encoder's, :data:`espnet_prune.ssl.units.UNITS`).
         align: the gates of :data:`ALIGNED_UNITS` keep multiples of this many units
             (:class:`HardConcreteGate`'s ``align``).
     """
 
-    def __init__(self, config: EncoderConfig, units: List[str], temperature: float, init_keep_prob: float,
-                 table: Sequence[Unit] = UNITS, align: int = 1):
+    def __init__(self, part: PrunablePart, units: Sequence[str], temperature: float, init_keep_prob: float,
+                 align: int = 1):
         super().__init__()
-        self.config = config
-        self.gated_units: List[Unit] = [unit for unit in gate_order(table) if unit.name in units]
+        self.part = part
+        self.config = config = part.structure
+        self.gated_units: List[Unit] = [unit for unit in gate_order(part.table) if unit.name in units]
         #: The gated layers of each scalar unit (its gate's entries, in order).
         self.scalar_layers: Dict[str, List[int]] = {}
         for unit in self.gated_units:
@@ -94,7 +96,7 @@ class GateBank(nn.ModuleDict):
         return values
 
     def masks(self, device: torch.device) -> Masks:
-        """Masks for the encoder: samples in training mode, deterministic masks in eval mode.
+        """Masks for the part: samples in training mode, deterministic masks in eval mode.
 
         Returns:
             ``{"conv": [(C_i,)...], "head": [(H_l,)...], "attn_layer": [() ...], ...}`` for
@@ -111,7 +113,7 @@ class GateBank(nn.ModuleDict):
         Heads and FFN units of a layer count as kept only with their sublayer; the
         sublayer probability multiplies them in the cost model.
         """
-        counts = cost.structure_counts(self.config)
+        counts = self.part.exact_counts()
         for unit in self.gated_units:
             counts[unit.name] = self._per_layer(unit, lambda gate: gate.expected_kept(),
                                                 lambda gate: gate.keep_prob(), counts[unit.name])
@@ -123,7 +125,7 @@ class GateBank(nn.ModuleDict):
         for module in self.modules():
             if isinstance(module, HardConcreteGate):
                 module.planned_kept = None
-        counts = cost.structure_counts(self.config)
+        counts = self.part.exact_counts()
         with torch.no_grad():
             for unit in self.gated_units:
                 counts[unit.name] = self._per_layer(unit, lambda gate: gate.num_kept(),  # = kept().sum()
@@ -158,7 +160,7 @@ class GateBank(nn.ModuleDict):
 
     def minimum_counts(self) -> cost.UnitCounts:
         """Unit counts when every gate keeps as little as it can (``min_keep`` units; no sublayer)."""
-        counts = cost.structure_counts(self.config)
+        counts = self.part.exact_counts()
         movable = self.movable()
         for gate, assign, _ in movable:
             assign(counts, gate.min_keep)
@@ -179,6 +181,65 @@ class GateBank(nn.ModuleDict):
                     if count:
                         undecided[name] = count
         return undecided
+
+    def log_alphas(self) -> List[nn.Parameter]:
+        """All ``log_alpha`` parameters."""
+        return [p for name, p in self.named_parameters() if name.endswith("log_alpha")]
+
+
+class PartGates(nn.ModuleDict):
+    """One :class:`GateBank` per prunable part: ``gates[part][unit]...``; the same interface as a
+    :class:`GateBank`, with masks and unit counts ``{part name: ...}``.
+
+    Args:
+        parts: the parts, in order (their gates are created, and sampled, in this order).
+        units: ``{part name: names of its units to gate}``; a part without an entry is not gated
+            (its counts stay its structure's).
+        temperature: hard-concrete temperature beta.
+        init_keep_prob: initial keep probability of every unit.
+        align: :class:`GateBank`'s ``align``, for every part.
+    """
+
+    def __init__(self, parts: Sequence[PrunablePart], units: Dict[str, Sequence[str]], temperature: float,
+                 init_keep_prob: float, align: int = 1):
+        super().__init__()
+        self.parts = {part.name: part for part in parts}
+        for part in parts:
+            if units.get(part.name):
+                self[part.name] = GateBank(part, units[part.name], temperature, init_keep_prob, align)
+
+    def _each(self, method: str) -> Dict[str, cost.UnitCounts]:
+        return {name: getattr(self[name], method)() if name in self else part.exact_counts()
+                for name, part in self.parts.items()}
+
+    def masks(self, device: torch.device) -> Dict[str, Masks]:
+        """``{part name: its masks}`` (:meth:`GateBank.masks`) of the gated parts."""
+        return {name: bank.masks(device) for name, bank in self.items()}
+
+    def expected_counts(self) -> Dict[str, cost.UnitCounts]:
+        """``{part name: expected unit counts}`` (:meth:`GateBank.expected_counts`)."""
+        return self._each("expected_counts")
+
+    def rounded_counts(self) -> Dict[str, cost.UnitCounts]:
+        """``{part name: unit counts when every gate rounds alone}`` (:meth:`GateBank.rounded_counts`)."""
+        return self._each("rounded_counts")
+
+    def movable(self) -> List[Movable]:
+        """:meth:`GateBank.movable` of every part; ``assign`` writes into ``counts[part]``."""
+        movable = []
+        for name, bank in self.items():
+            for gate, assign, sublayer in bank.movable():
+                movable.append((gate, lambda counts, k, assign=assign, name=name: assign(counts[name], k), sublayer))
+        return movable
+
+    def minimum_counts(self) -> Dict[str, cost.UnitCounts]:
+        """``{part name: unit counts when every gate keeps as little as it can}``."""
+        return self._each("minimum_counts")
+
+    def undecided_units(self) -> Dict[str, int]:
+        """``{"<part>.<gate name>": undecided units}`` (:meth:`GateBank.undecided_units`)."""
+        return {f"{name}.{gate}": count for name, bank in self.items()
+                for gate, count in bank.undecided_units().items()}
 
     def log_alphas(self) -> List[nn.Parameter]:
         """All ``log_alpha`` parameters."""

@@ -11,15 +11,13 @@ public interface (ratios, step, settings, schedule and snapshots) and changes no
 """
 
 import logging
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Dict, List
 
 import torch
 
 from espnet_prune.pruning.gates import UNDECIDED
 from espnet_prune.pruning.metrics import MIN_WARMUP_TIMES_LR, metric_cost
 from espnet_prune.pruning.multisize import size_label
-from espnet_prune.ssl.config import EncoderConfig
-from espnet_prune.ssl.units import UNITS
 
 if TYPE_CHECKING:
     from espnet_prune.pruning.controller import PruningController
@@ -28,15 +26,6 @@ if TYPE_CHECKING:
 BUDGET_TOLERANCE = 0.02
 #: Recommended run length: at least this many times ``warmup_steps`` optimizer steps.
 RUN_LENGTH_PER_WARMUP = 2.0
-
-
-def ungated_units(units: Sequence[str], config: EncoderConfig, budget: str) -> List[str]:
-    """Units that ``units`` does not gate but could lower ``budget`` (``total``, ``cnn`` or
-    ``transformer``) on the encoder ``config``: CNN units for ``cnn``, Transformer units for
-    ``transformer``, either for ``total``; only those the encoder has (:meth:`Unit.gated_layers`)."""
-    return [unit.name for unit in UNITS
-            if unit.name not in units and unit.gated_layers(config)
-            and (budget == "total" or unit.cnn == (budget == "cnn"))]
 
 
 def run_length_advice(step: int, warmup: int, reg_lr: float, metric: str) -> str:
@@ -178,7 +167,9 @@ def log_budgets(controller: "PruningController") -> List[str]:
 
 
 def budget_summary(controller: "PruningController", compact_config) -> Dict[str, Any]:
-    """Where the controller's budgets stand for the model being exported.
+    """Where the controller's budgets stand for the model being exported, whose structure is
+    ``compact_config`` (the structure of the controller's part after compaction, see
+    :meth:`~espnet_prune.pruning.parts.PrunablePart.with_structure`).
 
     ``budgets[name]`` holds the final ``target``, the ``expected`` ratio under the gates, the
     ratio of the ``exported`` structure, ``reached`` (exported within
@@ -187,8 +178,7 @@ def budget_summary(controller: "PruningController", compact_config) -> Dict[str,
     end-of-training warning of each missed budget.
     """
     report = controller.budget_report()
-    compact = metric_cost(controller.metric, compact_config, controller.reference_seconds,
-                          table=controller.latency_table)
+    compact = metric_cost(controller.metric, controller.part.with_structure(compact_config))
     exported = controller.budget_ratios({k: float(v) for k, v in compact.items()})
     budgets, differ = {}, []
     for name, entry in report.items():

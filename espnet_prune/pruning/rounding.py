@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from espnet_prune.pruning.gates import Movable
+from espnet_prune.pruning.parts import copy_counts
 from espnet_prune.ssl import cost
 
 #: Passes of the budget-matching rounding (:func:`match_budgets`).
@@ -66,7 +67,7 @@ def match_budgets(movable: List[Movable], rounded: cost.UnitCounts, expected: Di
     def fill(kept: List[int]) -> Tuple[float, List[int], cost.UnitCounts]:
         """Greedy moves of the fine gates from ``kept``; sublayer gates stay."""
         kept = list(kept)
-        counts = {key: list(values) for key, values in rounded.items()}
+        counts = copy_counts(rounded)
         for (_, assign, _), count in zip(movable, kept):
             assign(counts, count)
         residual = gaps(counts)

@@ -35,6 +35,11 @@ from espnet_prune.ssl.config import EncoderConfig
 class Unit:
     """One pruning unit.
 
+    The ``config`` its methods take is any structure with ``num_layers`` (and, for a CNN unit,
+    ``conv_layers``) and the per-layer list attributes the unit names: an :class:`EncoderConfig`
+    here, the downstream encoders' and decoder's structures in
+    :mod:`espnet_prune.asr.downstream.structure`.
+
     Args:
         name: the key of its masks, gates and counts (``conv``, ``head``, ...).
         cnn: one mask per CNN layer (else one per Transformer layer).

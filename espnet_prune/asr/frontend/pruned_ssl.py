@@ -147,6 +147,8 @@ class PrunedSSLFrontend(AbsFrontend):
         self.s3prl_lengths = s3prl_lengths
         self.layer_weights = nn.Parameter(torch.zeros(num_hidden)) if multilayer_feature else None
         self.controller = None
+        #: Masks given by the model's whole-model controller (``model_conf.pruning``, :meth:`set_masks`).
+        self.masks = None
         if self.pruning_conf is not None:
             self.controller = PruningController(config, self.pruning_conf)
             logging.info("pruned_ssl: pruning %s to %s", self.pruning_conf.units,
@@ -183,7 +185,7 @@ class PrunedSSLFrontend(AbsFrontend):
             input, input_lengths = self._s3prl_min_length(input, input_lengths)
             frames = -(-int(input_lengths.max()) // self.hop_length)
         input, input_lengths = self._pad_short(input, input_lengths)
-        masks = self.controller() if self.controller is not None else None
+        masks = self.controller() if self.controller is not None else self.masks
         hidden_states, lengths = self.encoder(input, input_lengths, masks)
         hidden_states = hidden_states if self.multilayer_feature else [hidden_states[self.layer]]
         if self.s3prl_lengths:
@@ -255,20 +257,31 @@ class PrunedSSLFrontend(AbsFrontend):
                 1000 * field / self.encoder.config.sample_rate)
         return input, input_lengths
 
-    def make_compact(self) -> Dict[str, Any]:
-        """Prune physically with the controller's deterministic masks; drop the controller.
+    def set_masks(self, masks: Optional[Dict[str, List[Tensor]]]) -> None:
+        """Masks of the SSL encoder's units (:data:`espnet_prune.ssl.model.Masks`) from a whole-model
+        controller (``model_conf.pruning``), used by every following ``forward``; ``None``: none."""
+        if masks is not None and self.controller is not None:
+            raise ValueError("pruned_ssl: the frontend has its own controller (frontend_conf.pruning); "
+                             "it takes no masks from the model")
+        self.masks = masks
+
+    def make_compact(self, masks: Optional[Dict[str, List[Tensor]]] = None) -> Dict[str, Any]:
+        """Prune physically with the controller's deterministic masks (or with ``masks``, those of
+        a whole-model controller); drop the controller and the masks.
 
         Returns:
             ``{"before": EncoderConfig dict, "after": EncoderConfig dict}``.
         """
-        if self.controller is None:
-            raise RuntimeError("make_compact() needs a frontend with pruning (frontend_conf.pruning)")
+        if masks is None:
+            if self.controller is None:
+                raise RuntimeError("make_compact() needs a frontend with pruning (frontend_conf.pruning) or masks")
+            self.controller.eval()
+            with torch.no_grad():
+                masks = self.controller()
         before = self.encoder.config
-        self.controller.eval()
-        with torch.no_grad():
-            masks = self.controller()
         self.encoder = prune_encoder(self.encoder.eval(), masks)
         self.controller = None
+        self.masks = None
         self.register_buffer(_STRUCTURE_KEY, _encode_structure(self.encoder.config))
         return {"before": before.to_dict(), "after": self.encoder.config.to_dict()}
 

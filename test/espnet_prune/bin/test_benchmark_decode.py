@@ -106,3 +106,25 @@ def test_trained_experiments_are_decoded_and_scored(tmp_path):
     assert a["wer"] == b["wer"] and 0.0 <= a["wer"] and a["mac_cut"] == b["mac_cut"] == 1.0
     with pytest.raises(SystemExit, match="no valid.acc.ave.pth and 0"):
         benchmark_decode.main(["--system", f"a={tmp_path}", "--rounds", "1"])
+
+
+def test_whole_model_budget_systems_decode_with_their_predicted_cut(tmp_path):
+    """``--whole_targets``: the structures of a model_conf.pruning budget on the frontend alone and on
+    the whole decode, compacted and written as experiments that Speech2Text decodes; the predicted
+    cut of the whole decode is 1 / the budget (whole) and between 1 and that (frontend alone)."""
+    benchmark_decode.main(["--shape", "conformer", "--small", "--arch", TINY_ARCH, "--vocabulary", "20",
+                           "--seconds", "1", "--tokens", "4", "--rounds", "2", "--warmup", "0", "--targets", "0.5",
+                           "--whole_targets", "0.6", "--output_dir", str(tmp_path)])
+    rows = json.loads((tmp_path / "results.json").read_text(encoding="utf-8"))["systems"]
+    assert list(rows) == ["dense", "frontend_0.5", "frontend_budget_0.6", "whole_0.6"]
+    assert {row["tokens"] for row in rows.values()} == {4}
+    if not abs(rows["whole_0.6"]["predicted_cut"] - 1 / 0.6) <= 0.02 / 0.6 ** 2:
+        pytest.fail(f"predicted cut {rows['whole_0.6']['predicted_cut']}")
+    if not 1.0 < rows["frontend_budget_0.6"]["predicted_cut"] < 1 / 0.6:
+        pytest.fail(f"predicted cut {rows['frontend_budget_0.6']['predicted_cut']}")
+    for name in ("frontend_budget_0.6", "whole_0.6"):
+        ratio = rows[name]["speedup"] / rows[name]["predicted_cut"]
+        if not abs(rows[name]["speedup_over_predicted_cut"] - ratio) <= 1e-9:
+            pytest.fail(f"{name}: speed-up / predicted cut {rows[name]['speedup_over_predicted_cut']} != {ratio}")
+        if not rows[name]["paired_speedup"] > 0:
+            pytest.fail(f"{name}: paired speed-up {rows[name]['paired_speedup']}")

@@ -40,7 +40,8 @@ def a_report(**overrides) -> ExportReport:
                   pruning=summary, size=SizeInfo(1, "target0.60", {"total": 0.6}, 40), output_dir="d",
                   config="d/config.yaml", output="d/latest.pth", files={"bpemodel": "bpe.model"},
                   max_abs_diff_gated_vs_exported=2e-6,
-                  onnx=OnnxFile("f.onnx", 1e-5, {"path": "f.int8.onnx", "method": "static"}))
+                  onnx=OnnxFile("f.onnx", 1e-5, {"path": "f.int8.onnx", "method": "static"}),
+                  downstream={"encoder": Structure({"linear_units": [4, 4]}, {"linear_units": [2, 3]})})
     fields.update(overrides)
     return ExportReport(**fields)
 

@@ -88,7 +88,7 @@ def test_recipes_link_the_shared_budgets_instead_of_copying_them(task):
     assert link.is_symlink() and link.resolve() == (REPO / "conf" / "pruning").resolve()
     assert not (RECIPES[task] / "conf" / "tuning").exists()
     configs = sorted(path.name for path in (RECIPES[task] / "conf").glob("*.yaml"))
-    assert configs == sorted([config_path(task).name, Path(DECODE_CONFIGS[task]).name])
+    assert configs == sorted([config_path(task).name, Path(DECODE_CONFIGS[task]).name, *WHOLE_MODEL_CONFIGS[task]])
     for path in (RECIPES[task] / "conf").glob("*.yaml"):
         config = load(path)
         assert isinstance(config, dict) and config, path
@@ -170,6 +170,9 @@ def espnet_tasks():
 TOKENS = ["<blank>", "<unk>", "alarm_set", "wake", "me", "up", "at", "seven", "play", "music", "jazz", "now",
           "<sos/eos>"]
 DECODE_CONFIGS = {"asr": "conf/decode_asr_ctc.yaml", "slu": "conf/decode_slu.yaml"}
+#: The whole-model configs beside them (model_conf.pruning, test_whole_model_recipes.py).
+WHOLE_MODEL_CONFIGS = {"asr": ["train_asr_wav2vec2_conformer.yaml", "decode_asr_attention.yaml"],
+                       "slu": ["train_slu_wav2vec2_whole.yaml"]}
 
 
 def build(task_class, task: str, method: str, tmp_path: Path):
