@@ -207,18 +207,20 @@ def summarize(times: Mapping[str, Mapping[str, float]], macs: Mapping[str, Optio
 
 
 def markdown_table(rows: Mapping[str, Mapping[str, Any]], reference: str) -> str:
-    """The rows of :func:`summarize` (and ``tokens``, error rates, ``speedup_over_beam``, where
-    present) as a markdown table; speed-ups are relative to ``reference`` (best-path rows: to the
-    first best-path row)."""
+    """The rows of :func:`summarize` (and ``tokens``, error rates, ``speedup_over_beam``, the ONNX
+    rows' ``identical`` and ``feature_rel_l2``, where present) as a markdown table; speed-ups are
+    relative to ``reference`` (best-path rows: to the first best-path row)."""
 
     def number(value: Optional[float], pattern: str) -> str:
         return "–" if value is None else pattern.format(value)
 
     error_names = sorted({key for row in rows.values() for key in row if key in ("wer", "cer", "intent_acc")})
     over_beam = any("speedup_over_beam" in row for row in rows.values())
+    onnx = any("identical" in row for row in rows.values())
     header = ["system", "decode", "RTF", f"speed-up vs {reference}", "frontend share", "frontend speed-up",
               "frontend MAC cut", "speed-up / MAC cut", "tokens"] + error_names + (
-                  ["best path vs beam search"] if over_beam else [])
+                  ["best path vs beam search"] if over_beam else []) + (
+                  ["identical hyps vs PyTorch", "features rel. L2"] if onnx else [])
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for name, row in rows.items():
         cells = [name, f"{row['decode_ms']:.0f} ms", f"{row['rtf']:.3f}", f"×{row['speedup']:.2f}",
@@ -228,5 +230,7 @@ def markdown_table(rows: Mapping[str, Mapping[str, Any]], reference: str) -> str
         cells += [number(row.get(key), "{:.1%}") for key in error_names]
         if over_beam:
             cells.append(number(row.get("speedup_over_beam"), "×{:.2f}"))
+        if onnx:
+            cells += [number(row.get("identical"), "{:.1%}"), number(row.get("feature_rel_l2"), "{:.2%}")]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
