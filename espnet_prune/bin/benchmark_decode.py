@@ -24,6 +24,18 @@ dropping hypotheses that end earlier, so every system decodes N tokens; the numb
 ``--best_path`` adds, per system, the CTC best path on the same model (``NAME_best_path``,
 :mod:`espnet_prune.inference.ctc_greedy`, what ``ctc_greedy: true`` decodes), whose length is
 what the posteriors give.
+
+``--onnx METHOD`` (repeatable: ``fp32``, ``dynamic``, ``static``) adds, per ``--system`` whose
+frontend is a compact ``pruned_ssl``, the same model with its frontend exported to ONNX and run by
+onnxruntime (:class:`~espnet_prune.asr.frontend.onnx_export.OnnxFrontend`): ``NAME_onnx_fp32``, or its int8
+copy (``NAME_onnx_dynamic``: onnxruntime's dynamic int8; ``NAME_onnx_static``: static int8
+calibrated on ``--calibration`` speech, the ``export --onnx_int8 static`` file). Those rows also
+give ``identical``, the fraction of utterances whose hypothesis equals NAME's (PyTorch fp32), and
+``feature_rel_l2``, the relative L2 distance of their features from NAME's over the decoded
+utterances::
+
+    python -m espnet_prune.bin.benchmark_decode --system hj_macs0.5=exp/asr_hj_macs0.5_pruned \
+        --data_dir dump/raw/test --onnx static --calibration dump/raw/train/wav.scp --rounds 1
 """
 
 import argparse
@@ -54,6 +66,8 @@ ASR_MODEL_NAME = "valid.acc.ave.pth"
 LM_MODEL_NAME = "valid.loss.ave.pth"
 #: Name suffix of the best-path decoders that ``--best_path`` adds.
 BEST_PATH_SUFFIX = "_best_path"
+#: ``--onnx`` methods: the ONNX frontend in fp32, onnxruntime's dynamic int8, static int8 calibrated on speech.
+ONNX_METHODS = ("fp32", "dynamic", "static")
 
 
 def experiment_files(path: Path, default_name: str) -> Tuple[Path, Path]:
@@ -146,6 +160,87 @@ def add_best_path(decoders: Dict[str, Any]) -> Dict[str, Any]:
     return extended
 
 
+def hypothesis_text(result: Sequence) -> str:
+    """The best hypothesis of a ``Speech2Text`` n-best result as text ("" for no result)."""
+    if not result:
+        return ""
+    text = result[0][0]
+    return text if text is not None else " ".join(result[0][1])
+
+
+def identical_fraction(reference: Sequence[str], hypotheses: Sequence[str]) -> float:
+    """Fraction of positions where ``hypotheses`` equals ``reference`` (same utterances, same order).
+
+    Raises:
+        ValueError: the two differ in length, or are empty.
+    """
+    if len(reference) != len(hypotheses) or not reference:
+        raise ValueError(f"identical_fraction needs two equally long, non-empty lists, got {len(reference)} "
+                         f"and {len(hypotheses)} hypotheses")
+    return sum(1 for one, two in zip(reference, hypotheses) if one == two) / len(reference)
+
+
+def onnx_decoders(task: str, systems: Sequence[DecodeSystem], decoders: Dict[str, Any], methods: Sequence[str],
+                  calibration: str, decode_config: Dict[str, Any], device: str, threads: int,
+                  work_dir: Path) -> Dict[str, Tuple[str, Path]]:
+    """Add to ``decoders``, per system whose frontend is a compact ``pruned_ssl`` and per method of
+    :data:`ONNX_METHODS`, ``<name>_onnx_<method>``: the system built again with its frontend replaced
+    by onnxruntime running the frontend's ONNX export (fp32) or its int8 copy. Returns
+    ``{new name: (system name, .onnx file)}``.
+
+    Raises:
+        ValueError: an unknown method, or no system with a compact ``pruned_ssl`` frontend.
+    """
+    from espnet_prune.asr.frontend.calibration import calibration_speech
+    from espnet_prune.asr.frontend.onnx_export import OnnxFrontend, export_onnx, quantize_onnx, quantize_onnx_static
+    from espnet_prune.asr.frontend.pruned_ssl import PrunedSSLFrontend
+
+    unknown = sorted(set(methods) - set(ONNX_METHODS))
+    if unknown:
+        raise ValueError(f"--onnx {unknown}: methods are {ONNX_METHODS}")
+    added: Dict[str, Tuple[str, Path]] = {}
+    speech = None
+    for system in systems:
+        frontend = decoders[system.name].asr_model.frontend
+        if not isinstance(frontend, PrunedSSLFrontend) or frontend.controller is not None:
+            continue
+        source = export_onnx(frontend, work_dir / system.name / "frontend.onnx")
+        sample_rate = frontend.encoder.config.sample_rate
+        for method in methods:
+            if method == "fp32":
+                path = source
+            elif method == "dynamic":
+                path = quantize_onnx(source, source.with_name("frontend.dynamic.onnx"))
+            else:
+                if speech is None:
+                    speech = calibration_speech(calibration, sample_rate)
+                path = quantize_onnx_static(source, source.with_name("frontend.static.onnx"), speech, sample_rate)
+            decoder = build_decoder(task, system, decode_config, device)
+            decoder.asr_model.frontend = OnnxFrontend(path, threads)
+            name = f"{system.name}_onnx_{method}"
+            decoders[name] = decoder
+            added[name] = (system.name, path)
+    if not added:
+        raise ValueError("--onnx needs a --system whose frontend is a compact pruned_ssl (an exported model)")
+    return added
+
+
+def add_onnx_agreement(rows: Dict[str, Dict[str, Any]], outputs: Dict[str, List], onnx: Dict[str, Tuple[str, Path]],
+                       decoders: Dict[str, Any], utterances: Sequence[np.ndarray], threads: int) -> None:
+    """Give each ONNX row ``identical`` (fraction of hypotheses equal to its PyTorch system's),
+    ``onnx_of`` and ``feature_rel_l2`` (its features against the PyTorch frontend's, relative L2
+    over the valid frames of every utterance)."""
+    from espnet_prune.asr.frontend.onnx_export import relative_feature_error
+
+    batches = [(torch.from_numpy(np.asarray(u, dtype=np.float32))[None], torch.tensor([len(u)])) for u in utterances]
+    for name, (system, path) in onnx.items():
+        rows[name]["onnx_of"] = system
+        rows[name]["identical"] = identical_fraction([hypothesis_text(r) for r in outputs[system]],
+                                                     [hypothesis_text(r) for r in outputs[name]])
+        rows[name]["feature_rel_l2"] = relative_feature_error(decoders[system].asr_model.frontend, path, batches,
+                                                              threads)
+
+
 def random_decoders(shape: str, targets: Sequence[float], arch: Union[str, Dict[str, Any]], seconds: float,
                     tokens: int, vocabulary: int, small: bool, work_dir: Path, device: str,
                     decode_overrides: Dict[str, Any]) -> Tuple[Dict[str, Any], Dict[str, Any]]:
@@ -196,14 +291,16 @@ def budget_decoders(shape: str, targets: Sequence[float], arch: Union[str, Dict[
 def benchmark(decoders: Dict[str, Any], utterances: Sequence[np.ndarray], rounds: int, warmup: int = 1,
               device: str = "cpu", references: Optional[Dict[str, str]] = None, ids: Optional[Sequence[str]] = None,
               task: str = "asr", non_linguistic_symbols: Sequence[str] = (), cleaner: Optional[str] = None,
-              verbose: bool = True) -> Dict[str, Dict[str, Any]]:
+              verbose: bool = True, onnx: Optional[Dict[str, Tuple[str, Path]]] = None
+              ) -> Dict[str, Dict[str, Any]]:
     """Time the decoders (:func:`~espnet_prune.inference.decode_timing.time_decodes`) and summarize
     them against the first one (best-path decoders, ``*_best_path``, against the first of them, and
     ``speedup_over_beam``: the beam search on the same model over the best path; beam-search rows
     also get ``paired_speedup``, the median over rounds of the first one's time over this one's in
     the same round); each row also
     gets ``tokens`` (decode steps per utterance, summed) and, with ``references``, ``wer`` / ``cer``
-    (``intent_acc`` for SLU)."""
+    (``intent_acc`` for SLU); the ONNX rows of ``onnx`` (:func:`onnx_decoders`) also their
+    agreement with their PyTorch system (:func:`add_onnx_agreement`)."""
     audio_seconds = sum(len(u) for u in utterances) / 16000
 
     per_round: List[Dict[str, float]] = []
@@ -235,14 +332,13 @@ def benchmark(decoders: Dict[str, Any], utterances: Sequence[np.ndarray], rounds
         if references is not None:
             from espnet_prune.demo.scoring import error_rate, intent_accuracy
 
-            hyps = {}
-            for utt, result in zip(ids, results):
-                text = result[0][0] if result else ""
-                hyps[utt] = text if text is not None else " ".join(result[0][1])
+            hyps = {utt: hypothesis_text(result) for utt, result in zip(ids, results)}
             rows[name]["wer"] = error_rate(references, hyps, "word", non_linguistic_symbols, cleaner).rate
             rows[name]["cer"] = error_rate(references, hyps, "char", non_linguistic_symbols, cleaner).rate
             if task == "slu":
                 rows[name]["intent_acc"] = intent_accuracy(references, hyps)
+    if onnx:
+        add_onnx_agreement(rows, outputs, onnx, decoders, utterances, torch.get_num_threads())
     return rows
 
 
@@ -271,6 +367,13 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--decode_arg", action="append", default=[], help="KEY=VALUE over the decode config")
     parser.add_argument("--best_path", action="store_true",
                         help="also decode every system by the CTC best path (NAME_best_path; the same model)")
+    parser.add_argument("--onnx", action="append", choices=ONNX_METHODS, default=[],
+                        help="with --system: also decode each compact pruned_ssl system with its frontend in "
+                             "onnxruntime (fp32, dynamic int8, or static int8 calibrated on --calibration); "
+                             "reports the fraction of hypotheses identical to the PyTorch decode")
+    parser.add_argument("--calibration", default=None,
+                        help="with --onnx static: calibration speech, synth:N or a wav.scp (default: the deploy "
+                             "path's, espnet_prune.asr.frontend.calibration.DEFAULT_CALIBRATION)")
     parser.add_argument("--data_dir", type=Path, default=None,
                         help="Kaldi data directory (wav.scp, text) to decode and score")
     parser.add_argument("--max_utterances", type=int, default=None, help="decode the first N of --data_dir")
@@ -291,6 +394,10 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
 
     if bool(args.system) == bool(args.shape):
         raise ValueError("give either --system (at least one) or --shape")
+    if args.onnx and not args.system:
+        raise ValueError("--onnx decodes trained --system experiments (an exported compact model)")
+    if args.calibration and not args.calibration.startswith("synth:") and not Path(args.calibration).is_file():
+        raise ValueError(f"--calibration {args.calibration} is neither synth:N nor an existing wav.scp")
     if args.threads:
         torch.set_num_threads(args.threads)
     overrides = parse_decode_args(args.decode_arg)
@@ -301,6 +408,7 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
     else:
         generator = torch.Generator().manual_seed(0)
         utterances = [(0.1 * torch.randn(int(args.seconds * 16000), generator=generator)).numpy()]
+    onnx = None
     with tempfile.TemporaryDirectory() as work_dir:
         if args.shape:
             if args.tokens < 2:
@@ -327,12 +435,18 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
             task = tasks.pop()
             decode_config = read_decode_config(args.decode_config, overrides)
             decoders = {system.name: build_decoder(task, system, decode_config, args.device) for system in systems}
+        if args.onnx:
+            from espnet_prune.asr.frontend.calibration import DEFAULT_CALIBRATION
+
+            onnx = onnx_decoders(task, systems, decoders, list(dict.fromkeys(args.onnx)),
+                                 args.calibration or DEFAULT_CALIBRATION, decode_config, args.device,
+                                 torch.get_num_threads(), Path(work_dir))
         if args.best_path:
             decoders = add_best_path(decoders)
         from espnet_prune.demo.scoring import read_symbols
 
         rows = benchmark(decoders, utterances, args.rounds, args.warmup, args.device, references, ids, task,
-                         read_symbols(args.nlsyms_txt), args.cleaner)
+                         read_symbols(args.nlsyms_txt), args.cleaner, onnx=onnx)
     for name, cut in predicted.items():
         rows[name]["predicted_cut"] = cut
         rows[name]["speedup_over_predicted_cut"] = rows[name]["speedup"] / cut

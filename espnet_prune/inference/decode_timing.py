@@ -208,9 +208,10 @@ def summarize(times: Mapping[str, Mapping[str, float]], macs: Mapping[str, Optio
 
 def markdown_table(rows: Mapping[str, Mapping[str, Any]], reference: str) -> str:
     """The rows of :func:`summarize` (and ``tokens``, error rates, ``speedup_over_beam``,
-    ``predicted_cut``, ``speedup_over_predicted_cut``, ``paired_speedup`` and
-    ``paired_speedup_over_predicted_cut``, where present) as a markdown table;
-    speed-ups are relative to ``reference`` (best-path rows: to the first best-path row)."""
+    ``predicted_cut``, ``speedup_over_predicted_cut``, ``paired_speedup``,
+    ``paired_speedup_over_predicted_cut``, the ONNX rows' ``identical`` and ``feature_rel_l2``,
+    where present) as a markdown table; speed-ups are relative to ``reference`` (best-path rows: to
+    the first best-path row)."""
 
     def number(value: Optional[float], pattern: str) -> str:
         return "–" if value is None else pattern.format(value)
@@ -218,11 +219,13 @@ def markdown_table(rows: Mapping[str, Mapping[str, Any]], reference: str) -> str
     error_names = sorted({key for row in rows.values() for key in row if key in ("wer", "cer", "intent_acc")})
     over_beam = any("speedup_over_beam" in row for row in rows.values())
     predicted = any("predicted_cut" in row for row in rows.values())
+    onnx = any("identical" in row for row in rows.values())
     header = ["system", "decode", "RTF", f"speed-up vs {reference}", "frontend share", "frontend speed-up",
               "frontend MAC cut", "speed-up / MAC cut", "tokens"] + error_names + (
                   ["best path vs beam search"] if over_beam else []) + (
                   ["predicted cut (whole decode MACs)", "speed-up / predicted cut", "paired speed-up",
-                   "paired speed-up / predicted cut"] if predicted else [])
+                   "paired speed-up / predicted cut"] if predicted else []) + (
+                  ["identical hyps vs PyTorch", "features rel. L2"] if onnx else [])
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for name, row in rows.items():
         cells = [name, f"{row['decode_ms']:.0f} ms", f"{row['rtf']:.3f}", f"×{row['speedup']:.2f}",
@@ -237,5 +240,7 @@ def markdown_table(rows: Mapping[str, Mapping[str, Any]], reference: str) -> str
                                                                             "{:.2f}"),
                       number(row.get("paired_speedup"), "×{:.2f}"),
                       number(row.get("paired_speedup_over_predicted_cut"), "{:.2f}")]
+        if onnx:
+            cells += [number(row.get("identical"), "{:.1%}"), number(row.get("feature_rel_l2"), "{:.2%}")]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

@@ -14,6 +14,14 @@ are described once in :mod:`espnet_prune.ssl.units`; this is where their masks a
 * ``interm`` (``(F_l,)`` per layer): scales FFN intermediate units after the activation.
 * ``ffn_layer`` (scalar per layer): scales the FFN sublayer's output.
 
+Where the algebra allows, a gated forward applies a mask to a weight rather than to the
+activations, which are far larger in training (the gradients are the same by the chain
+rule): a CNN layer's channel mask scales the input channels of the next layer's
+convolution weight (``C_out x C_i x k`` values instead of ``B x C_i x S_i``), and a
+sublayer's scalar is multiplied into the head or intermediate mask and into the output
+projection's bias (one multiplication of the context or intermediate activations instead
+of two).
+
 Module and parameter names follow torchaudio's ``wav2vec2_model`` so that its state
 dicts load directly.
 """
@@ -107,24 +115,27 @@ class ConvLayerBlock(nn.Module):
         else:
             raise ValueError(f"Unknown conv norm '{norm}'")
 
-    def forward(self, x: Tensor, mask: Optional[Tensor] = None, apply_mask: bool = True) -> Tensor:
+    def forward(self, x: Tensor, mask: Optional[Tensor] = None, input_mask: Optional[Tensor] = None) -> Tensor:
         """
         Args:
-            x: ``(B, C_in, S)``.
-            mask: ``(C_out,)`` channel mask or ``None``.
-            apply_mask: multiply the output by ``mask`` (the last layer leaves that to the projection).
+            x: ``(B, C_in, S)``, not yet multiplied by the previous layer's channel mask.
+            mask: ``(C_out,)`` channel mask or ``None``: the statistics of a LayerNorm over the
+                channels ignore its zeros. It is not multiplied into the output (the next layer's
+                ``input_mask``, or the feature projection, does that).
+            input_mask: ``(C_in,)`` mask of the input channels or ``None``; scales the input
+                channels of the convolution weight, which equals scaling ``x``.
         Returns:
             ``(B, C_out, S')`` with ``S' = (S - kernel) // stride + 1``.
         """
-        x = self.conv(x)
+        if input_mask is None:
+            x = self.conv(x)
+        else:
+            x = F.conv1d(x, self.conv.weight * input_mask[None, :, None], self.conv.bias, self.conv.stride)
         if isinstance(self.layer_norm, nn.LayerNorm):
             x = gated_layer_norm(x.transpose(1, 2), self.layer_norm, mask).transpose(1, 2)
         elif self.layer_norm is not None:
             x = self.layer_norm(x)
-        x = F.gelu(x)
-        if mask is not None and apply_mask:
-            x = x * mask[None, :, None]
-        return x
+        return F.gelu(x)
 
     def output_lengths(self, lengths: Tensor) -> Tensor:
         """Valid output frames for ``lengths`` valid input samples, ``(B,)``."""
@@ -156,15 +167,15 @@ class FeatureExtractor(nn.Module):
         Args:
             waveforms: ``(B, S)``.
             lengths: ``(B,)`` valid samples, or ``None``.
-            masks: one ``(C_i,)`` mask per layer, or ``None``. The last layer's mask is not applied
-                here but by the feature projection.
+            masks: one ``(C_i,)`` mask per layer, or ``None``. Layer ``i``'s mask enters layer
+                ``i + 1``'s convolution weight; the last layer's is applied by the feature projection.
         Returns:
-            features ``(B, T, C_last)`` and valid frames ``(B,)`` (or ``None``).
+            features ``(B, T, C_last)`` (not multiplied by the last mask) and valid frames ``(B,)``
+            (or ``None``).
         """
         x = waveforms.unsqueeze(1)
-        last = len(self.conv_layers) - 1
         for i, layer in enumerate(self.conv_layers):
-            x = layer(x, None if masks is None else masks[i], apply_mask=i < last)
+            x = layer(x, None if masks is None else masks[i], None if masks is None or i == 0 else masks[i - 1])
             if lengths is not None:
                 lengths = layer.output_lengths(lengths)
         return x.transpose(1, 2), lengths
@@ -259,19 +270,23 @@ class SelfAttention(nn.Module):
         return (gate_a * (gate_b * self.gru_rel_pos_const - 1.0) + 2.0) * bias
 
     def forward(self, x: Tensor, attention_bias: Optional[Tensor] = None,
-                position_bias: Optional[Tensor] = None, head_mask: Optional[Tensor] = None) -> Tensor:
+                position_bias: Optional[Tensor] = None, head_mask: Optional[Tensor] = None,
+                scale: Optional[Tensor] = None) -> Tensor:
         """
         Args:
             x: ``(B, T, D)``.
             attention_bias: additive ``(B, 1, 1, T)`` bias that hides padded keys, or ``None``.
             position_bias: WavLM's ``(1, H_orig, T, T)`` relative position bias, or ``None``.
             head_mask: ``(H,)`` or ``None``.
+            scale: ``()`` factor of the whole output (the ``attn_layer`` mask) or ``None``; it is
+                multiplied into the head mask and the output bias.
         Returns:
             ``(B, T, D)``.
         """
         batch, frames, _ = x.shape
         if self.num_heads == 0:
-            return self.out_proj(x.new_zeros(batch, frames, 0))
+            output = self.out_proj(x.new_zeros(batch, frames, 0))
+            return output if scale is None else output * scale
         shape = (batch, frames, self.num_heads, self.head_dim)
         q = self.q_proj(x).view(shape).transpose(1, 2)
         k = self.k_proj(x).view(shape).transpose(1, 2)
@@ -282,9 +297,10 @@ class SelfAttention(nn.Module):
             bias = gated if bias is None else gated + bias
         context = F.scaled_dot_product_attention(q, k, v, attn_mask=bias,
                                                  dropout_p=self.dropout if self.training else 0.0)
-        if head_mask is not None:
-            context = context * head_mask[None, :, None, None]
-        return self.out_proj(context.transpose(1, 2).reshape(batch, frames, -1))
+        context_mask = scaled_mask(head_mask, scale, self.num_heads, context.dtype)
+        if context_mask is not None:
+            context = context * context_mask[None, :, None, None]
+        return scaled_linear(context.transpose(1, 2).reshape(batch, frames, -1), self.out_proj, scale)
 
 
 class FeedForward(nn.Module):
@@ -297,12 +313,37 @@ class FeedForward(nn.Module):
         self.output_dense = linear(ffn_dim, embed_dim)
         self.output_dropout = nn.Dropout(dropout)
 
-    def forward(self, x: Tensor, interm_mask: Optional[Tensor] = None) -> Tensor:
-        """``(B, T, D)`` -> ``(B, T, D)``; ``interm_mask`` is ``(F,)`` or ``None``."""
+    def forward(self, x: Tensor, interm_mask: Optional[Tensor] = None, scale: Optional[Tensor] = None) -> Tensor:
+        """``(B, T, D)`` -> ``(B, T, D)``; ``interm_mask`` is ``(F,)`` or ``None``; ``scale`` is a
+        ``()`` factor of the whole output (the ``ffn_layer`` mask) or ``None``."""
         x = self.intermediate_dropout(F.gelu(self.intermediate_dense(x)))
-        if interm_mask is not None:
-            x = x * interm_mask
-        return self.output_dropout(self.output_dense(x))
+        if interm_mask is None:
+            # Scaling the (B, T, D) output is cheaper than the (B, T, F) intermediate units.
+            x = self.output_dropout(self.output_dense(x))
+            return x if scale is None else x * scale
+        x = x * scaled_mask(interm_mask, scale, interm_mask.shape[0], x.dtype)
+        return self.output_dropout(scaled_linear(x, self.output_dense, scale))
+
+
+def scaled_mask(mask: Optional[Tensor], scale: Optional[Tensor], size: int, dtype: torch.dtype) -> Optional[Tensor]:
+    """``mask * scale`` as a ``(size,)`` vector (either may be ``None``; ``None`` if both are),
+    computed in the type that multiplying activations of ``dtype`` by each would give."""
+    if scale is None:
+        return mask
+    if mask is None:
+        return scale.expand(size)
+    common = torch.promote_types(dtype, torch.promote_types(mask.dtype, scale.dtype))
+    return mask.to(common) * scale.to(common)
+
+
+def scaled_linear(x: Tensor, layer: nn.Linear, scale: Optional[Tensor]) -> Tensor:
+    """``layer(x)`` with the bias multiplied by ``scale`` (``None``: 1); with ``x`` already scaled,
+    this is ``layer(x / scale) * scale``."""
+    if scale is None or layer.bias is None:
+        return layer(x)
+    if isinstance(layer, EmptyLinear):
+        return layer(x) * scale  # the bias alone, or nothing
+    return F.linear(x, layer.weight, layer.bias * scale)
 
 
 class EncoderLayer(nn.Module):
@@ -343,19 +384,16 @@ class EncoderLayer(nn.Module):
         Returns:
             ``(B, T, D)``.
         """
+        # The sublayer scalars go inside the sublayers (dropout commutes with a scalar factor).
         if self.attention is not None:
             y = self.layer_norm(x) if self.layer_norm_first else x
-            y = self.dropout(self.attention(y, attention_bias, position_bias, masks.get("head")))
-            if "attn_layer" in masks:
-                y = y * masks["attn_layer"]
-            x = x + y
+            x = x + self.dropout(self.attention(y, attention_bias, position_bias, masks.get("head"),
+                                                masks.get("attn_layer")))
         if not self.layer_norm_first:
             x = self.layer_norm(x)
         if self.feed_forward is not None:
-            y = self.feed_forward(self.final_layer_norm(x) if self.layer_norm_first else x, masks.get("interm"))
-            if "ffn_layer" in masks:
-                y = y * masks["ffn_layer"]
-            x = x + y
+            x = x + self.feed_forward(self.final_layer_norm(x) if self.layer_norm_first else x, masks.get("interm"),
+                                      masks.get("ffn_layer"))
         if not self.layer_norm_first:
             x = self.final_layer_norm(x)
         return x

@@ -34,6 +34,22 @@ def test_summarize_on_known_times():
         summarize(times, {}, 4.0, "x")
 
 
+def test_identical_fraction_counts_equal_hypotheses_in_order():
+    assert benchmark_decode.identical_fraction(["a b", "c", ""], ["a b", "c d", ""]) == 2 / 3
+    assert benchmark_decode.identical_fraction(["x"], ["x"]) == 1.0
+    assert benchmark_decode.identical_fraction(["a", "b"], ["b", "a"]) == 0.0
+    with pytest.raises(ValueError, match="equally long"):
+        benchmark_decode.identical_fraction(["a"], ["a", "b"])
+    with pytest.raises(ValueError, match="non-empty"):
+        benchmark_decode.identical_fraction([], [])
+    rows = {"a": dict(decode_ms=2.0, frontend_ms=1.0, rtf=0.1, speedup=1.0, frontend_share=0.5, frontend_speedup=1.0,
+                      macs=None, mac_cut=None, speedup_over_mac_cut=None)}
+    rows["a_onnx_static"] = dict(rows["a"], identical=0.96, feature_rel_l2=0.0251)
+    table = markdown_table(rows, "a")
+    assert "| identical hyps vs PyTorch | features rel. L2 |" in table
+    assert table.splitlines()[-1].endswith("| 96.0% | 2.51% |") and table.splitlines()[-2].endswith("| – | – |")
+
+
 def test_frontend_clock_adds_up_forward_time_and_leaves_outputs_alone():
     class Slow(torch.nn.Module):
         def forward(self, x):
@@ -107,6 +123,26 @@ def test_trained_experiments_are_decoded_and_scored(tmp_path):
     with pytest.raises(SystemExit, match="no valid.acc.ave.pth and 0"):
         benchmark_decode.main(["--system", f"a={tmp_path}", "--rounds", "1"])
 
+    # The frontend in onnxruntime: fp32 decodes what PyTorch decodes; static int8 is compared with it.
+    benchmark_decode.main(["--system", f"a={tmp_path / 'exp'}", "--data_dir", str(data), "--decode_arg",
+                           "beam_size=1", "--decode_arg", "ctc_weight=1.0", "--rounds", "1", "--warmup", "0",
+                           "--onnx", "fp32", "--onnx", "static", "--calibration", "synth:2",
+                           "--output_dir", str(tmp_path / "onnx")])
+    rows = json.loads((tmp_path / "onnx" / "results.json").read_text(encoding="utf-8"))["systems"]
+    assert list(rows) == ["a", "a_onnx_fp32", "a_onnx_static"]
+    fp32, static = rows["a_onnx_fp32"], rows["a_onnx_static"]
+    assert fp32["onnx_of"] == static["onnx_of"] == "a" and "identical" not in rows["a"]
+    assert fp32["identical"] == 1.0 and fp32["wer"] == rows["a"]["wer"]
+    if not fp32["feature_rel_l2"] <= 1e-4:
+        pytest.fail(f"ONNX fp32 features {fp32['feature_rel_l2']} from PyTorch's")
+    if not 0.0 < static["feature_rel_l2"] <= 0.5:
+        pytest.fail(f"static int8 features {static['feature_rel_l2']} from PyTorch's")
+    assert static["identical"] in (0.0, 0.5, 1.0)
+    with pytest.raises(SystemExit, match="--calibration nowhere.scp is neither"):
+        benchmark_decode.main(["--system", f"a={tmp_path / 'exp'}", "--onnx", "static", "--calibration",
+                               "nowhere.scp"])
+    with pytest.raises(SystemExit, match="--onnx decodes trained --system"):
+        benchmark_decode.main(["--shape", "ctc", "--onnx", "fp32"])
 
 def test_whole_model_budget_systems_decode_with_their_predicted_cut(tmp_path):
     """``--whole_targets``: the structures of a model_conf.pruning budget on the frontend alone and on
