@@ -438,6 +438,13 @@ class ModelPruningConfig(PruningConfig):
 
     SEPARATE_BUDGETS = ("cnn", "transformer", "frontend", "encoder", "decoder")
 
+    def _check_latency(self) -> None:
+        if self.metric == "latency" or self.latency_table is not None:
+            raise ValueError(f"{self._name('metric')} latency / {self._name('latency_table')}: latency tables "
+                             "cover the SSL frontend only (frontend_conf.pruning); a whole-model budget is in "
+                             "macs or params")
+        super()._check_latency()
+
     def _check_units(self) -> None:
         parts = self.parts
         if parts is not None:

@@ -36,7 +36,7 @@ from espnet_prune.pruning.multisize import SNAPSHOTS_ATTRIBUTE, SizeSchedule, Si
 from espnet_prune.pruning.parts import PrunablePart, SSLPart, copy_counts
 from espnet_prune.pruning.reports import BUDGET_TOLERANCE
 from espnet_prune.pruning.rounding import match_budgets
-from espnet_prune.ssl import cost, latency
+from espnet_prune.ssl import cost
 from espnet_prune.ssl.config import EncoderConfig
 from espnet_prune.ssl.model import Masks
 
@@ -63,16 +63,9 @@ class PruningController(nn.Module):
         elif settings:
             raise TypeError(f"PruningController takes a PruningConfig or its keys, not both: {sorted(settings)}")
         self.pruning = pruning
-        #: The latency table (``pruning.latency_table``), checked against the SSL encoder, or ``None``.
-        self.latency_table: Optional[Dict] = None
-        if pruning.latency_table is not None:
-            if isinstance(config, PrunablePart):
-                raise ValueError("pruning.latency_table: latency tables cover the SSL frontend only "
-                                 "(frontend_conf.pruning), not a whole-model budget (model_conf.pruning)")
-            self.latency_table = latency.load_table(pruning.latency_table, "pruning.latency_table")
-            latency.check_table(self.latency_table, config, pruning.reference_seconds, pruning.latency_batch)
-        self.part = (config if isinstance(config, PrunablePart)
-                     else SSLPart(config, pruning.reference_seconds, latency_table=self.latency_table))
+        self.part = config if isinstance(config, PrunablePart) else SSLPart.for_pruning(config, pruning)
+        #: The SSL encoder's latency table (``pruning.latency_table``), checked against it, or ``None``.
+        self.latency_table: Optional[Dict] = getattr(self.part, "latency_table", None)
         self.config = self.part.structure
         self.units = pruning.units
         self.metric = pruning.metric
@@ -100,7 +93,7 @@ class PruningController(nn.Module):
         self._plan = None  # (log_alpha values, kept counts, unit counts) of deterministic_counts()
         dense = self._cost(self.part.exact_counts())
         self.dense_cost = {k: float(v) for k, v in dense.items()}
-        self._check_reachable()
+        reports.check_reachable(self)
         # The ramp starts where the deterministic structure starts (~0.98 at init_keep_prob
         # 0.99: it costs what the gates are expected to), so that the first gaps are not negative.
         self.ramp_start = {name: max(float(value), self.budgets[name])
@@ -198,23 +191,6 @@ class PruningController(nn.Module):
         units; no sublayer): the floor the gated ``units`` can reach on this encoder."""
         counts = self.gates.minimum_counts()
         return {name: float(value) for name, value in self.budget_ratios(self._cost(counts)).items()}
-
-    def _check_reachable(self) -> None:
-        """A target within :data:`BUDGET_TOLERANCE` of :meth:`minimum_ratios` (or below) is reached
-        only by removing (nearly) every gated unit: say so before training."""
-        floor = self.minimum_ratios()
-        for size in self.pruning.sizes():
-            for name, target in size.items():
-                if target < floor[name] + BUDGET_TOLERANCE:
-                    more = self.part.ungated_units(self.units, name)
-                    remedy = (f", or gate more units (add {', '.join(more)} to units)" if more else
-                              f" (units already gates every unit of this encoder that counts in budget '{name}')")
-                    raise ValueError(
-                        f"pruning budget '{name}' ({self.metric}) target {target:g} is out of reach: removing "
-                        f"every unit that units {self.units} gate leaves {floor[name]:.4f} of the encoder's "
-                        f"{self.metric} (the rest is in units that are not gated), and a target within "
-                        f"{BUDGET_TOLERANCE:g} of that is met only by removing (nearly) all of them; choose a "
-                        f"target above {floor[name] + BUDGET_TOLERANCE:.2f}{remedy}")
 
     def current_targets(self) -> Dict[str, float]:
         """Each budget's target at the current step: linear from ``ramp_start`` (the deterministic

@@ -106,6 +106,17 @@ class SSLPart(PrunablePart):
         self.name = name
         self.latency_table = latency_table
 
+    @classmethod
+    def for_pruning(cls, config: EncoderConfig, pruning) -> "SSLPart":
+        """The part of ``config`` priced as the pruning settings say (:class:`~espnet_prune.
+        pruning.config.PruningConfig`: ``reference_seconds``, ``latency_table`` loaded and checked
+        against ``config``, ``latency_batch``)."""
+        table = None
+        if pruning.latency_table is not None:
+            table = latency.load_table(pruning.latency_table, "pruning.latency_table")
+            latency.check_table(table, config, pruning.reference_seconds, pruning.latency_batch)
+        return cls(config, pruning.reference_seconds, latency_table=table)
+
     def with_structure(self, structure: EncoderConfig) -> "SSLPart":
         return SSLPart(structure, self.reference_seconds, self.name, self.latency_table)
 

@@ -202,3 +202,21 @@ def budget_summary(controller: "PruningController", compact_config) -> Dict[str,
             **({"hold_steps": controller.pruning.effective_hold_steps} if controller.size_schedule is not None else {}),
             "budgets": budgets, "undecided_units": undecided, "explanation": explanation,
             "warnings": controller.budget_warnings()}
+
+
+def check_reachable(controller: "PruningController") -> None:
+    """A target within :data:`BUDGET_TOLERANCE` of the controller's ``minimum_ratios()`` (or below)
+    is reached only by removing (nearly) every gated unit: say so before training."""
+    floor = controller.minimum_ratios()
+    for size in controller.pruning.sizes():
+        for name, target in size.items():
+            if target < floor[name] + BUDGET_TOLERANCE:
+                more = controller.part.ungated_units(controller.units, name)
+                remedy = (f", or gate more units (add {', '.join(more)} to units)" if more else
+                          f" (units already gates every unit of this encoder that counts in budget '{name}')")
+                raise ValueError(
+                    f"pruning budget '{name}' ({controller.metric}) target {target:g} is out of reach: removing "
+                    f"every unit that units {controller.units} gate leaves {floor[name]:.4f} of the encoder's "
+                    f"{controller.metric} (the rest is in units that are not gated), and a target within "
+                    f"{BUDGET_TOLERANCE:g} of that is met only by removing (nearly) all of them; choose a "
+                    f"target above {floor[name] + BUDGET_TOLERANCE:.2f}{remedy}")

@@ -76,6 +76,7 @@ def test_the_decode_cost_adds_the_ctc_layer_and_its_prefix_scoring_as_fixed_cost
     ({"target": 0.5, "units": {"frontend": ["conv", "bogus"]}}, r"units.frontend: Unknown pruning unit"),
     ({"encoder_target": 0.5, "parts": ["frontend"]}, r"encoder_target budgets part 'encoder'"),
     ({"target": 0.5, "frontend_target": 0.5}, r"'target' \(joint budget\) is exclusive"),
+    ({"target": 0.5, "metric": "latency", "latency_table": "t.json"}, r"latency tables cover the SSL frontend only"),
 ])
 def test_bad_model_pruning_keys_are_named_before_the_model_is_built(pruning, match):
     with pytest.raises(ValueError, match=match):
