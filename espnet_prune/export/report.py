@@ -20,7 +20,6 @@ from dataclasses import KW_ONLY, dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Union
 
-from espnet_prune.ssl.cost import format_cost
 from espnet_prune.utils.output_dir import replace_file
 
 #: ``{metric: {"cnn", "pos_conv", "transformer", "total": value}}``: an encoder's cost in every metric.
@@ -295,6 +294,8 @@ class ExportReport(_JsonRecord):
 
     def log(self) -> None:
         """Log the sizes, budgets, warnings and written files of this export."""
+        from espnet_prune.ssl.cost import format_cost  # torch: the demo's light modules read reports
+
         logging.info("encoder params %s -> %s (%.1f%%), MACs for %.0f s %s -> %s (%.1f%%)",
                      format_cost(self.total("params", "before")), format_cost(self.total("params")),
                      100 * self.ratio("params"), self.reference_seconds, format_cost(self.total("macs", "before")),
@@ -380,6 +381,7 @@ class SizesSummary(_JsonRecord):
 
     def table(self, seconds: float) -> str:
         """The rows as a markdown table (the dense encoder first), MACs for ``seconds`` of audio."""
+        from espnet_prune.ssl.cost import format_cost
         lines = [f"| size | target | step | params | params ratio | MACs ({seconds:g} s) | MACs ratio | exported "
                  "| reached |",
                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
