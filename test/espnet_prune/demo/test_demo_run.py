@@ -150,10 +150,10 @@ def test_a_rerun_skips_finished_steps(tiny_demo):
 
 
 def test_the_slu_demo_trains_decodes_and_scores_intents(tmp_path):
-    result = run_demo(tmp_path, "--task", "slu", "--systems", "dense,hj_macs:0.6,hj_params:0.6")  # one seed each
+    result = run_demo(tmp_path, "--task", "slu", "--systems", "dense,hj_params:0.6")  # one seed each
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert result.stdout.strip().splitlines()[-1] == f"RESULTS: {tmp_path.resolve() / 'results.json'}"
-    for step in ("slu_stats", "ssl_standin", "train_hj_params_0.60", "export_hj_macs_0.60", "decode_dense", "score"):
+    for step in ("slu_stats", "ssl_standin", "train_hj_params_0.60", "export_hj_params_0.60", "decode_dense", "score"):
         assert re.search(rf"{step}: done in", result.stdout), step
     assert not re.search(r" (lm_stats|lm_train|lm_prune\S*): ", result.stdout)  # no LM stages, as in SLURP
     results = json.loads((tmp_path / "results.json").read_text())
