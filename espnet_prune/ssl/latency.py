@@ -151,15 +151,7 @@ def interpolate_2d(rows: Sequence[float], columns: Sequence[float], times: Seque
     """Bilinear interpolation of ``times[i][j]`` (at ``rows[i]``, ``columns[j]``) at ``(row, column)``:
     :func:`interpolate` along the columns in each row, then along the rows."""
     along_columns = [interpolate(columns, values, column) for values in times]
-    if len(rows) == 1:
-        return along_columns[0]
-    value = float(row.detach()) if isinstance(row, Tensor) else float(row)
-    segment = 0
-    while segment < len(rows) - 2 and value > rows[segment + 1]:
-        segment += 1
-    r0, r1 = rows[segment], rows[segment + 1]
-    t0, t1 = along_columns[segment], along_columns[segment + 1]
-    return t0 + (row - r0) * ((t1 - t0) / (r1 - r0))
+    return along_columns[0] if len(rows) == 1 else interpolate(rows, along_columns, row)
 
 
 # ---------------------------------------------------------------------------------------- prediction
