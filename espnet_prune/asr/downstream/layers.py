@@ -195,6 +195,17 @@ class GatedLayerMixin:
             residual = getattr(self, self._norms[name])(residual)
         return residual
 
+    def _self_attention_inputs(self, x: Tensor, mask: Optional[Tensor], cache: Optional[Tensor]):
+        """``(x, x_q, residual, mask)`` of an encoder layer's self-attention, as ESPnet's layers form
+        them: ``x`` ``(B, T, D)`` normalised first in a pre-LN layer; with a ``cache`` ``(B, T - 1, D)``
+        only the last frame is queried (``x_q``, ``residual`` ``(B, 1, D)``, ``mask`` its last row)."""
+        residual = x
+        x = self._pre("self_attn", x)
+        if cache is None:
+            return x, x, residual, mask
+        assert cache.shape == (x.shape[0], x.shape[1] - 1, self.size)
+        return x, x[:, -1:, :], residual[:, -1:, :], None if mask is None else mask[:, -1:, :]
+
     def _stochastic_depth(self):
         """``(skip, coeff)`` as ESPnet's layers draw them."""
         if self.training and self.stochastic_depth_rate > 0:
@@ -236,15 +247,7 @@ class GatedConformerLayer(GatedLayerMixin, ConformerEncoderLayer):
                 self._pre("feed_forward_macaron", x))
             x = self._post("feed_forward_macaron", x, out, coeff, self.ff_scale)
 
-        residual = x
-        x = self._pre("self_attn", x)
-        if cache is None:
-            x_q = x
-        else:
-            assert cache.shape == (x.shape[0], x.shape[1] - 1, self.size)
-            x_q = x[:, -1:, :]
-            residual = residual[:, -1:, :]
-            mask = None if mask is None else mask[:, -1:, :]
+        x, x_q, residual, mask = self._self_attention_inputs(x, mask, cache)
         out = None
         if self.self_attn is not None:
             out = (self.self_attn(x_q, x, x, pos_emb, mask) if pos_emb is not None
@@ -281,15 +284,7 @@ class GatedTransformerEncoderLayer(GatedLayerMixin, TransformerEncoderLayer):
             if cache is not None:
                 x = torch.cat([cache, x], dim=1)
             return x, mask
-        residual = x
-        x = self._pre("self_attn", x)
-        if cache is None:
-            x_q = x
-        else:
-            assert cache.shape == (x.shape[0], x.shape[1] - 1, self.size)
-            x_q = x[:, -1:, :]
-            residual = residual[:, -1:, :]
-            mask = None if mask is None else mask[:, -1:, :]
+        x, x_q, residual, mask = self._self_attention_inputs(x, mask, cache)
         out = None if self.self_attn is None else self.self_attn(x_q, x, x, mask)
         x = self._post("self_attn", residual, out, coeff)
         out = None if self.feed_forward is None else self.feed_forward(self._pre("feed_forward", x))
