@@ -17,6 +17,10 @@ The cost of a decode (MACs; parameters are counted once per part):
   for every hypothesis and each of the ``1.5 x beam_size`` pre-beam candidates (the full vocabulary
   at ``ctc_weight: 1``), over every encoder frame (two log-additions per frame, counted as MACs);
   no unit removes it (left out at ``ctc_weight: 0``).
+
+With ``metric: latency`` the cost is the decode's measured time instead
+(:mod:`espnet_prune.pruning.decode_latency`: per part a fixed time plus a time per MAC, and the
+rest of the decode -- CTC, prefix scoring, the beam search's own work -- with the ``ctc`` part).
 """
 
 import math
@@ -29,6 +33,7 @@ from espnet_prune.asr.downstream import cost as downstream_cost
 from espnet_prune.asr.downstream.part import DecoderPart, EncoderPart
 from espnet_prune.asr.downstream.prune import prune_downstream
 from espnet_prune.asr.downstream.structure import EncoderStructure
+from espnet_prune.pruning import decode_latency
 from espnet_prune.pruning.config import ModelPruningConfig
 from espnet_prune.pruning.controller import PruningController
 from espnet_prune.pruning.parts import PrunablePart, SSLPart
@@ -95,7 +100,24 @@ def model_parts(model: nn.Module, config: ModelPruningConfig) -> WholeModelPart:
             parts.append(decoder_part(model, config))
         elif name == "ctc":
             parts.append(ctc_part(model, encoder_output_frames(model, seconds), config))
-    return WholeModelPart(parts)
+    fits = None
+    if config.latency_table is not None:
+        fits = latency_fits(parts, config)
+    return WholeModelPart(parts, fits)
+
+
+def latency_fits(parts: List[PrunablePart], config: ModelPruningConfig) -> Dict[str, decode_latency.Fit]:
+    """The decode latency model of ``config.latency_table`` for ``parts`` (module docstring of
+    :mod:`espnet_prune.pruning.decode_latency`), the table checked against their dense MACs,
+    the budget's ``decoding`` and ``reference_seconds``."""
+    where = f"{WHERE}.latency_table"
+    table = decode_latency.load_table(config.latency_table, where)
+    timed = {part.name: float(part.macs()["total"]) / 1e9 for part in parts if part.name != decode_latency.REST_PART}
+    decoding = {"beam_size": config.decoding.beam_size, "tokens_per_second": config.decoding.tokens_per_second,
+                "ctc_weight": config.decoding.ctc_weight}
+    decode_latency.check_table(table, timed, decoding, config.reference_seconds, where)
+    fits = decode_latency.part_fits(table)
+    return {part.name: fits[part.name] for part in parts}
 
 
 def encoder_output_frames(model: nn.Module, seconds: float) -> int:

@@ -25,6 +25,17 @@ dropping hypotheses that end earlier, so every system decodes N tokens; the numb
 :mod:`espnet_prune.inference.ctc_greedy`, what ``ctc_greedy: true`` decodes), whose length is
 what the posteriors give.
 
+``--whole_targets T`` (with ``--shape``) adds systems pruned by a ``model_conf.pruning`` budget of T
+(the structure its deterministic rounding gives, random weights): ``frontend_budget_T`` on the
+frontend alone, ``whole_T`` on the whole decode's MACs, and with ``--whole_latency`` ``whole_latency_T``
+on the whole decode's latency, priced by a decode latency table profiled first in the same run on
+this machine (:mod:`espnet_prune.inference.decode_profile`; ``--latency_table`` reuses one; the table
+goes into ``results.json``). Each gets ``predicted_cut`` (what its budget predicts for the whole
+decode: the MAC cut, or the table's latency cut) and speed-up / predicted cut::
+
+    python -m espnet_prune.bin.benchmark_decode --shape conformer --targets 0.5 --whole_targets 0.5 \
+        --whole_latency --threads 1 --rounds 5
+
 ``--onnx METHOD`` (repeatable: ``fp32``, ``dynamic``, ``static``) adds, per ``--system`` whose
 frontend is a compact ``pruned_ssl``, the same model with its frontend exported to ONNX and run by
 onnxruntime (:class:`~espnet_prune.asr.frontend.onnx_export.OnnxFrontend`): ``NAME_onnx_fp32``, or its int8
@@ -264,27 +275,62 @@ def random_decoders(shape: str, targets: Sequence[float], arch: Union[str, Dict[
     return decoders, decode_config
 
 
+def profile_shape(shape: str, arch: Union[str, Dict[str, Any]], seconds: float, tokens: int, vocabulary: int,
+                  small: bool, work_dir: Path, device: str, decode_config: Dict[str, Any], rounds: int) -> Path:
+    """Profile the decode latency table of ``shape`` priced for ``decode_config`` on this machine
+    (:func:`espnet_prune.inference.decode_profile.profile_decode`, what ``profile_decode_latency``
+    does for an experiment) and write it to ``work_dir/decode_latency.json``."""
+    from espnet_prune.inference.budget_shapes import budget_pruning, whole_model_train_config
+    from espnet_prune.inference.decode_profile import profile_decode
+    from espnet_prune.pruning.decode_latency import save_table
+
+    pruning = budget_pruning(["frontend", "encoder", "decoder", "ctc"], 0.5, seconds, decode_config, tokens)
+    config = whole_model_train_config(shape, arch, vocabulary or shapes.VOCABULARY[shape], small, pruning)
+    gated = shapes.write_train_config(config, work_dir / "profile" / "config.yaml")
+    table = profile_decode(gated, work_dir / "profile", rounds=rounds, device=device,
+                           progress=lambda line: print(f"decode latency table: {line}", flush=True))
+    path = work_dir / "decode_latency.json"
+    save_table(table, path)
+    print("decode latency table: " + ", ".join(f"{part} {fit['fixed_ms']:.0f} ms + {fit['ms_per_gmac']:.2f} ms/GMAC"
+                                               for part, fit in table["fit"].items())
+          + f", rest {table['rest_ms']:.0f} ms, largest error at a profiled structure "
+          f"{100 * table['max_rel_error']:.1f}%", flush=True)
+    return path
+
+
 def budget_decoders(shape: str, targets: Sequence[float], arch: Union[str, Dict[str, Any]], seconds: float,
                     tokens: int, vocabulary: int, small: bool, work_dir: Path, device: str,
-                    decode_config: Dict[str, Any]) -> Tuple[Dict[str, Any], Dict[str, float]]:
+                    decode_config: Dict[str, Any], latency_table: Optional[Path] = None
+                    ) -> Tuple[Dict[str, Any], Dict[str, float]]:
     """For each target t: ``frontend_budget_t`` (a ``model_conf.pruning`` budget of t on the frontend
     alone) and ``whole_t`` (t of the whole decode's MACs: frontend, encoder, decoder x beam, CTC),
-    random weights compacted to the structure the budget's deterministic rounding gives
-    (:func:`espnet_prune.inference.budget_shapes.budget_experiment`). Returns the decoders and each
-    one's predicted cut of the whole decode's MACs (dense MACs / its MACs)."""
+    with ``latency_table`` (a decode latency table of the shape) also ``whole_latency_t`` (t of the
+    whole decode's latency the table predicts); random weights compacted to the structure the
+    budget's deterministic rounding gives (:func:`espnet_prune.inference.budget_shapes.
+    budget_experiment`). Returns the decoders and each one's predicted cut of the whole decode:
+    dense MACs / its MACs, for the latency budget dense latency / its latency (both predicted)."""
     from espnet_prune.inference.budget_shapes import budget_experiment
 
     decoders, predicted = {}, {}
     vocabulary = vocabulary or shapes.VOCABULARY[shape]
+    every = ["frontend", "encoder", "decoder", "ctc"]
     for target in targets:
-        for name, parts in ((f"frontend_budget_{target:g}", ["frontend"]), (f"whole_{target:g}", None)):
-            every = ["frontend", "encoder", "decoder", "ctc"] if parts is None else parts
-            config, model, ratios = budget_experiment(shape, arch, vocabulary, small, every, target, seconds,
-                                                      decode_config, tokens, work_dir / name)
-            print(f"{name}: budget ratio {ratios['budget_ratio']:.3f} (target {target:g}), whole-decode MACs "
-                  f"x{ratios['decode_ratio']:.3f} of dense", flush=True)
+        systems = [(f"frontend_budget_{target:g}", ["frontend"], "macs"), (f"whole_{target:g}", every, "macs")]
+        if latency_table is not None:
+            systems.append((f"whole_latency_{target:g}", every, "latency"))
+        for name, parts, metric in systems:
+            config, model, info = budget_experiment(shape, arch, vocabulary, small, parts, target, seconds,
+                                                    decode_config, tokens, work_dir / name, metric,
+                                                    latency_table if metric == "latency" else None)
+            ratios = ", ".join(f"{part} x{info[part + '_ratio']:.3f}" for part in every if part + "_ratio" in info)
+            line = (f"{name}: budget ratio {info['budget_ratio']:.3f} (target {target:g}), whole-decode MACs "
+                    f"x{info['decode_ratio']:.3f} of dense ({ratios})")
+            predicted[name] = 1.0 / info["decode_ratio"]
+            if metric == "latency":
+                predicted[name] = info["dense_latency_ms"] / info["latency_ms"]
+                line += f", predicted decode {info['dense_latency_ms']:.0f} -> {info['latency_ms']:.0f} ms"
+            print(line, flush=True)
             decoders[name] = build_decoder("asr", DecodeSystem(name, config, model), decode_config, device)
-            predicted[name] = 1.0 / ratios["decode_ratio"]
     return decoders, predicted
 
 
@@ -356,6 +402,13 @@ def get_parser() -> argparse.ArgumentParser:
                         help="with --shape: also systems pruned by a model_conf.pruning budget of each MAC ratio, "
                              "on the frontend alone (frontend_budget_T) and on the whole decode (whole_T), "
                              "each with the predicted cut of the whole decode's MACs")
+    parser.add_argument("--whole_latency", action="store_true",
+                        help="with --whole_targets: also whole_latency_T, a budget of T of the whole decode's "
+                             "latency, from a decode latency table profiled in this run on this machine (or "
+                             "--latency_table)")
+    parser.add_argument("--latency_table", type=Path, default=None,
+                        help="with --whole_latency: this decode latency table (profile_decode_latency of the same "
+                             "shape, seconds, tokens and decoding) instead of profiling one")
     parser.add_argument("--arch", default="wav2vec2_base",
                         help="with --shape: the SSL frontend's preset, or a JSON / YAML mapping of "
                         "EncoderConfig values ('{preset: wav2vec2_base, num_layers: 2}')")
@@ -394,6 +447,10 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
 
     if bool(args.system) == bool(args.shape):
         raise ValueError("give either --system (at least one) or --shape")
+    if (args.whole_latency or args.latency_table) and not args.whole_targets:
+        raise ValueError("--whole_latency / --latency_table price the --whole_targets systems; give --whole_targets")
+    if args.latency_table is not None and not args.whole_latency:
+        raise ValueError("--latency_table is the table of --whole_latency; give --whole_latency")
     if args.onnx and not args.system:
         raise ValueError("--onnx decodes trained --system experiments (an exported compact model)")
     if args.calibration and not args.calibration.startswith("synth:") and not Path(args.calibration).is_file():
@@ -403,6 +460,7 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
     overrides = parse_decode_args(args.decode_arg)
     ids = references = None
     predicted: Dict[str, float] = {}
+    latency_table = None
     if args.data_dir is not None:
         ids, utterances, references = read_utterances(args.data_dir, args.max_utterances)
     else:
@@ -419,9 +477,17 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
                 args.shape, args.targets, parse_arch(args.arch), len(utterances[0]) / 16000, args.tokens,
                 args.vocabulary, args.small, Path(work_dir), args.device, overrides)
             if args.whole_targets:
+                seconds = len(utterances[0]) / 16000
+                table = args.latency_table
+                if args.whole_latency and table is None:
+                    table = profile_shape(args.shape, parse_arch(args.arch), seconds, args.tokens, args.vocabulary,
+                                          args.small, Path(work_dir), args.device, decode_config, args.rounds)
+                if table is not None:
+                    latency_table = json.loads(Path(table).read_text(encoding="utf-8"))
                 budgeted, predicted = budget_decoders(
-                    args.shape, args.whole_targets, parse_arch(args.arch), len(utterances[0]) / 16000, args.tokens,
-                    args.vocabulary, args.small, Path(work_dir), args.device, decode_config)
+                    args.shape, args.whole_targets, parse_arch(args.arch), seconds, args.tokens,
+                    args.vocabulary, args.small, Path(work_dir), args.device, decode_config,
+                    table if args.whole_latency else None)
                 decoders.update(budgeted)
                 predicted = {"dense": 1.0, **predicted}
             task = "asr"
@@ -460,6 +526,7 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
         shape=args.shape, arch=args.arch if args.shape else None,
         utterances=len(utterances), audio_seconds=sum(len(u) for u in utterances) / 16000,
         rounds=args.rounds, warmup=args.warmup, threads=torch.get_num_threads(), device=args.device,
+        decode_latency_table=latency_table,
         timing="medians over interleaved rounds (each system decodes every utterance once per round)")
 
 

@@ -1,5 +1,7 @@
 """Random-weight whole models pruned to a budget by the deterministic rounding, to time decoding.
 
+:func:`compact_experiment` prunes the gated model of any whole-model experiment config to a budget
+this way (the decode latency profile's structures, :mod:`espnet_prune.inference.decode_profile`);
 :func:`budget_experiment` builds a recipe shape (:mod:`espnet_prune.inference.shapes`) with
 ``encoder: pruned_conformer`` / ``pruned_transformer``, ``decoder: pruned_transformer`` and a
 ``model_conf.pruning`` budget on the given parts, priced for the decode it will be timed with; sets
@@ -11,7 +13,7 @@ rounding gives.
 """
 
 from pathlib import Path
-from typing import Any, Dict, Mapping, Sequence, Tuple, Union
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 import yaml
@@ -57,15 +59,30 @@ def gates_at_budget(controller, target: float, seed: int = 0, spread: float = 2.
     return ratio
 
 
-def budget_experiment(shape: str, arch: Union[str, Dict[str, Any]], vocabulary: int, small: bool,
-                      parts: Sequence[str], target: float, seconds: float, decode_config: Mapping[str, Any],
-                      tokens: int, directory: Path) -> Tuple[Path, Path, Dict[str, float]]:
-    """Write the compact experiment of ``shape`` pruned on ``parts`` to ``target`` of their MACs,
-    priced for ``decode_config`` (beam size, CTC weight) with ``tokens`` tokens in ``seconds`` of audio.
+def decode_pricing(pruning: Mapping[str, Any], every: Sequence[str]) -> Dict[str, Any]:
+    """``model_conf.pruning`` that prices every part in ``every`` for the decoding and duration of
+    ``pruning`` (a budget's mapping), with its latency table if it has one (the whole decode's
+    MACs, and its predicted latency)."""
+    priced = {"target": 1.0, "parts": list(every)}
+    for key in ("reference_seconds", "decoding", "latency_table"):
+        if pruning.get(key) is not None:
+            priced[key] = pruning[key]
+    return priced
+
+
+def compact_experiment(gated_config: Path, target: float, directory: Path, seed: int = 0
+                       ) -> Tuple[Path, Path, Dict[str, Any]]:
+    """Build the gated model of ``gated_config`` (an experiment's ``config.yaml`` with
+    ``model_conf.pruning`` whose target is ``target``; random weights from ``seed``), set its gates to
+    ``target`` of its budget
+    (:func:`gates_at_budget`), compact it with the deterministic (budget-matching) structure and
+    write it as an experiment in ``directory``.
 
     Returns:
-        ``config.yaml``, the model file and ``{"budget_ratio": the deterministic structure's ratio of
-        its budget, "decode_ratio": the whole decode's MACs (every part) over the dense ones}``.
+        ``config.yaml``, the model file and ``{"budget_ratio": the structure's ratio of its budget,
+        "decode_ratio": the whole decode's MACs over the dense ones, "gmacs": {part: GMACs in the
+        decode}, "dense_gmacs", "<part>_ratio": each part's MAC ratio}``, with a latency table also
+        ``"latency_ms"`` / ``"dense_latency_ms"`` (the whole decode's predicted milliseconds).
     """
     from espnet2.tasks.asr import ASRTask
     from espnet2.utils.yaml_no_alias_safe_dump import yaml_no_alias_safe_dump
@@ -75,19 +92,16 @@ def budget_experiment(shape: str, arch: Union[str, Dict[str, Any]], vocabulary: 
     from espnet_prune.export.report import Structure
     from espnet_prune.pruning.config import ModelPruningConfig
 
-    decoding = {"beam_size": int(decode_config["beam_size"]), "ctc_weight": float(decode_config["ctc_weight"]),
-                "tokens_per_second": tokens / seconds}
-    pruning = {"target": target, "parts": list(parts), "reference_seconds": seconds, "decoding": decoding}
-    config = whole_model_train_config(shape, arch, vocabulary, small, pruning)
-    gated_config = shapes.write_train_config(config, directory / "gated" / "config.yaml")
-    torch.manual_seed(0)
+    with open(gated_config, encoding="utf-8") as f:
+        trained = yaml.safe_load(f)
+    torch.manual_seed(seed)
     model, _ = ASRTask.build_model_from_file(str(gated_config), None, "cpu")
     controller = model.controller
     gates_at_budget(controller, target)
-    every = ModelPruningConfig.from_dict({"target": 1.0, "reference_seconds": seconds, "decoding": decoding,
-                                          "parts": list(model_tables(model))}, "decode pricing")
+    every = ModelPruningConfig.from_dict(decode_pricing(trained["model_conf"]["pruning"], model_tables(model)),
+                                         "decode pricing")
     priced = model_parts(model, every)
-    dense = float(priced.macs()["total"])
+    dense = priced.macs()
     model.eval()
     budget_ratio = controller.deterministic_ratios()["total"]
     structures = compact_model(model)
@@ -95,15 +109,49 @@ def budget_experiment(shape: str, arch: Union[str, Dict[str, Any]], vocabulary: 
     for name in ("encoder", "decoder"):
         if hasattr(getattr(model, name, None), "structure"):
             compact[name] = getattr(model, name).structure
-    decode_ratio = float(priced.with_structure(compact).macs()["total"]) / dense
-    with open(gated_config, encoding="utf-8") as f:
-        trained = yaml.safe_load(f)
+    found = priced.with_structure(compact).macs()
+    names = list(model_tables(model))
+    info: Dict[str, Any] = {
+        "budget_ratio": budget_ratio, "decode_ratio": float(found["total"]) / float(dense["total"]),
+        "gmacs": {name: float(found[name]) / 1e9 for name in names},
+        "dense_gmacs": {name: float(dense[name]) / 1e9 for name in names},
+        **{f"{name}_ratio": float(found[name]) / float(dense[name]) if dense[name] else 1.0 for name in names}}
+    if priced.latency_fits is not None:
+        info["latency_ms"] = float(priced.with_structure(compact).latency()["total"])
+        info["dense_latency_ms"] = float(priced.latency()["total"])
     frontend = structures.pop("frontend")["after"]
     new = standalone_config(trained, frontend, directory, {name: Structure(**value) for name, value in
                                                            structures.items()})
     path = directory / "config.yaml"
+    directory.mkdir(parents=True, exist_ok=True)
     with open(path, "w", encoding="utf-8") as f:
         yaml_no_alias_safe_dump(new, f, indent=4, sort_keys=False)
     model_file = directory / "model.pth"
     torch.save(model.state_dict(), model_file)
-    return path, model_file, {"budget_ratio": budget_ratio, "decode_ratio": decode_ratio}
+    return path, model_file, info
+
+
+def budget_pruning(parts: Sequence[str], target: float, seconds: float, decode_config: Mapping[str, Any],
+                   tokens: int, metric: str = "macs", latency_table: Optional[Path] = None) -> Dict[str, Any]:
+    """``model_conf.pruning`` of a budget of ``target`` on ``parts`` in ``metric``, priced for
+    ``decode_config`` (beam size, CTC weight) with ``tokens`` tokens in ``seconds`` of audio."""
+    decoding = {"beam_size": int(decode_config["beam_size"]), "ctc_weight": float(decode_config["ctc_weight"]),
+                "tokens_per_second": tokens / seconds}
+    pruning = {"target": target, "parts": list(parts), "reference_seconds": seconds, "decoding": decoding,
+               "metric": metric}
+    if latency_table is not None:
+        pruning["latency_table"] = str(latency_table)
+    return pruning
+
+
+def budget_experiment(shape: str, arch: Union[str, Dict[str, Any]], vocabulary: int, small: bool,
+                      parts: Sequence[str], target: float, seconds: float, decode_config: Mapping[str, Any],
+                      tokens: int, directory: Path, metric: str = "macs", latency_table: Optional[Path] = None
+                      ) -> Tuple[Path, Path, Dict[str, Any]]:
+    """Write the compact experiment of ``shape`` pruned on ``parts`` to ``target`` of their cost in
+    ``metric`` (:func:`budget_pruning`; ``latency`` needs the shape's decode ``latency_table``),
+    as :func:`compact_experiment` does and returns."""
+    pruning = budget_pruning(parts, target, seconds, decode_config, tokens, metric, latency_table)
+    config = whole_model_train_config(shape, arch, vocabulary, small, pruning)
+    gated_config = shapes.write_train_config(config, directory / "gated" / "config.yaml")
+    return compact_experiment(gated_config, target, directory)

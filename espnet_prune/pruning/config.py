@@ -11,6 +11,7 @@ from dataclasses import MISSING, InitVar, asdict, dataclass, field, fields
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from espnet_prune.presets import preset as read_preset
+from espnet_prune.pruning.decode_latency import load_table as load_decode_table
 from espnet_prune.pruning.metrics import METRICS
 from espnet_prune.ssl.latency import load_table
 from espnet_prune.ssl.units import UNIT_NAMES
@@ -250,11 +251,19 @@ class PruningConfig:
         if self.latency_table is None:
             if self.metric == "latency":
                 raise ValueError(f"{self._name('metric')}: latency needs {self._name('latency_table')}, a table "
-                                 "measured by python -m espnet_prune.bin.profile_latency on the decoding device")
+                                 f"measured by python -m espnet_prune.bin.{self.LATENCY_PROFILER} on the decoding "
+                                 "device")
             return
         if not isinstance(self.latency_table, str):
             raise ValueError(f"{self._name('latency_table')} must be the path of a latency table, got "
                              f"{type(self.latency_table).__name__} {self.latency_table!r}")
+        self._load_latency_table()
+
+    #: The command that measures this budget's latency table.
+    LATENCY_PROFILER = "profile_latency"
+
+    def _load_latency_table(self) -> None:
+        """Read ``latency_table`` (refusing a missing file or another format by name)."""
         load_table(self.latency_table, self._name("latency_table"))
 
     # ------------------------------------------------------------------ several sizes
@@ -421,6 +430,13 @@ class ModelPruningConfig(PruningConfig):
             (0, 1] of that part's cost), beside ``cnn_target`` / ``transformer_target`` (the
             frontend's CNN and the rest of it), exclusive with ``target``;
         frontend_targets, encoder_targets, decoder_targets: the same for several sizes.
+        latency_table: for ``metric: latency``, a decode latency table of this model measured on
+            the decoding device (``python -m espnet_prune.bin.profile_decode_latency``,
+            :mod:`espnet_prune.pruning.decode_latency`): the whole ``Speech2Text`` decode timed
+            part by part. It must have been measured for this model, ``decoding`` and
+            ``reference_seconds`` (checked when the model is built); ``latency_batch`` is 1 and
+            ``cnn_target`` / ``transformer_target`` are refused with it (it prices the frontend as
+            a whole).
     The cost of a decode of ``reference_seconds`` of audio is the frontend's and the encoder's at
     their frame rates, the decoder's per token x ``tokens_per_second`` x ``reference_seconds`` x
     ``beam_size``, and the CTC layer's with its prefix scoring (fixed).
@@ -438,12 +454,22 @@ class ModelPruningConfig(PruningConfig):
 
     SEPARATE_BUDGETS = ("cnn", "transformer", "frontend", "encoder", "decoder")
 
-    def _check_latency(self) -> None:
-        if self.metric == "latency" or self.latency_table is not None:
-            raise ValueError(f"{self._name('metric')} latency / {self._name('latency_table')}: latency tables "
-                             "cover the SSL frontend only (frontend_conf.pruning); a whole-model budget is in "
-                             "macs or params")
-        super()._check_latency()
+    LATENCY_PROFILER = "profile_decode_latency"
+
+    def _load_latency_table(self) -> None:
+        """A decode latency table (:mod:`espnet_prune.pruning.decode_latency`), checked against the
+        model when the model builds its parts; decodes are timed at batch 1, and it prices the
+        frontend as a whole (no ``cnn`` / ``transformer`` split)."""
+        load_decode_table(self.latency_table, self._name("latency_table"))
+        if self.latency_batch != 1:
+            raise ValueError(f"{self._name('latency_batch')} must be 1 with a whole-model latency table (a decode is "
+                             f"timed at batch 1), got {self.latency_batch}")
+        if self.metric == "latency":
+            for name in ("cnn", "transformer"):
+                for key in (f"{name}_target", f"{name}_targets"):
+                    if getattr(self, key) is not None:
+                        raise ValueError(f"{self._name(key)}: a whole-model latency table prices the frontend as a "
+                                         "whole; budget it with frontend_target, or use metric macs")
 
     def _check_units(self) -> None:
         parts = self.parts

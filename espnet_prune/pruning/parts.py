@@ -66,8 +66,9 @@ class PrunablePart(ABC):
     def latency(self, counts: Optional[UnitCounts] = None) -> Dict[str, Number]:
         """Predicted latency (ms) of ``counts`` from a measured table, ``{..., "total"}``; only
         parts built with a latency table have one."""
-        raise ValueError(f"metric latency: the {self.name} part has no latency table (latency budgets "
-                         "cover the SSL frontend's encoder, frontend_conf.pruning.latency_table)")
+        raise ValueError(f"metric latency: the {self.name} part has no latency table (the SSL frontend's in "
+                         "frontend_conf.pruning.latency_table, a whole model's decode table in "
+                         "model_conf.pruning.latency_table)")
 
     @abstractmethod
     def with_structure(self, structure: Any) -> "PrunablePart":

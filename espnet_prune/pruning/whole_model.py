@@ -6,11 +6,12 @@ that builds it, see :mod:`espnet_prune.asr.whole_model`) and the fixed costs no 
 (:class:`FixedPart`: the CTC layer and its prefix scoring) into one :class:`~espnet_prune.pruning.
 parts.PrunablePart`. Its unit counts, masks and structures are ``{part name: ...}``; its cost is
 ``{part name: that part's total, ..., "total": their sum}``, with the frontend's ``cnn`` and
-``transformer`` beside them, and it can be budgeted by ``total``, by part, or by the frontend's
-``cnn`` / ``transformer``.
+``transformer`` beside them (MACs and parameters), and it can be budgeted by ``total``, by part,
+or by the frontend's ``cnn`` / ``transformer``. With a measured decode latency model (``latency_fits``)
+it also has a latency: per part a fixed time plus a time per MAC.
 """
 
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from espnet_prune.pruning.parts import Number, PrunablePart, UnitCounts
 
@@ -45,17 +46,24 @@ class WholeModelPart(PrunablePart):
 
     Args:
         parts: the covered parts, in the order the model runs them (their names unique).
+        latency_fits: ``{part name: (fixed_ms, ms_per_gmac)}`` for every part, the measured decode
+            latency model (:mod:`espnet_prune.pruning.decode_latency`) that :meth:`latency` prices
+            with; ``None``: no latency.
     """
 
     name = "model"
     table = ()
 
-    def __init__(self, parts: Sequence[PrunablePart]):
+    def __init__(self, parts: Sequence[PrunablePart], latency_fits: Optional[Dict[str, Tuple[float, float]]] = None):
         names = [part.name for part in parts]
         if len(set(names)) != len(names):
             raise ValueError(f"the parts of a whole-model budget must have distinct names, got {names}")
+        missing = [name for name in names if latency_fits is not None and name not in latency_fits]
+        if missing:
+            raise ValueError(f"the decode latency model has no fit for the part(s) {missing}")
         self.parts: List[PrunablePart] = list(parts)
         self.structure = {part.name: part.structure for part in parts}
+        self.latency_fits = None if latency_fits is None else dict(latency_fits)
 
     def exact_counts(self) -> Dict[str, UnitCounts]:
         return {part.name: part.exact_counts() for part in self.parts}
@@ -81,13 +89,28 @@ class WholeModelPart(PrunablePart):
         """``{part: its parameters, ..., "cnn", "transformer" (of the frontend), "total"}``."""
         return self._join("params", counts)
 
+    def latency(self, counts: Optional[Dict[str, UnitCounts]] = None) -> Dict[str, Number]:
+        """``{part: its predicted milliseconds in the decode, ..., "total"}``: per part
+        ``fixed_ms + ms_per_gmac x`` its GMACs (:attr:`latency_fits`)."""
+        if self.latency_fits is None:
+            return super().latency(counts)
+        costs: Dict[str, Number] = {}
+        total: Number = 0
+        for part in self.parts:
+            fixed, slope = self.latency_fits[part.name]
+            macs = part.macs(None if counts is None else counts.get(part.name))["total"]
+            costs[part.name] = fixed + slope * macs / 1e9
+            total = total + costs[part.name]
+        costs["total"] = total
+        return costs
+
     def budget_costs(self, costs: Dict[str, Number]) -> Dict[str, Number]:
         return dict(costs)
 
     def with_structure(self, structure: Dict[str, Any]) -> "WholeModelPart":
         """The same parts with ``structure[part]`` where given (e.g. the compact ones)."""
         return WholeModelPart([part.with_structure(structure[part.name]) if part.name in structure else part
-                               for part in self.parts])
+                               for part in self.parts], self.latency_fits)
 
     def ungated_units(self, units: Dict[str, Sequence[str]], budget: str) -> List[str]:
         """``part.unit`` of the units that ``units`` does not gate but could lower ``budget``."""

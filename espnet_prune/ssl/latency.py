@@ -265,6 +265,12 @@ def check_table(table: Dict[str, Any], config: EncoderConfig, seconds: float, ba
     if int(measured["batch"]) != int(batch):
         raise ValueError(f"{where} was measured at batch {measured['batch']} but pruning.latency_batch is {batch}; "
                          f"profile with --batch {batch} or set latency_batch: {measured['batch']}")
+    return device_notes(measured, where)
+
+
+def device_notes(measured: Dict[str, Any], where: str) -> List[str]:
+    """Warnings (also issued with :func:`warnings.warn`) that a table's ``measured_on`` names another
+    device (processor or GPU name) or another CPU thread count than this process has."""
     notes = []
     if measured["device"] == "cpu":
         here = processor_name()

@@ -76,7 +76,8 @@ def test_the_decode_cost_adds_the_ctc_layer_and_its_prefix_scoring_as_fixed_cost
     ({"target": 0.5, "units": {"frontend": ["conv", "bogus"]}}, r"units.frontend: Unknown pruning unit"),
     ({"encoder_target": 0.5, "parts": ["frontend"]}, r"encoder_target budgets part 'encoder'"),
     ({"target": 0.5, "frontend_target": 0.5}, r"'target' \(joint budget\) is exclusive"),
-    ({"target": 0.5, "metric": "latency", "latency_table": "t.json"}, r"latency tables cover the SSL frontend only"),
+    ({"target": 0.5, "metric": "latency"}, r"latency needs model_conf.pruning.latency_table.*profile_decode_latency"),
+    ({"target": 0.5, "metric": "latency", "latency_table": "none.json"}, r"latency_table: none.json does not exist"),
 ])
 def test_bad_model_pruning_keys_are_named_before_the_model_is_built(pruning, match):
     with pytest.raises(ValueError, match=match):
@@ -227,3 +228,55 @@ def test_several_sizes_from_one_run_over_the_whole_model():
     snapshot = [key for key in model.state_dict() if key.startswith("controller.size_snapshots.size0.model.")]
     assert "controller.size_snapshots.size0.model.encoder.embed.conv.0.weight" in snapshot
     assert size_names(config) == ["target0.80", "target0.60"]
+
+
+def decode_table(model, path, decoding, seconds, rest_ms=10.0):
+    """Write a decode latency table for ``model`` (its controller covers every part): each timed
+    part costs 1 ms plus 1 ms per MMAC, the rest ``rest_ms``; returns the dense decode's ms."""
+    from espnet_prune.pruning import decode_latency
+    from espnet_prune.ssl.latency import processor_name
+
+    dense = {part.name: float(part.macs()["total"]) / 1e9 for part in model.controller.part.parts
+             if part.name != "ctc"}
+    measured = []
+    for scale in (1.0, 0.5):
+        ms = {part: 1.0 + 1000.0 * gmacs * scale for part, gmacs in dense.items()}
+        measured.append({"target": scale, "gmacs": {part: g * scale for part, g in dense.items()}, "ms": ms,
+                         "total_ms": rest_ms + sum(ms.values())})
+    on = {"device": "cpu", "device_name": processor_name(), "threads": torch.get_num_threads()}
+    decode_latency.save_table(decode_latency.make_table(measured, on, decoding, seconds), path)
+    return measured[0]["total_ms"]
+
+
+def test_a_whole_model_latency_budget_prices_the_decode_with_its_measured_table(tmp_path):
+    """``metric: latency`` with a decode latency table: the controller's dense cost is the table's
+    dense decode, the budget rounds to its target, and a table measured for another decoding, an
+    SSL encoder's table, a batch other than 1 or a CNN budget are named errors."""
+    decoding = {"beam_size": 3, "tokens_per_second": 4.0, "ctc_weight": 0.3}
+    macs = build_asr_model(conformer_config({"target": 0.6, "decoding": decoding, "reference_seconds": 2.0}))
+    path = tmp_path / "decode.json"
+    dense_ms = decode_table(macs, path, decoding, 2.0)
+    pruning = {"target": 0.6, "metric": "latency", "latency_table": str(path), "decoding": decoding,
+               "reference_seconds": 2.0}
+    model = build_asr_model(conformer_config(pruning))
+    controller = model.controller
+    assert controller.metric == "latency"
+    assert controller.dense_cost["total"] == pytest.approx(dense_ms)
+    assert controller.dense_cost["ctc"] == pytest.approx(10.0)
+    from espnet_prune.inference.budget_shapes import gates_at_budget
+
+    gates_at_budget(controller, 0.6)
+    model.eval()
+    if not abs(controller.deterministic_ratios()["total"] - 0.6) <= 0.02:
+        pytest.fail(f"deterministic latency ratio {controller.deterministic_ratios()['total']}")
+    with pytest.raises(ValueError, match="latency_table was measured with decoding.beam_size 3, the budget is "
+                                         "priced for 4"):
+        build_asr_model(conformer_config({**pruning, "decoding": {**decoding, "beam_size": 4}}))
+    ssl = tmp_path / "ssl.json"
+    ssl.write_text('{"format": "espnet_prune latency table", "version": 1}', encoding="utf-8")
+    for bad, match in (({"latency_table": str(ssl)}, "is not a decode latency table"),
+                       ({"latency_batch": 2}, "latency_batch must be 1 with a whole-model latency table"),
+                       ({"target": None, "cnn_target": 0.5}, "cnn_target: a whole-model latency table prices the "
+                                                             "frontend as a whole")):
+        with pytest.raises(ValueError, match=match):
+            ModelPruningConfig.from_dict({**pruning, **bad}, "model_conf.pruning")
