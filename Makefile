@@ -11,9 +11,10 @@ PY := $(VENV)/bin/python
 LOCK := espnet_prune/constraints.txt
 # pytest-xdist workers, one per core of the 2-core test machine; --dist loadfile keeps each test
 # file in one worker, so its module-scoped fixtures (ESPnet training runs) are built once; the
-# files run in the order the conftest gives (those with slow tests first), not by test count.
+# files run in the order the conftest gives (those with slow tests first), not by test count; the
+# 25 slowest tests are listed at the end (what to trim when the suite grows).
 TEST_WORKERS ?= 2
-PYTEST := $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
+PYTEST := $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=25
 
 .PHONY: env check test test-fast lock demo paper bench bench-gpu pretrain standin clean
 DEMO_ARGS ?=

@@ -204,8 +204,12 @@ def test_export_writes_the_compact_whole_model_as_a_standalone_experiment(tmp_pa
         for gate in model.controller.gate_parameters():
             gate.normal_(1.0, 3.0)
     torch.save(model.state_dict(), tmp_path / "exp" / "model.pth")
-    report = export_experiment(train_config, tmp_path / "exp" / "model.pth", tmp_path / "compact").reports[0]
+    onnx = tmp_path / "frontend.onnx"
+    report = export_experiment(train_config, tmp_path / "exp" / "model.pth", tmp_path / "compact", onnx=onnx,
+                               onnx_int8={"method": "dynamic"}).reports[0]
     assert set(report.downstream) == {"encoder", "decoder"}
+    # the ONNX frontend and its int8 copy keep working on a whole-model export
+    assert report.onnx.max_abs_diff_torch_vs_onnxruntime <= 1e-3 and onnx.with_suffix(".int8.onnx").is_file()
     assert report.max_abs_diff_gated_vs_exported <= 1e-3 and report.max_abs_diff_gated_vs_compact <= 1e-3
     import yaml
 
@@ -214,6 +218,15 @@ def test_export_writes_the_compact_whole_model_as_a_standalone_experiment(tmp_pa
     assert exported["encoder_conf"]["pruned_structure"] == report.downstream["encoder"].after
     assert exported["decoder_conf"]["pruned_structure"] == report.downstream["decoder"].after
     assert set(report.pruning.budgets) == {"total"}
+    # and so does ESPnet's int8 decode (Speech2Text's quantize_asr_model) of the compact whole model
+    from espnet_prune.inference.decode_timing import DecodeSystem, build_decoder
+
+    system = DecodeSystem("int8", tmp_path / "compact" / "config.yaml", tmp_path / "compact" / "model.pth")
+    decode = dict(beam_size=2, ctc_weight=0.3, maxlenratio=-3.0, minlenratio=-2.0)
+    speech = torch.randn(16000, generator=torch.Generator().manual_seed(0)).numpy()
+    fp32 = build_decoder("asr", system, decode)(speech)
+    int8 = build_decoder("asr", system, {**decode, "quantize_asr_model": True})(speech)
+    assert len(fp32[0][1]) == len(int8[0][1]) == 3
 
 
 def test_several_sizes_from_one_run_over_the_whole_model():
