@@ -3,17 +3,17 @@
     python -m espnet_prune.bin.profile_decode_latency --config exp/asr_whole/config.yaml \\
         --threads 1 --output exp/latency/decode_cpu1.json
 
-``--config`` is the training YAML (with ``--token_list``, as asr.sh passes it to ``asr_train``) or an
-experiment's ``config.yaml``, with ``model_conf.pruning`` of ``model: pruned_espnet``: the model is built from it with random
-weights, pruned to MAC ratios from dense (``--points`` 1) to near the smallest its gated units allow
-(0), and each structure decodes one ``reference_seconds`` utterance with ESPnet's ``Speech2Text``
-(batch 1), the budget's ``decoding`` (beam size, CTC weight, ``tokens_per_second x
-reference_seconds`` steps), interleaved over ``--rounds`` rounds; the time inside the frontend, the
-encoder and the decoder's ``batch_score`` is recorded per structure and fitted per part as a fixed
-time plus a time per MAC; the rest of the decode (CTC prefix scoring, the beam search's own work) is
-a fixed cost (:mod:`espnet_prune.pruning.decode_latency`). Progress goes to stderr; the last line
-gives the fit's largest error at a measured structure. Run it on the device and with the thread
-count the model will decode with: the table is a latency there. """
+``--config`` is the training YAML (with ``--token_list``, as asr.sh passes it to ``asr_train``) or
+an experiment's ``config.yaml``, with ``model_conf.pruning`` of ``model: pruned_espnet``: the model
+is built from it with random weights, pruned to MAC ratios from dense (``--points`` 1) to near the
+smallest its gated units allow (0), and each structure decodes one ``reference_seconds`` utterance
+with ESPnet's ``Speech2Text`` (batch 1), the budget's ``decoding`` (beam size, CTC weight,
+``tokens_per_second x reference_seconds`` steps), interleaved over ``--rounds`` rounds; the time
+inside the frontend, the encoder and the decoder's ``batch_score`` is recorded per structure and
+fitted per part as a fixed time plus a time per MAC; the rest of the decode (CTC prefix scoring, the
+beam search's own work) is a fixed cost (:mod:`espnet_prune.pruning.decode_latency`). Progress goes
+to stderr; the last line gives the fit's largest error at a measured structure. Run it on the device
+and with the thread count the model will decode with: the table is a latency there. """
 
 import argparse
 import sys
@@ -21,10 +21,9 @@ import tempfile
 from pathlib import Path
 from typing import Optional, Sequence
 
-import torch
-
 from espnet_prune.inference.decode_profile import DEFAULT_POINTS, profile_decode
 from espnet_prune.pruning.decode_latency import save_table
+from espnet_prune.utils.device_options import add_device_arguments, apply_device_arguments
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -33,9 +32,7 @@ def get_parser() -> argparse.ArgumentParser:
                         help="experiment config.yaml with model_conf.pruning (model: pruned_espnet)")
     parser.add_argument("--token_list", type=Path, default=None,
                         help="the token list (asr.sh's --token_list), for a training YAML that does not name one")
-    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="CPU threads (torch.set_num_threads; default: torch's own choice)")
+    add_device_arguments(parser)
     parser.add_argument("--points", type=float, nargs="+", default=list(DEFAULT_POINTS),
                         help="where the profiled structures lie between the dense model (1) and the smallest the "
                              "gated units allow (0), the first 1 (default: %(default)s)")
@@ -49,12 +46,7 @@ def get_parser() -> argparse.ArgumentParser:
 def main(cmd: Optional[Sequence[str]] = None) -> None:
     parser = get_parser()
     args = parser.parse_args(cmd)
-    if args.device == "cuda" and not torch.cuda.is_available():
-        parser.error("--device cuda: no CUDA device is visible")
-    if args.threads is not None:
-        if args.threads < 1:
-            parser.error(f"--threads must be >= 1, got {args.threads}")
-        torch.set_num_threads(args.threads)
+    apply_device_arguments(parser, args)
     if args.rounds < 1 or args.warmup < 0:
         parser.error(f"--rounds must be >= 1 and --warmup >= 0, got {args.rounds} and {args.warmup}")
     if not args.config.is_file():

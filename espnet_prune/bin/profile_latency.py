@@ -19,11 +19,10 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-import torch
-
 from espnet_prune.ssl.config import get_config
 from espnet_prune.ssl.latency import DTYPES, profile, save_table
 from espnet_prune.ssl.prune import load_compact
+from espnet_prune.utils.device_options import add_device_arguments, apply_device_arguments
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -32,9 +31,7 @@ def get_parser() -> argparse.ArgumentParser:
     model.add_argument("--arch", help="architecture preset (conf/ssl/<name>.yaml), e.g. wav2vec2_base")
     model.add_argument("--checkpoint", type=Path,
                        help="a compact encoder file (export's ssl_encoder.pth); its architecture is profiled")
-    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="CPU threads (torch.set_num_threads; default: torch's own choice)")
+    add_device_arguments(parser)
     parser.add_argument("--dtype", choices=tuple(DTYPES), default="float32",
                         help="weights and inputs (bf16 / float16 for --device cuda)")
     parser.add_argument("--batch", type=int, default=1, help="utterances per call (default 1)")
@@ -48,14 +45,9 @@ def get_parser() -> argparse.ArgumentParser:
 def main(cmd: Optional[Sequence[str]] = None) -> None:
     parser = get_parser()
     args = parser.parse_args(cmd)
-    if args.device == "cuda" and not torch.cuda.is_available():
-        parser.error("--device cuda: no CUDA device is visible")
+    apply_device_arguments(parser, args)
     if args.device == "cpu" and args.dtype != "float32":
         parser.error("--dtype: CPU tables are measured in float32")
-    if args.threads is not None:
-        if args.threads < 1:
-            parser.error(f"--threads must be >= 1, got {args.threads}")
-        torch.set_num_threads(args.threads)
     for name in ("batch", "rounds"):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be >= 1, got {getattr(args, name)}")
