@@ -282,6 +282,11 @@ def test_a_whole_model_latency_budget_prices_the_decode_with_its_measured_table(
     model.eval()
     if not abs(controller.deterministic_ratios()["total"] - 0.6) <= 0.02:
         pytest.fail(f"deterministic latency ratio {controller.deterministic_ratios()['total']}")
+    # separate per-part latency budgets and several sizes work the same way
+    separate = build_asr_model(conformer_config({**pruning, "target": None, "frontend_targets": [0.8, 0.6],
+                                                 "decoder_targets": [0.9, 0.7]}))
+    assert separate.controller.dense_cost["decoder"] == pytest.approx(controller.dense_cost["decoder"])
+    assert set(separate.controller.deterministic_ratios()) == {"frontend", "decoder"}
     with pytest.raises(ValueError, match="latency_table was measured with decoding.beam_size 3, the budget is "
                                          "priced for 4"):
         build_asr_model(conformer_config({**pruning, "decoding": {**decoding, "beam_size": 4}}))
