@@ -32,6 +32,9 @@ def get_parser() -> argparse.ArgumentParser:
                         help="experiment config.yaml with model_conf.pruning (model: pruned_espnet)")
     parser.add_argument("--token_list", type=Path, default=None,
                         help="the token list (asr.sh's --token_list), for a training YAML that does not name one")
+    parser.add_argument("--task", choices=("asr", "slu"), default=None,
+                        help="which ESPnet task the config trains (default: what the config says, asr unless it "
+                             "has SLU-only keys)")
     add_device_arguments(parser)
     parser.add_argument("--points", type=float, nargs="+", default=list(DEFAULT_POINTS),
                         help="where the profiled structures lie between the dense model (1) and the smallest the "
@@ -55,7 +58,7 @@ def main(cmd: Optional[Sequence[str]] = None) -> None:
         with tempfile.TemporaryDirectory() as work_dir:
             table = profile_decode(args.config, Path(work_dir), args.points, args.rounds, args.warmup, args.device,
                                    progress=lambda line: print(line, file=sys.stderr, flush=True),
-                                   token_list=args.token_list)
+                                   token_list=args.token_list, task=args.task)
     except (OSError, ValueError) as error:
         parser.exit(1, f"{parser.prog}: error: {error}\n")
     args.output.parent.mkdir(parents=True, exist_ok=True)

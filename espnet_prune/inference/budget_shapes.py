@@ -70,7 +70,7 @@ def decode_pricing(pruning: Mapping[str, Any], every: Sequence[str]) -> Dict[str
     return priced
 
 
-def compact_experiment(gated_config: Path, target: float, directory: Path, seed: int = 0
+def compact_experiment(gated_config: Path, target: float, directory: Path, seed: int = 0, task: str = "asr"
                        ) -> Tuple[Path, Path, Dict[str, Any]]:
     """Build the gated model of ``gated_config`` (an experiment's ``config.yaml`` with
     ``model_conf.pruning`` whose target is ``target``; random weights from ``seed``), set its gates to
@@ -84,10 +84,10 @@ def compact_experiment(gated_config: Path, target: float, directory: Path, seed:
         decode}, "dense_gmacs", "<part>_ratio": each part's MAC ratio}``, with a latency table also
         ``"latency_ms"`` / ``"dense_latency_ms"`` (the whole decode's predicted milliseconds).
     """
-    from espnet2.tasks.asr import ASRTask
     from espnet2.utils.yaml_no_alias_safe_dump import yaml_no_alias_safe_dump
 
     from espnet_prune.asr.whole_model import compact_model, model_parts, model_tables
+    from espnet_prune.export.compact import task_class
     from espnet_prune.export.experiment import standalone_config
     from espnet_prune.export.report import Structure
     from espnet_prune.pruning.config import ModelPruningConfig
@@ -95,7 +95,7 @@ def compact_experiment(gated_config: Path, target: float, directory: Path, seed:
     with open(gated_config, encoding="utf-8") as f:
         trained = yaml.safe_load(f)
     torch.manual_seed(seed)
-    model, _ = ASRTask.build_model_from_file(str(gated_config), None, "cpu")
+    model, _ = task_class(task).build_model_from_file(str(gated_config), None, "cpu")
     controller = model.controller
     gates_at_budget(controller, target)
     every = ModelPruningConfig.from_dict(decode_pricing(trained["model_conf"]["pruning"], model_tables(model)),

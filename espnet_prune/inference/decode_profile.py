@@ -5,12 +5,12 @@ writes, or a training config filled with ESPnet's defaults), prunes its model (r
 handful of MAC ratios of its budget, from dense to near the smallest the gated units allow
 (:func:`~espnet_prune.inference.budget_shapes.compact_experiment`: the gates set to the ratio, the
 deterministic structure compacted), and decodes one ``reference_seconds`` utterance with ESPnet's
-``Speech2Text`` (batch 1) with every structure, interleaved (:func:`time_parts`), exactly
-``tokens_per_second x reference_seconds`` output steps with the budget's beam size and CTC weight.
-Per structure it records each part's GMACs and the milliseconds spent inside it (``model.frontend``
-and ``model.encoder`` forward, the decoder's ``batch_score`` that the beam search calls), and the
-whole decode's; the round with the fastest whole decode gives a structure's numbers (on a shared
-machine other jobs only ever add time).
+``Speech2Text`` (``Speech2Understand`` for an SLU config; batch 1) with every structure, interleaved
+(:func:`time_parts`), exactly ``tokens_per_second x reference_seconds`` output steps with the
+budget's beam size and CTC weight. Per structure it records each part's GMACs and the milliseconds
+spent inside it (``model.frontend`` and ``model.encoder`` forward, the decoder's ``batch_score``
+that the beam search calls), and the whole decode's; the round with the fastest whole decode gives a
+structure's numbers (on a shared machine other jobs only ever add time).
 """
 
 import datetime
@@ -129,8 +129,8 @@ def decode_options(pruning: Mapping[str, Any]) -> Dict[str, Any]:
 
 def profile_decode(train_config: Path, work_dir: Path, points: Sequence[float] = DEFAULT_POINTS,
                    rounds: int = 3, warmup: int = 1, device: str = "cpu",
-                   progress: Optional[Callable[[str], None]] = None, token_list: Optional[Path] = None
-                   ) -> Dict[str, Any]:
+                   progress: Optional[Callable[[str], None]] = None, token_list: Optional[Path] = None,
+                   task: Optional[str] = None) -> Dict[str, Any]:
     """The decode latency table (:func:`espnet_prune.pruning.decode_latency.make_table`) of the
     whole model ``train_config`` describes (module docstring), measured on ``device`` with this
     process's threads; ``work_dir`` holds the pruned experiments; ``progress`` gets a line per
@@ -140,13 +140,14 @@ def profile_decode(train_config: Path, work_dir: Path, points: Sequence[float] =
         points: where the structures lie between the dense model (1) and the smallest one the
             gated units allow (0), the first 1 (:data:`DEFAULT_POINTS`).
         token_list: the token list file, for a training YAML that names none.
+        task: ``asr`` (``Speech2Text``) or ``slu`` (``Speech2Understand``); ``None``: what the
+            config says (:func:`espnet_prune.export.compact.detect_task`).
     Raises:
         ValueError: the config has no ``model_conf.pruning``, or ``points`` do not lie in [0, 1]
             with the first 1.
     """
-    from espnet2.tasks.asr import ASRTask
-
     from espnet_prune import register
+    from espnet_prune.export.compact import detect_task, task_class
     from espnet_prune.inference.budget_shapes import compact_experiment
     from espnet_prune.inference.decode_timing import DecodeSystem, build_decoder
     from espnet_prune.pruning.config import ModelPruningConfig
@@ -156,10 +157,17 @@ def profile_decode(train_config: Path, work_dir: Path, points: Sequence[float] =
         raise ValueError(f"points must lie in [0, 1], the first 1.0 (the dense model), got {list(points)}")
     register()
     with open(train_config, encoding="utf-8") as f:
-        config = yaml.safe_load(f)
-    config = {**vars(ASRTask.get_parser().parse_args([])), **config}  # a training YAML: ESPnet's defaults
-    if token_list is not None:
-        config["token_list"] = str(token_list)
+        given = yaml.safe_load(f) or {}
+    task = task or detect_task(given)
+    # As asr_train reads a --config: ESPnet's defaults under it, each value through its option's
+    # type; of an experiment's config.yaml only the options (it also records e.g. ``required``).
+    parser = task_class(task).get_parser()
+    options = {action.dest for action in parser._actions}
+    work_dir.mkdir(parents=True, exist_ok=True)
+    with open(work_dir / "given.yaml", "w", encoding="utf-8") as f:
+        yaml.safe_dump({key: value for key, value in given.items() if key in options}, f, sort_keys=False)
+    argv = ["--config", str(work_dir / "given.yaml")]
+    config = vars(parser.parse_args(argv + (["--token_list", str(token_list)] if token_list is not None else [])))
     if not config.get("token_list"):
         raise ValueError(f"{train_config} names no token_list; give the token list (asr.sh's --token_list)")
     pruning = (config.get("model_conf") or {}).get("pruning")
@@ -181,17 +189,18 @@ def profile_decode(train_config: Path, work_dir: Path, points: Sequence[float] =
             yaml.safe_dump({**config, "model_conf": {**config["model_conf"], "pruning": budget}}, f, sort_keys=False)
         return path
 
-    model, _ = ASRTask.build_model_from_file(str(gated_config("dense", 1.0)), None, "cpu")
+    model, _ = task_class(task).build_model_from_file(str(gated_config("dense", 1.0)), None, "cpu")
     floor = float(model.controller.minimum_ratios()["total"]) + FLOOR_MARGIN
     del model
     decoders, gmacs, fractions = {}, {}, []
     for point in points:
         fraction = round(floor + point * (1.0 - floor), 4)
         name = f"macs{fraction:g}"
-        path, model_file, info = compact_experiment(gated_config(name, fraction), fraction, work_dir / name)
+        path, model_file, info = compact_experiment(gated_config(name, fraction), fraction, work_dir / name,
+                                                    task=task)
         gmacs[name] = info["gmacs"]
         fractions.append(fraction)
-        decoders[name] = build_decoder("asr", DecodeSystem(name, path, model_file), options, device)
+        decoders[name] = build_decoder(task, DecodeSystem(name, path, model_file), options, device)
         if progress is not None:
             progress(f"built {name}: whole-decode MACs x{info['decode_ratio']:.3f} of dense")
     waveform = (0.1 * torch.randn(int(round(priced.reference_seconds * 16000)),
@@ -209,8 +218,10 @@ def profile_decode(train_config: Path, work_dir: Path, points: Sequence[float] =
     measured: List[Dict[str, Any]] = []
     for fraction, name in zip(fractions, decoders):
         row = timed[name]
-        measured.append({"target": fraction, "gmacs": {part: gmacs[name][part] for part in row["ms"]},
-                       "ms": row["ms"], "total_ms": row["total_ms"]})
+        # a part no unit prunes (e.g. an ESPnet encoder) is part of the fixed rest
+        covered = [part for part in row["ms"] if part in gmacs[name]]
+        measured.append({"target": fraction, "gmacs": {part: gmacs[name][part] for part in covered},
+                         "ms": {part: row["ms"][part] for part in covered}, "total_ms": row["total_ms"]})
     measured_on = {"device": "cpu" if device == "cpu" else "cuda",
                    "device_name": processor_name() if device == "cpu" else torch.cuda.get_device_name(),
                    "threads": torch.get_num_threads(), "dtype": "float32", "batch": 1,
