@@ -15,12 +15,16 @@ a .json report of parameters and MACs before and after. Stages 12 and later (dec
 scoring, and asr.sh's packing with --skip_packing false) run on EXP_pruned. After stage 13, local/results.sh runs
 on the decoded experiment if the recipe has it (the SLU recipes add the intent accuracy to
 its RESULTS.md).
-  --export auto   export when the trained config (EXP/config.yaml) prunes (default)
+  --export auto   export when the trained config (EXP/config.yaml) prunes (default): its frontend
+                  (frontend_conf.pruning of frontend: pruned_ssl) or the whole model
+                  (model_conf.pruning of model: pruned_espnet; then every pruned part is exported)
   --export true   always export (an error for a config without pruning)
   --export false  decode the checkpoint as trained (unpruned baseline, or the gated model)
-A config with several sizes (frontend_conf.pruning.targets) is exported from EXP/latest.pth to
+A config with several sizes (frontend_conf.pruning.targets or model_conf.pruning.targets, or
+separate targets per budget) is exported from EXP/latest.pth to
 EXP_pruned/<size>/ (target0.80, ...), each decoded and scored as its own experiment, and
-EXP_pruned/RESULTS.md gets one row per size and test set.
+EXP_pruned/RESULTS.md gets one row per size and test set (with the whole model's ratios for a
+model_conf.pruning run).
 The experiment directory EXP is --asr_exp / --slu_exp if given, else EXPDIR/asr_TAG or
 EXPDIR/slu_TAG with TAG from --asr_tag / --slu_tag or else named as asr.sh / slu.sh name it:
 the config's file name without .yaml (train without a config), _FEATS_TYPE, _LANG (unless noinfo), _TOKEN_TYPE (and
@@ -158,8 +162,8 @@ if [ "${stage}" -le 11 ]; then
 fi
 [ "${stop_stage}" -ge 12 ] || exit 0
 
-# The sizes the trained config prunes to (espnet_prune.export.sizes: none without pruning, one
-# for a single target, several for frontend_conf.pruning.targets).
+# The sizes the trained config prunes to (espnet_prune.export.sizes, for frontend_conf.pruning and
+# model_conf.pruning alike: none without pruning, one for a single target, several for targets).
 train_config=${exp}/config.yaml
 sizes=
 if [ "${export_model}" != false ]; then
@@ -175,9 +179,12 @@ EOF
 fi
 if [ "${export_model}" = auto ]; then
     export_model=$([ -n "${sizes}" ] && echo true || echo false)
+elif [ "${export_model}" = true ] && [ -z "${sizes}" ]; then
+    error "--export true: ${train_config} does not prune (neither frontend_conf.pruning of a pruned_ssl
+    frontend nor model_conf.pruning), so there is nothing to export; --export false decodes it as trained"
 fi
 
-# --- several sizes from one run (frontend_conf.pruning.targets; issue 12) -----------------
+# --- several sizes from one run (frontend_conf / model_conf.pruning.targets; issues 12, 24) ---
 # Every size is exported from EXP/latest.pth (the last epoch: it holds the snapshot of every size
 # but the last, and the last size at the end of training; an average of the n best epochs could
 # mix epochs from before a size's hold) to EXP_pruned/<size>/ (target0.80, target0.60, ...),

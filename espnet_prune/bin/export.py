@@ -25,7 +25,7 @@ As a single model file beside the gated one::
 writes the compact checkpoint and its ``.json`` report; it loads with the unchanged training
 ``config.yaml`` (which still needs the original SSL checkpoint to build the model).
 
-A run with several sizes (``frontend_conf.pruning.targets``, see
+A run with several sizes (``frontend_conf.pruning.targets`` or ``model_conf.pruning.targets``, see
 :mod:`espnet_prune.pruning.multisize`) is exported with ``--output_dir D`` to one such
 experiment per size, ``D/target0.80/``, ``D/target0.60/`` ... (each size's model state comes
 from its snapshot in the model file, the last size's from the model itself), plus the summary
@@ -108,8 +108,9 @@ def _export(args: argparse.Namespace, onnx_int8: Optional[Dict[str, Any]]) -> No
     the reports."""
     if args.output is not None:
         if len(pruning_sizes(args.train_config)) > 1:
-            sys.exit(f"export: {args.train_config} yields several sizes (frontend_conf.pruning.targets): export "
-                     "them with --output_dir D, one standalone experiment per size in D/target0.80/ ...")
+            sys.exit(f"export: {args.train_config} yields several sizes (targets of frontend_conf.pruning or "
+                     "model_conf.pruning): export them with --output_dir D, one standalone experiment per size in "
+                     "D/target0.80/ ...")
         export_file(args.train_config, args.model_file, args.output, args.task, onnx=args.onnx,
                     onnx_int8=onnx_int8).log()
         return

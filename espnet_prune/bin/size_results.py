@@ -11,6 +11,9 @@ which writes ``EXP_pruned/RESULTS.md``: one row per size and test set with the s
 parameter and MAC ratios and the error rates sclite scored (the ``Err`` column of every
 ``<size>/<decode dir>/<test set>/score_{wer,cer,ter}/result.txt``) and, for SLU, the intent
 accuracy (``score_intent/result.txt``, the SLU recipes' ``local/score.sh``), and prints it.
+A run with ``model_conf.pruning`` (the whole model) is exported the same way; its rows give the
+whole model's ratios (the parts its budget covers, MACs of the decode it is priced for) before
+the SSL frontend's.
 """
 
 import argparse
@@ -63,17 +66,25 @@ def results_table(output_dir: Path) -> str:
         for test, values in (scores.items() or [("–", {})]):
             rows.append({"entry": entry, "test": test, "values": values})
     metrics = [m for m in METRICS + (INTENT,) if any(m in row["values"] for row in rows)]
+    whole = written.whole_model()
+    ratios = ("model params ratio | model MACs ratio | frontend params ratio | frontend MACs ratio" if whole
+              else "params ratio | MACs ratio")
     lines = ["# RESULTS: every size of one multi-size run", "",
              (f"Every size exported by espnet_prune.bin.export from `{written.model_file}` (`summary.md` gives "
               "params and MACs); each size is its own experiment directory with its own RESULTS.md."), "",
-             "| size | target | params ratio | MACs ratio | decode / test set | "
+             f"| size | target | {ratios} | decode / test set | "
              + " | ".join("intent accuracy (%)" if m == INTENT else f"{m.upper()} (%)" for m in metrics) + " |",
-             "| --- | --- | --- | --- | --- | " + " | ".join("---" for _ in metrics) + " |"]
+             "| --- | --- | " + "--- | " * len(ratios.split(" | ")) + "--- | "
+             + " | ".join("---" for _ in metrics) + " |"]
+    if whole:
+        lines[2] += (" The model ratios are the whole model's: the parts its budget covers, MACs of the decode "
+                     "it is priced for (each size's report, `model`).")
     for row in rows:
         entry = row["entry"]
         targets = ", ".join(f"{name} {value:.2f}" for name, value in entry.targets.items())
         values = " | ".join(f"{row['values'][m]:.1f}" if m in row["values"] else "–" for m in metrics)
-        lines.append(f"| {entry.size} | {targets} | {entry.params_ratio:.3f} | {entry.macs_ratio:.3f} | "
+        model = entry.model_columns() if whole else ""
+        lines.append(f"| {entry.size} | {targets} | {model}{entry.params_ratio:.3f} | {entry.macs_ratio:.3f} | "
                      f"{row['test']} | {values} |")
     return "\n".join(lines) + "\n"
 

@@ -13,7 +13,15 @@ from typing import Any, Dict, Iterator, Optional, Tuple
 
 import torch
 
-from espnet_prune.export.report import BudgetSummary, EncoderCost, ExportReport, ParamCount, SizeInfo, Structure
+from espnet_prune.export.report import (
+    BudgetSummary,
+    EncoderCost,
+    ExportReport,
+    ModelCost,
+    ParamCount,
+    SizeInfo,
+    Structure,
+)
 from espnet_prune.export.sizes import TrainConfig, read_config
 from espnet_prune.pruning.espnet_glue import find_controller
 from espnet_prune.pruning.metrics import METRICS, metric_cost
@@ -120,6 +128,8 @@ class CompactFrontend:
         max_abs_diff: largest difference of the compact model's output from ``gated_features``.
         downstream: the downstream modules' ``pruned_structure`` before and after (``model_conf.pruning``
             only, else ``None``).
+        model: the whole-model cost before and after (``model_conf.pruning`` only, else ``None``;
+            :func:`model_cost`).
     """
 
     size: Optional[SizeInfo]
@@ -130,6 +140,20 @@ class CompactFrontend:
     gated_features: torch.Tensor
     max_abs_diff: float
     downstream: Optional[Dict[str, Structure]] = None
+    model: Optional[ModelCost] = None
+
+
+def model_cost(controller, compact: Dict[str, Any]) -> ModelCost:
+    """The cost of the parts a whole-model ``controller`` (``model_conf.pruning``) covers, priced for
+    its decoding, dense (the gated model's structures) and with the ``compact`` structures
+    (``{part: structure}``), in MACs and parameters (``latency`` is not a whole-model metric)."""
+    dense, pruned = controller.part, controller.part.with_structure(compact)
+    before = {metric: {k: float(v) for k, v in metric_cost(metric, dense).items()} for metric in ("macs", "params")}
+    after = {metric: {k: float(v) for k, v in metric_cost(metric, pruned).items()} for metric in ("macs", "params")}
+    decoding = controller.pruning.decoding
+    return ModelCost.of([part.name for part in dense.parts],
+                        {"beam_size": decoding.beam_size, "tokens_per_second": decoding.tokens_per_second,
+                         "ctc_weight": decoding.ctc_weight}, before, after)
 
 
 def probe_output(model: torch.nn.Module, whole: bool, check_seconds: float) -> torch.Tensor:
@@ -186,7 +210,7 @@ def compact_frontend(model: torch.nn.Module, model_file: Path, size: Optional[in
         raise RuntimeError(f"compact model differs from the gated one by {diff:.3g}; nothing written")
     summary = BudgetSummary.from_json(budget_summary(controller, compact))
     return CompactFrontend(selected, Structure(**structure), summary, dense, seconds, gated_features, diff,
-                           downstream)
+                           downstream, model_cost(controller, compact) if whole else None)
 
 
 def load_gated(train_config: Path, model_file: Path, task: str) -> torch.nn.Module:
@@ -232,7 +256,7 @@ def compact(model: torch.nn.Module, train_config: Path, model_file: Path, task: 
                                                              latency_table)),
         model_params=ParamCount(params_before, sum(p.numel() for p in model.parameters())),
         structure=done.structure, max_abs_diff_gated_vs_compact=done.max_abs_diff, pruning=done.pruning,
-        size=done.size, downstream=done.downstream)
+        size=done.size, downstream=done.downstream, model=done.model)
     return Compacted(model, report, done.gated_features)
 
 

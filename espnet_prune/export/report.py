@@ -192,9 +192,43 @@ class EncoderCost(_JsonRecord):
 
     @classmethod
     def of(cls, before: MetricCosts, after: MetricCosts) -> "EncoderCost":
-        return cls(before, after, {metric: {part: after[metric][part] / before[metric][part]
-                                            for part in before[metric] if before[metric][part]}
-                                   for metric in before})
+        return cls(before, after, _ratios(before, after))
+
+
+def _ratios(before: MetricCosts, after: MetricCosts) -> MetricCosts:
+    """``after / before`` per metric and part, parts whose ``before`` is 0 left out."""
+    return {metric: {part: after[metric][part] / before[metric][part] for part in before[metric]
+                     if before[metric][part]} for metric in before}
+
+
+@dataclass
+class ModelCost(_JsonRecord):
+    """A whole-model export's cost (``model_conf.pruning``): the parts its budget covers, priced for
+    the decoding it names, before (the gated model's dense parts) and after export, in MACs for a
+    decode of ``reference_seconds`` of audio and in parameters.
+
+    Args:
+        parts: the covered parts, in the order the model runs them (``frontend``, ``encoder``,
+            ``decoder``, ``ctc``).
+        decoding: the decoding the MACs are priced for (``beam_size``, ``tokens_per_second``,
+            ``ctc_weight``).
+        before: ``{metric: {part: cost, ..., "cnn", "transformer" (of the frontend), "total"}}``
+            (``macs``, ``params``) of the dense parts.
+        after: the same of the compact parts.
+        ratio: ``after / before`` per metric and part (parts whose dense cost is 0 left out);
+            ``ratio[metric]["total"]`` is the whole decode's (what the budget ``total`` counts).
+    """
+
+    parts: List[str]
+    decoding: Dict[str, float]
+    before: MetricCosts
+    after: MetricCosts
+    ratio: MetricCosts
+
+    @classmethod
+    def of(cls, parts: List[str], decoding: Dict[str, float], before: MetricCosts,
+           after: MetricCosts) -> "ModelCost":
+        return cls(list(parts), dict(decoding), before, after, _ratios(before, after))
 
 
 @dataclass
@@ -264,6 +298,9 @@ class ExportReport(_JsonRecord):
         onnx: the ONNX copy of the compact frontend (``--onnx``; absent otherwise).
         downstream: the downstream encoder's and decoder's ``pruned_structure`` before and after, by part
             (``model_conf.pruning`` only; absent otherwise).
+        model: the whole-model cost of the parts the budget covers, per part and for the whole decode,
+            before and after, and their ratios (``model_conf.pruning`` only; absent otherwise:
+            ``encoder`` is then the whole pruned cost).
     """
 
     train_config: str
@@ -283,6 +320,7 @@ class ExportReport(_JsonRecord):
     max_abs_diff_gated_vs_exported: Optional[float] = None
     onnx: Optional[OnnxFile] = None
     downstream: Optional[Dict[str, Structure]] = None
+    model: Optional[ModelCost] = None
 
     def total(self, metric: str, when: str = "after") -> float:
         """The encoder's total ``metric`` cost ``before`` or ``after`` export."""
@@ -304,6 +342,12 @@ class ExportReport(_JsonRecord):
             logging.info("encoder latency predicted by the table for %.0f s: %.1f ms -> %.1f ms (%.1f%%)",
                          self.reference_seconds, self.total("latency", "before"), self.total("latency"),
                          100 * self.ratio("latency"))
+        if self.model is not None:
+            model = self.model
+            for metric, what in (("params", "params"), ("macs", f"MACs of a decode of {self.reference_seconds:g} s")):
+                logging.info("whole model (%s) %s %s -> %s (%.1f%%)", ", ".join(model.parts), what,
+                             format_cost(model.before[metric]["total"]), format_cost(model.after[metric]["total"]),
+                             100 * model.ratio[metric]["total"])
         pruning = self.pruning
         for name, budget in pruning.budgets.items():
             logging.info("pruning budget '%s' (%s): target %.3f, exported %.3f, expected under the gates %.3f",
@@ -336,6 +380,9 @@ class SizeRow(_JsonRecord):
         dense_macs: the dense encoder's MACs.
         exported: the exported structure's ratio per budget.
         reached: whether every budget was reached.
+        model_params_ratio: a whole-model export's (``model_conf.pruning``) parameters over the dense
+            model's, over the parts its budget covers (:class:`ModelCost`; absent otherwise).
+        model_macs_ratio: the same for the MACs of the decode the budget is priced for.
     """
 
     size: str
@@ -350,15 +397,24 @@ class SizeRow(_JsonRecord):
     dense_macs: float
     exported: Dict[str, float]
     reached: bool
+    model_params_ratio: Optional[float] = None
+    model_macs_ratio: Optional[float] = None
 
     @classmethod
     def of(cls, report: ExportReport) -> "SizeRow":
+        model = report.model
         return cls(size=report.size.name, output_dir=report.output_dir, targets=report.size.targets,
                    step=report.size.step, params=report.total("params"), params_ratio=report.ratio("params"),
                    macs=report.total("macs"), macs_ratio=report.ratio("macs"),
                    dense_params=report.total("params", "before"), dense_macs=report.total("macs", "before"),
                    exported={name: budget.exported for name, budget in report.pruning.budgets.items()},
-                   reached=all(budget.reached for budget in report.pruning.budgets.values()))
+                   reached=all(budget.reached for budget in report.pruning.budgets.values()),
+                   model_params_ratio=None if model is None else model.ratio["params"]["total"],
+                   model_macs_ratio=None if model is None else model.ratio["macs"]["total"])
+
+    def model_columns(self) -> str:
+        """``model_params_ratio | model_macs_ratio | `` as table cells (``–`` where absent)."""
+        return f"{format_ratio(self.model_params_ratio)} | {format_ratio(self.model_macs_ratio)} | "
 
 
 @dataclass
@@ -379,20 +435,35 @@ class SizesSummary(_JsonRecord):
     def of(cls, train_config: Path, model_file: Path, reports: List[ExportReport]) -> "SizesSummary":
         return cls(str(train_config), str(model_file), [SizeRow.of(report) for report in reports])
 
+    def whole_model(self) -> bool:
+        """Whether the rows are of a whole-model export (``model_conf.pruning``), with whole-model ratios."""
+        return any(row.model_macs_ratio is not None for row in self.sizes)
+
     def table(self, seconds: float) -> str:
-        """The rows as a markdown table (the dense encoder first), MACs for ``seconds`` of audio."""
+        """The rows as a markdown table (the dense encoder first), MACs for ``seconds`` of audio; for a
+        whole-model export the SSL frontend's columns are named so and the whole model's ratios follow."""
         from espnet_prune.ssl.cost import format_cost
-        lines = [f"| size | target | step | params | params ratio | MACs ({seconds:g} s) | MACs ratio | exported "
-                 "| reached |",
-                 "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+        whole = self.whole_model()
+        frontend = "frontend " if whole else ""
+        model_head, model_rule, model_dense = ("model params ratio | model MACs ratio | ", "--- | --- | ",
+                                               "1.000 | 1.000 | ") if whole else ("", "", "")
+        lines = [f"| size | target | step | {frontend}params | {frontend}params ratio | "
+                 f"{frontend}MACs ({seconds:g} s) | {frontend}MACs ratio | {model_head}exported | reached |",
+                 f"| --- | --- | --- | --- | --- | --- | --- | {model_rule}--- | --- |"]
         if self.sizes:
             first = self.sizes[0]
             lines.append(f"| dense | – | – | {format_cost(first.dense_params)} | 1.000 | "
-                         f"{format_cost(first.dense_macs)} | 1.000 | – | – |")
+                         f"{format_cost(first.dense_macs)} | 1.000 | {model_dense}– | – |")
         for row in self.sizes:
             targets = ", ".join(f"{name} {value:.2f}" for name, value in row.targets.items())
             exported = ", ".join(f"{name} {value:.3f}" for name, value in row.exported.items())
+            model = row.model_columns() if whole else ""
             lines.append(f"| {row.size} | {targets} | {row.step} | {format_cost(row.params)} | "
-                         f"{row.params_ratio:.3f} | {format_cost(row.macs)} | {row.macs_ratio:.3f} | {exported} | "
-                         f"{'yes' if row.reached else 'no'} |")
+                         f"{row.params_ratio:.3f} | {format_cost(row.macs)} | {row.macs_ratio:.3f} | {model}"
+                         f"{exported} | {'yes' if row.reached else 'no'} |")
         return "\n".join(lines)
+
+
+def format_ratio(value: Optional[float]) -> str:
+    """A ratio with three decimals, ``–`` for ``None``."""
+    return "–" if value is None else f"{value:.3f}"

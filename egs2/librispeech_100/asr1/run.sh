@@ -3,7 +3,12 @@
 # See README.md. After data preparation, `./run.sh --stage 10` trains, exports the compact
 # model and decodes it. The budget is a preset of conf/pruning/ (the repository's, linked):
 # --asr_args "--frontend_conf pruning.preset=hj_macs0.5"; "--frontend_conf pruning=null" is the
-# unpruned baseline.
+# unpruned baseline. --asr_config conf/train_asr_wav2vec2_conformer.yaml prunes the whole model
+# (a Conformer encoder and an attention decoder after the SSL frontend, one budget in
+# model_conf.pruning; doc/whole_model.md): it is exported, decoded and scored the same way,
+# decoded with beam search and the attention decoder (conf/decode_asr_attention.yaml, what its
+# budget is priced for) from its best-accuracy models (valid.acc.ave.pth); "--model_conf
+# pruning=null" is its unpruned baseline. Several sizes from one run: pruning.targets in either.
 set -euo pipefail
 
 if [ ! -e asr.sh ]; then
@@ -18,6 +23,19 @@ test_sets="test_clean test_other dev_clean dev_other"
 
 asr_config=conf/train_asr_wav2vec2.yaml
 inference_config=conf/decode_asr_ctc.yaml
+inference_asr_model=valid.cer_ctc.ave.pth
+# The whole-model config's decoding and model selection (see above); options given on the command
+# line still win (prune_stages.sh takes the last value of a repeated option).
+args=("$@")
+for ((i = 0; i + 1 < ${#args[@]}; i++)); do
+    case "${args[i]}" in
+        --asr_config | --asr-config) asr_config=${args[i + 1]} ;;
+    esac
+done
+if [ "$(basename "${asr_config}")" = train_asr_wav2vec2_conformer.yaml ]; then
+    inference_config=conf/decode_asr_attention.yaml
+    inference_asr_model=valid.acc.ave.pth
+fi
 
 ../../TEMPLATE_prune/prune_stages.sh asr \
     --python "python3 -m espnet_prune" \
@@ -33,7 +51,7 @@ inference_config=conf/decode_asr_ctc.yaml
     --use_lm false \
     --asr_config "${asr_config}" \
     --inference_config "${inference_config}" \
-    --inference_asr_model valid.cer_ctc.ave.pth \
+    --inference_asr_model "${inference_asr_model}" \
     --train_set "${train_set}" \
     --valid_set "${valid_set}" \
     --test_sets "${test_sets}" \

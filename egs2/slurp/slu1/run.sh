@@ -3,7 +3,11 @@
 # slu.sh. See README.md. After data preparation, `./run.sh --stage 10` trains, exports the
 # compact model and decodes it. The budget is a preset of conf/pruning/ (the repository's,
 # linked): --slu_args "--frontend_conf pruning.preset=hj_macs0.5"; "--frontend_conf pruning=null"
-# is the unpruned baseline. After stage 13, local/results.sh adds the intent accuracy to RESULTS.md.
+# is the unpruned baseline. --slu_config conf/train_slu_wav2vec2_whole.yaml prunes the attention
+# decoder with the frontend (one budget in model_conf.pruning; doc/whole_model.md), exported,
+# decoded and scored the same way; "--model_conf pruning=null" is its unpruned baseline. Several
+# sizes from one run: pruning.targets in either. After stage 13, local/results.sh adds the intent
+# accuracy to RESULTS.md.
 set -euo pipefail
 
 if [ ! -e slu.sh ]; then

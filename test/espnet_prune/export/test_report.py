@@ -14,6 +14,7 @@ from espnet_prune.export.report import (
     BudgetSummary,
     EncoderCost,
     ExportReport,
+    ModelCost,
     OnnxFile,
     ParamCount,
     ReportError,
@@ -30,6 +31,17 @@ def costs(scale: float):
             for metric in ("params", "macs")}
 
 
+def model_costs(scale: float, decoder: float = 1.0):
+    return {metric: {"frontend": 40.0 * scale, "cnn": 10.0 * scale, "transformer": 30.0 * scale,
+                     "decoder": 50.0 * decoder, "ctc": 10.0, "total": 40.0 * scale + 50.0 * decoder + 10.0}
+            for metric in ("params", "macs")}
+
+
+def a_model_cost(scale: float = 0.5, decoder: float = 0.6) -> ModelCost:
+    return ModelCost.of(["frontend", "decoder", "ctc"], {"beam_size": 4, "tokens_per_second": 6.0, "ctc_weight": 0.3},
+                        model_costs(1.0), model_costs(scale, decoder))
+
+
 def a_report(**overrides) -> ExportReport:
     summary = BudgetSummary(metric="macs", steps=40, warmup_steps=10, hold_steps=5,
                             budgets={"total": Budget(0.6, 0.61, 0.5, False, "train longer")},
@@ -41,7 +53,8 @@ def a_report(**overrides) -> ExportReport:
                   config="d/config.yaml", output="d/latest.pth", files={"bpemodel": "bpe.model"},
                   max_abs_diff_gated_vs_exported=2e-6,
                   onnx=OnnxFile("f.onnx", 1e-5, {"path": "f.int8.onnx", "method": "static"}),
-                  downstream={"encoder": Structure({"linear_units": [4, 4]}, {"linear_units": [2, 3]})})
+                  downstream={"encoder": Structure({"linear_units": [4, 4]}, {"linear_units": [2, 3]})},
+                  model=a_model_cost())
     fields.update(overrides)
     return ExportReport(**fields)
 
@@ -57,8 +70,10 @@ def test_a_report_survives_json_with_its_key_order():
 
 def test_optional_fields_are_left_out_and_required_nulls_kept():
     data = a_report(size=None, output_dir=None, config=None, files=None, max_abs_diff_gated_vs_exported=None,
-                    onnx=None, pruning=dataclasses.replace(a_report().pruning, hold_steps=None)).to_json()
+                    onnx=None, downstream=None, model=None,
+                    pruning=dataclasses.replace(a_report().pruning, hold_steps=None)).to_json()
     assert "size" not in data and "onnx" not in data and "output_dir" not in data and data["output"] == "d/latest.pth"
+    assert "model" not in data and "downstream" not in data  # a frontend-only report: as before the whole model
     assert "hold_steps" not in data["pruning"] and data["pruning"]["explanation"] is None
     assert ExportReport.from_json(data).size is None
 
@@ -89,6 +104,32 @@ def test_the_summary_of_several_sizes(tmp_path):
     assert row["size"] == "target0.60" and row["step"] == 40 and row["macs_ratio"] == 0.5
     assert row["exported"] == {"total": 0.5} and row["reached"] is False
     assert summary.table(5.0).splitlines()[3].startswith("| target0.80 | total 0.80 | 20 |")
+
+
+def test_a_whole_model_report_carries_the_whole_decode_and_its_summary_shows_it(tmp_path):
+    report = a_report()
+    model = ExportReport.from_json(json.loads(json.dumps(report.to_json()))).model
+    assert model == report.model and model.parts == ["frontend", "decoder", "ctc"]
+    # 0.5 x 40 + 0.6 x 50 + 10 of 100
+    assert model.ratio["macs"]["total"] == pytest.approx(0.6) and model.ratio["macs"]["decoder"] == pytest.approx(0.6)
+    assert report.ratio("macs") == 0.5  # the encoder field stays the SSL frontend's
+    frontend_only = [a_report(model=None, size=SizeInfo(i, f"t{i}", {"total": 0.5}, 1)) for i in range(2)]
+    whole = [a_report(size=SizeInfo(0, "t0", {"total": 0.7}, 1), model=a_model_cost(0.8, 0.7)),
+             a_report(size=SizeInfo(1, "t1", {"total": 0.5}, 2))]
+    old = SizesSummary.of(Path("c.yaml"), Path("m.pth"), frontend_only)
+    assert "model_macs_ratio" not in old.to_json()["sizes"][0] and not old.whole_model()
+    assert "model" not in old.table(5.0)
+    assert old.table(5.0).splitlines()[0].startswith("| size | target | step | params |")
+    summary = SizesSummary.of(Path("c.yaml"), Path("m.pth"), whole)
+    summary.write(tmp_path / "summary.json")
+    assert SizesSummary.read(tmp_path / "summary.json") == summary and summary.whole_model()
+    assert summary.sizes[0].model_macs_ratio == pytest.approx(0.77)  # 0.8 x 40 + 0.7 x 50 + 10 of 100
+    assert summary.sizes[1].model_params_ratio == pytest.approx(0.6)
+    lines = summary.table(5.0).splitlines()
+    assert lines[0].startswith("| size | target | step | frontend params | frontend params ratio | frontend MACs (5 s)")
+    assert "| model params ratio | model MACs ratio | exported | reached |" in lines[0]
+    assert lines[2].endswith("| 1.000 | 1.000 | – | – |")
+    assert lines[3].endswith("| 0.500 | 0.770 | 0.770 | total 0.500 | no |")
 
 
 def doc_tables():

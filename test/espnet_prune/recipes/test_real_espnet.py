@@ -80,6 +80,46 @@ def test_run_sh_stages_1_to_13_on_the_real_scripts(task, tmp_path):
     check_outputs(recipe, task, NUM_TEST)
 
 
+#: A budget over the whole model (model_conf.pruning: here the frontend and the CTC layer, the parts
+#: the demo's CTC model has) with two sizes, instead of the config's frontend_conf.pruning.
+WHOLE_MODEL_SIZES = ("--frontend_conf pruning=null --model_conf pruning.preset=hj_macs0.6 "
+                     "--model_conf pruning.targets=[0.8,0.6] --model_conf pruning.warmup_steps=2 "
+                     "--model_conf pruning.hold_steps=2 --model_conf pruning.reference_seconds=5")
+
+
+def test_a_whole_model_run_with_several_sizes_on_the_real_scripts(tmp_path):
+    """prune_stages.sh with model_conf.pruning.targets through ESPnet's real asr.sh: every size is
+    exported from latest.pth, decoded and scored as its own experiment, and EXP_pruned/RESULTS.md
+    gives the whole model's ratios."""
+    from espnet_prune.export.report import ExportReport, SizesSummary
+
+    recipe = recipe_copy(tmp_path, "asr")
+    setup = run(["../../TEMPLATE_prune/setup.sh", ESPNET_ROOT], recipe, 60)
+    assert setup.returncode == 0, setup.stderr
+    result = run(["./run.sh", "--stage", "1", "--stop_stage", "13", "--ngpu", "0", "--nj", "1", "--inference_nj", "1",
+                  "--local_data_opts", CORPUS, "--standin_args", TRAIN, "--asr_tag", "whole",
+                  "--asr_args", f"{TRAIN} {WHOLE_MODEL_SIZES}"], recipe, 3000)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+    exp = recipe / "exp" / "asr_whole_pruned"
+    summary = SizesSummary.read(exp / "summary.json")
+    sizes = [row.size for row in summary.sizes]
+    assert sizes == ["target0.80", "target0.60"] and summary.whole_model()
+    test_utterances = len((recipe / "dump" / "raw" / "test" / "text").read_text().splitlines())
+    for size in sizes:
+        report = ExportReport.read(exp / size / "latest.json")
+        assert report.model.parts == ["frontend", "ctc"] and report.downstream == {}
+        config = (exp / size / "config.yaml").read_text()
+        assert "ssl_encoder.pth" not in config and "pruning" not in config
+        rows = results_rows(exp / size / "RESULTS.md")
+        decoded = [key for key in rows if "latest/test " in key]
+        assert decoded, rows
+        assert all(rows[key][1] == str(test_utterances) for key in decoded), rows
+    results = (exp / "RESULTS.md").read_text()
+    assert "| model params ratio | model MACs ratio | frontend params ratio | frontend MACs ratio |" in results
+    assert all(f"| {size} | total " in results for size in sizes), results
+
+
 def check_outputs(recipe: Path, task: str, num_test: int) -> None:
     """What a stages 1-13 run of espeak_demo/<task>1 must leave: the compact model exported to the
     standalone experiment EXP_pruned, and its RESULTS.md scoring exactly the test set."""
