@@ -146,10 +146,12 @@ class CompactFrontend:
 def model_cost(controller, compact: Dict[str, Any]) -> ModelCost:
     """The cost of the parts a whole-model ``controller`` (``model_conf.pruning``) covers, priced for
     its decoding, dense (the gated model's structures) and with the ``compact`` structures
-    (``{part: structure}``), in MACs and parameters (``latency`` is not a whole-model metric)."""
+    (``{part: structure}``), in MACs and parameters, and with a decode latency table also in the
+    milliseconds it predicts (``latency``)."""
     dense, pruned = controller.part, controller.part.with_structure(compact)
-    before = {metric: {k: float(v) for k, v in metric_cost(metric, dense).items()} for metric in ("macs", "params")}
-    after = {metric: {k: float(v) for k, v in metric_cost(metric, pruned).items()} for metric in ("macs", "params")}
+    metrics = ("macs", "params") + (("latency",) if getattr(dense, "latency_fits", None) is not None else ())
+    before = {metric: {k: float(v) for k, v in metric_cost(metric, dense).items()} for metric in metrics}
+    after = {metric: {k: float(v) for k, v in metric_cost(metric, pruned).items()} for metric in metrics}
     decoding = controller.pruning.decoding
     return ModelCost.of([part.name for part in dense.parts],
                         {"beam_size": decoding.beam_size, "tokens_per_second": decoding.tokens_per_second,

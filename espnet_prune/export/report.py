@@ -213,7 +213,8 @@ class ModelCost(_JsonRecord):
         decoding: the decoding the MACs are priced for (``beam_size``, ``tokens_per_second``,
             ``ctc_weight``).
         before: ``{metric: {part: cost, ..., "cnn", "transformer" (of the frontend), "total"}}``
-            (``macs``, ``params``) of the dense parts.
+            (``macs``, ``params``, and ``latency`` -- predicted milliseconds -- with a decode
+            latency table) of the dense parts.
         after: the same of the compact parts.
         ratio: ``after / before`` per metric and part (parts whose dense cost is 0 left out);
             ``ratio[metric]["total"]`` is the whole decode's (what the budget ``total`` counts).
@@ -348,6 +349,10 @@ class ExportReport(_JsonRecord):
                 logging.info("whole model (%s) %s %s -> %s (%.1f%%)", ", ".join(model.parts), what,
                              format_cost(model.before[metric]["total"]), format_cost(model.after[metric]["total"]),
                              100 * model.ratio[metric]["total"])
+            if "latency" in model.ratio:
+                logging.info("whole model (%s) decode latency predicted by the table: %.1f ms -> %.1f ms (%.1f%%)",
+                             ", ".join(model.parts), model.before["latency"]["total"],
+                             model.after["latency"]["total"], 100 * model.ratio["latency"]["total"])
         pruning = self.pruning
         for name, budget in pruning.budgets.items():
             logging.info("pruning budget '%s' (%s): target %.3f, exported %.3f, expected under the gates %.3f",

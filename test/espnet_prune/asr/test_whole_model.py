@@ -282,6 +282,19 @@ def test_a_whole_model_latency_budget_prices_the_decode_with_its_measured_table(
     model.eval()
     if not abs(controller.deterministic_ratios()["total"] - 0.6) <= 0.02:
         pytest.fail(f"deterministic latency ratio {controller.deterministic_ratios()['total']}")
+    # export reports the predicted decode latency beside the MACs and parameters
+    from espnet_prune.export.experiment import export_experiment
+    from espnet_prune.inference.shapes import write_train_config
+
+    config = conformer_config(pruning)
+    config.update(token_list=["<blank>", "<unk>", "a", "b", "<sos/eos>"], input_size=None)
+    train_config = write_train_config(config, tmp_path / "exp" / "config.yaml")
+    torch.save(model.state_dict(), tmp_path / "exp" / "model.pth")
+    report = export_experiment(train_config, tmp_path / "exp" / "model.pth", tmp_path / "compact").reports[0]
+    assert report.model.before["latency"]["total"] == pytest.approx(dense_ms)
+    if not abs(report.model.ratio["latency"]["total"] - controller.deterministic_ratios()["total"]) <= 1e-6:
+        pytest.fail(f"exported latency ratio {report.model.ratio['latency']['total']}")
+    assert report.pruning.metric == "latency"
     # separate per-part latency budgets and several sizes work the same way
     separate = build_asr_model(conformer_config({**pruning, "target": None, "frontend_targets": [0.8, 0.6],
                                                  "decoder_targets": [0.9, 0.7]}))
