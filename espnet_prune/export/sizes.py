@@ -41,7 +41,7 @@ def no_pruning_reason(config: TrainConfig) -> Optional[str]:
     if config.get("frontend") != "pruned_ssl":
         return f"frontend is {config.get('frontend')!r}, not pruned_ssl"
     if not (config.get("frontend_conf") or {}).get("pruning"):
-        return "frontend_conf has no pruning"
+        return "neither frontend_conf nor model_conf has pruning"
     return None
 
 
