@@ -11,8 +11,9 @@
 It synthesises an English voice-command corpus with eSpeak NG, takes a small
 wav2vec2-architecture model as the stand-in for a pretrained SSL model (by default the CTC one
 committed by ``make standin``), fine-tunes from it the dense baseline and the pruned systems
-(HJ-Pruning by MACs, by size, separate CNN/Transformer budgets, Transformer-only; ``--size
-paper``: each at three MAC ratios with several seeds, and a verdict on the paper's claims),
+(HJ-Pruning by MACs, by size, separate CNN/Transformer budgets, Transformer-only, one MAC budget
+over the whole decode, a budget of the frontend's latency profiled on this machine; ``--size
+paper``: the first four at three MAC ratios with several seeds, and a verdict on the paper's claims),
 exports the compact models, trains and prunes a Transformer LM (ASR), decodes (with shallow
 fusion of every LM for one system), scores, times every system on CPU, and writes
 ``OUTPUT_DIR/results.json``, ``results.png`` and ``RESULTS.md``. The last line printed is
@@ -34,7 +35,17 @@ from typing import List, Optional
 from espnet_prune.demo.layout import DemoPaths
 from espnet_prune.demo.pipeline import run_demo
 from espnet_prune.demo.recipe import DemoRecipe, save_standin
-from espnet_prune.demo.settings import SIZES, STANDINS, DemoError, DemoSettings, parse_lm_pruning, parse_system
+from espnet_prune.demo.settings import (
+    METHODS,
+    MULTI_SIZE_METHODS,
+    SIZES,
+    STANDINS,
+    UNPRUNED_METHODS,
+    DemoError,
+    DemoSettings,
+    parse_lm_pruning,
+    parse_system,
+)
 from espnet_prune.demo.steps import Progress
 from espnet_prune.utils.output_dir import OutputDirError, check_output_dir
 
@@ -64,6 +75,10 @@ def ratio(value: str) -> float:
 
 
 DEFAULTS = DemoSettings()
+#: How ``--systems`` spells each method of METHODS.
+SYSTEM_SPELLINGS = ", ".join(method if method in UNPRUNED_METHODS else
+                             f"{method}:T1/T2/..." if method in MULTI_SIZE_METHODS else f"{method}:T"
+                             for method in METHODS)
 #: The settings of a run, in its output directory; a directory holding it is a demo run's.
 SETTINGS_FILE = "settings.json"
 
@@ -98,10 +113,11 @@ def get_parser() -> argparse.ArgumentParser:
     group.add_argument("--reference_seconds", type=float, default=None,
                        help="audio duration the MACs budgets, costs and latency are for")
     group.add_argument("--systems", type=comma_list(parse_system), default=None,
-                       help="comma-separated systems: dense, scratch (dense from random init), hj_macs:T, "
-                            "hj_params:T, separate:T, transformer_only:T, hj_macs_multi:T1/T2/... (several sizes "
-                            "from one run, strictly decreasing; compared with the hj_macs runs at those targets), "
-                            "each optionally with @SEED (another fine-tuning seed: hj_macs:0.7@1) "
+                       help=f"comma-separated systems: {SYSTEM_SPELLINGS} (scratch: dense from random init; "
+                            "whole_model: one MAC budget over the whole decode; hj_latency: a budget of the "
+                            "frontend's latency, its table profiled in the run; a multi-size method: several "
+                            "sizes from one run, strictly decreasing, compared with the single runs at those "
+                            "targets), each optionally with @SEED (another fine-tuning seed: hj_macs:0.7@1) "
                             f"(default: {','.join(system.spelling for system in DEFAULTS.systems)})")
     group.add_argument("--lm_prunings", type=comma_list(parse_lm_pruning), default=None,
                        help="comma-separated criterion/method/scheduler of lm_prune "

@@ -15,9 +15,10 @@ its pieces, and the calibration through it and a half-width encoder.
 """
 
 import argparse
+import json
 import sys
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Any, Dict, Optional, Sequence, Union
 
 from espnet_prune.ssl.config import get_config
 from espnet_prune.ssl.latency import DTYPES, profile, save_table
@@ -28,7 +29,9 @@ from espnet_prune.utils.device_options import add_device_arguments, apply_device
 def get_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     model = parser.add_mutually_exclusive_group(required=True)
-    model.add_argument("--arch", help="architecture preset (conf/ssl/<name>.yaml), e.g. wav2vec2_base")
+    model.add_argument("--arch", help="architecture preset (conf/ssl/<name>.yaml), e.g. wav2vec2_base, or an "
+                       "architecture file (JSON: EncoderConfig's keys, e.g. the ssl_encoder.json that "
+                       "espnet_prune.bin.extract_ssl writes beside an encoder)")
     model.add_argument("--checkpoint", type=Path,
                        help="a compact encoder file (export's ssl_encoder.pth); its architecture is profiled")
     add_device_arguments(parser)
@@ -42,6 +45,22 @@ def get_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def read_arch(arch: str) -> Union[str, Dict[str, Any]]:
+    """``--arch``: a preset name as it is, or the values of an architecture file (``*.json``)."""
+    if not arch.endswith(".json"):
+        return arch
+    path = Path(arch)
+    if not path.is_file():
+        raise ValueError(f"--arch: architecture file {path} does not exist")
+    try:
+        values = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise ValueError(f"--arch: {path} is not JSON: {error}") from None
+    if not isinstance(values, dict):
+        raise ValueError(f"--arch: {path} must hold a mapping of architecture keys, got {type(values).__name__}")
+    return values
+
+
 def main(cmd: Optional[Sequence[str]] = None) -> None:
     parser = get_parser()
     args = parser.parse_args(cmd)
@@ -52,7 +71,7 @@ def main(cmd: Optional[Sequence[str]] = None) -> None:
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be >= 1, got {getattr(args, name)}")
     try:
-        config = get_config(args.arch) if args.arch else load_compact(args.checkpoint).config
+        config = get_config(read_arch(args.arch)) if args.arch else load_compact(args.checkpoint).config
         table = profile(config, args.device, args.dtype, args.batch, args.seconds, args.rounds,
                         progress=lambda line: print(line, file=sys.stderr, flush=True))
     except (OSError, ValueError) as error:

@@ -6,7 +6,8 @@ the very ESPnet binaries ``asr.sh`` calls, in its order, through the plugin laun
 (:class:`~espnet_prune.demo.layout.DemoPaths`): stage 1 data (:mod:`~espnet_prune.demo.corpus`),
 3-4 format and filter (Kaldi data directories edited with :mod:`espnet_prune.utils.kaldi_data`),
 5 token list (``tokenize_text``), 6-8 LM statistics, training and perplexity, 10 ASR
-statistics, 11 training (the SSL stand-in, then every system), export of the compact models
+statistics, 11 training (the SSL stand-in, the latency table of its encoder when a system prunes to a
+latency, then every system), export of the compact models
 (``espnet_prune.bin.export``; every size of a multi-size system), 12 decoding (and int8
 decoding of every compact model, shallow fusion of every LM for one system), 13 scoring.
 Stages 2 (speed perturbation) and 9 (n-gram) are off, as in the recipe.
@@ -28,7 +29,13 @@ from espnet_prune.demo.layout import (
     final_model_file,
     fusion_lms,
 )
-from espnet_prune.demo.recipe import DemoRecipe, copy_committed_standin, lm_pruning_steps
+from espnet_prune.demo.recipe import (
+    DemoRecipe,
+    copy_committed_standin,
+    latency_table_steps,
+    lm_pruning_steps,
+    training_after,
+)
 from espnet_prune.demo.settings import UNPRUNED_METHODS, System, SystemSize
 from espnet_prune.demo.steps import SERIAL_PRIORITY, Step
 from espnet_prune.export.report import ExportReport
@@ -230,6 +237,7 @@ def asr_steps(recipe: DemoRecipe, text_files: Sequence[str]) -> List[Step]:
         return recipe.extract_standin_encoder()
 
     steps.append(Step(SSL_STANDIN, "11", pretrain, after=(f"{task}_stats",), marker=recipe.marker(standin, "train")))
+    steps += latency_table_steps(recipe)
 
     decode_steps: List[str] = []
     int8 = recipe.settings.int8_sizes()
@@ -241,7 +249,7 @@ def asr_steps(recipe: DemoRecipe, text_files: Sequence[str]) -> List[Step]:
             took = recipe.record_training_time(experiment, timing, settings.training_steps(system))
             return f"{describe_training(experiment)}; {took}"
 
-        steps.append(Step(f"train_{system.name}", "11", finetune, after=(SSL_STANDIN,),
+        steps.append(Step(f"train_{system.name}", "11", finetune, after=training_after(system),
                           marker=recipe.marker(experiment, "train")))
         previous = f"train_{system.name}"
         if system.method not in UNPRUNED_METHODS:

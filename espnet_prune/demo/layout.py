@@ -111,6 +111,11 @@ class DemoPaths:
         return self.decode_exp(system) / inference_tag / "test"
 
     @property
+    def latency_table(self) -> Path:
+        """The stand-in encoder's latency table, profiled in the run (the latency budgets')."""
+        return self.root / "exp" / "latency" / f"{self.task}_{SSL_STANDIN}.json"
+
+    @property
     def results(self) -> Path:
         return self.root / "results.json"
 

@@ -19,6 +19,8 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
+import yaml
+
 from espnet_prune.demo import scoring
 from espnet_prune.demo.layout import (
     COMMITTED_STANDINS,
@@ -29,7 +31,16 @@ from espnet_prune.demo.layout import (
     fusion_lms,
     training_time_file,
 )
-from espnet_prune.demo.settings import DemoError, DemoSettings, LMPruning, System
+from espnet_prune.demo.settings import (
+    LATENCY_METHODS,
+    WHOLE_MODEL_ENCODER,
+    WHOLE_MODEL_METHODS,
+    WHOLE_MODEL_TOKENS_PER_SECOND,
+    DemoError,
+    DemoSettings,
+    LMPruning,
+    System,
+)
 from espnet_prune.demo.steps import SERIAL_PRIORITY, Progress, Step, format_seconds
 from espnet_prune.utils.output_dir import OutputDirError, claim_output_dir, replace_file
 
@@ -136,10 +147,23 @@ class DemoRecipe:
         if system.multi_size:
             overrides = system.frontend_overrides(settings.multisize_warmup_steps, settings.multisize_hold_steps)
         else:
-            overrides = system.frontend_overrides(settings.prune_warmup_steps)
+            overrides = system.frontend_overrides(settings.prune_warmup_steps,
+                                                  latency_table=str(self.paths.latency_table))
         for override in overrides:
             args += ["--frontend_conf", override]
+        if system.method in WHOLE_MODEL_METHODS:
+            pruning = dict(self.finetune_pruning, reference_seconds=settings.reference_seconds)
+            args += ["--encoder", WHOLE_MODEL_ENCODER]
+            for override in system.model_overrides(pruning, settings.prune_warmup_steps, settings.beam_size,
+                                                   WHOLE_MODEL_TOKENS_PER_SECOND):
+                args += ["--model_conf", override]
         return args
+
+    @property
+    def finetune_pruning(self) -> Dict:
+        """``frontend_conf.pruning`` of the fine-tuning config (the budget preset and schedule)."""
+        config = yaml.safe_load(self.finetune_config.read_text(encoding="utf-8"))
+        return dict(config["frontend_conf"]["pruning"])
 
     @property
     def finetune_config(self) -> Path:
@@ -247,6 +271,38 @@ def save_standin(settings: DemoSettings, paths: DemoPaths, destination: Path) ->
     except OutputDirError as error:
         raise DemoError(str(error)) from None
     return destination
+
+
+#: The step that profiles the stand-in encoder's latency table (a latency budget's training runs after it).
+LATENCY_TABLE_STEP = "latency_table"
+
+
+def latency_table_steps(recipe: DemoRecipe) -> List[Step]:
+    """``espnet_prune.bin.profile_latency`` of the stand-in's architecture on this machine, for the
+    latency budgets (none without a system of :data:`~espnet_prune.demo.settings.LATENCY_METHODS`):
+    the CPU and thread count the report times the decodes with, ``reference_seconds`` of audio,
+    batch 1, ``latency_rounds`` rounds."""
+    settings, paths = recipe.settings, recipe.paths
+    if not any(system.method in LATENCY_METHODS for system in settings.systems):
+        return []
+    table = paths.latency_table
+
+    def profile() -> str:
+        recipe.ours("bin.profile_latency", [
+            "--arch", paths.ssl_checkpoint.with_suffix(".json"), "--device", "cpu", "--threads", recipe.threads,
+            "--batch", 1, "--seconds", settings.reference_seconds, "--rounds", settings.latency_rounds,
+            "--output", table], table.with_suffix(".log"))
+        check = json.loads(table.read_text(encoding="utf-8"))["check"]
+        return (f"{table}: dense encoder {check['dense_measured_ms']:.1f} ms measured, "
+                f"{check['dense_summed_ms']:.1f} ms summed over its pieces")
+
+    return [Step(LATENCY_TABLE_STEP, "latency", profile, after=(SSL_STANDIN,),
+                 marker=recipe.marker(table.parent, "profile"))]
+
+
+def training_after(system: System) -> Tuple[str, ...]:
+    """The steps a system's fine-tuning waits for: the stand-in, and the latency table of a latency budget."""
+    return (SSL_STANDIN,) + ((LATENCY_TABLE_STEP,) if system.method in LATENCY_METHODS else ())
 
 
 def lm_pruning_steps(recipe: DemoRecipe) -> List[Step]:

@@ -26,7 +26,13 @@ from pathlib import Path
 from typing import Dict, List, Sequence
 
 from espnet_prune.demo.layout import INFERENCE_TAG, INT8_TAG, LM_TAG, SSL_STANDIN, TEMPLATE_PRUNE, fusion_lms
-from espnet_prune.demo.recipe import DemoRecipe, copy_committed_standin, lm_pruning_steps
+from espnet_prune.demo.recipe import (
+    DemoRecipe,
+    copy_committed_standin,
+    latency_table_steps,
+    lm_pruning_steps,
+    training_after,
+)
 from espnet_prune.demo.settings import DemoError, System, SystemSize
 from espnet_prune.demo.steps import SERIAL_PRIORITY, Step
 
@@ -131,6 +137,7 @@ def recipe_steps(recipe: DemoRecipe) -> List[Step]:
 
     steps.append(Step(SSL_STANDIN, "10-11", standin, after=("data",),
                       marker=recipe.marker(paths.exp(SSL_STANDIN), "train")))
+    steps += latency_table_steps(recipe)
 
     decodes = []
     int8 = recipe.settings.int8_sizes()
@@ -146,7 +153,7 @@ def recipe_steps(recipe: DemoRecipe) -> List[Step]:
             prune_stages(recipe, 12, 12, options, logs / f"stage12_{system.name}.log")
             return f"{took}; " + ", ".join(f"{paths.decode_dir(size.name) / 'text'}" for size in system.sizes)
 
-        steps.append(Step(f"train_decode_{system.name}", "11-12", train_and_decode, after=(SSL_STANDIN,),
+        steps.append(Step(f"train_decode_{system.name}", "11-12", train_and_decode, after=training_after(system),
                           marker=recipe.marker(paths.exp(system.name), "train_decode")))
         trained = steps[-1].name
         decodes.append(trained)

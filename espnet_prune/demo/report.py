@@ -8,7 +8,11 @@ controller's final expected ratio of each budget next to the target; the whole E
 model's parameter count; the error rates of stage 13; and the latency of the whole decode
 (ESPnet's ``Speech2Text`` / ``Speech2Understand`` under the recipe's decode config with the
 demo's beam: frontend, encoder, beam search) of one ``reference_seconds`` utterance, batch 1,
-one CPU thread. With an LM, the fusion system's error rates and whole-decode latency with no LM,
+one CPU thread, with the time spent inside its frontend during that decode, both also as ratios to
+the ``dense`` system's; beside each pruned system's budget (its metric, target and the exported
+structure's ratio: of the whole decode's MACs for a whole-model budget) and, for a system trained
+with a latency table, the frontend's latency ratio the table predicts (export's report). With an
+LM, the fusion system's error rates and whole-decode latency with no LM,
 the dense LM and every pruned LM (shallow fusion) follow, with the LMs' parameters and dev
 perplexities from ``lm_prune``'s report. All decodes are timed in the same process, in
 interleaved rounds (every decode once per round, the order rotating), and the median per decode
@@ -67,6 +71,10 @@ from espnet_prune.ssl.config import get_config
 from espnet_prune.utils.kaldi_data import read_table
 
 WARMUP_ROUNDS = 2
+#: The system the measured latencies are divided by (when the demo runs it).
+DENSE_REFERENCE = "dense"
+#: Matplotlib markers of the methods, in the order of METHODS (repeated if there are more methods).
+PLOT_MARKERS = "sxo^DvP<>"
 
 
 @contextlib.contextmanager
@@ -112,10 +120,11 @@ def reference_waveform(test_dir: Path, seconds: float, sample_rate: int = 16000)
 
 def decode_latency(task: str, systems: Sequence[DecodeSystem], decode_config: Dict, waveform: torch.Tensor,
                    rounds: int, threads: int = 1) -> Dict[str, float]:
-    """Median milliseconds of the whole decode of ``waveform`` per system: ESPnet's ``Speech2Text``
-    / ``Speech2Understand`` (frontend, encoder, beam search, LM under shallow fusion) under
-    ``decode_config``, batch 1, every system once per round (rotating), through
-    :func:`espnet_prune.inference.decode_timing.time_decodes`.
+    """Median milliseconds of the whole decode of ``waveform`` per system (``decode_ms``): ESPnet's
+    ``Speech2Text`` / ``Speech2Understand`` (frontend, encoder, beam search, LM under shallow fusion)
+    under ``decode_config``, batch 1, every system once per round (rotating), through
+    :func:`espnet_prune.inference.decode_timing.time_decodes`; and of the time spent inside its
+    frontend during that decode (``frontend_ms``).
 
     Args:
         task: ``asr`` or ``slu``.
@@ -135,7 +144,8 @@ def decode_latency(task: str, systems: Sequence[DecodeSystem], decode_config: Di
             times, _ = time_decodes(decoders, [waveform[0].numpy()], rounds, WARMUP_ROUNDS)
     finally:
         torch.set_num_threads(previous)
-    return {name: 1000.0 * value["decode_s"] for name, value in times.items()}
+    return {name: {"decode_ms": 1000.0 * value["decode_s"], "frontend_ms": 1000.0 * value["frontend_s"]}
+            for name, value in times.items()}
 
 
 def demo_decode_config(settings: DemoSettings, paths: DemoPaths) -> Dict:
@@ -150,7 +160,9 @@ def add_latency(settings: DemoSettings, paths: DemoPaths, threads: int, systems:
                 lm_fusion: Optional[Dict]) -> None:
     """Set ``latency_ms`` (the whole decode, :func:`decode_latency`) of every system and every
     shallow-fusion LM entry (the fusion system decoding with that LM; ``none``: without one),
-    all timed in one interleaved run."""
+    all timed in one interleaved run; for every system also ``frontend_latency_ms`` (its frontend's
+    part of that decode) and, when the demo has a ``dense`` system, both as ratios to dense's
+    (``latency_ratio``, ``frontend_latency_ratio``; ``None`` without one)."""
     specs = [DecodeSystem(entry["name"], Path(entry["train_config"]), Path(entry["model_file"]))
              for entry in systems]
     fusion_names = {}
@@ -167,11 +179,15 @@ def add_latency(settings: DemoSettings, paths: DemoPaths, threads: int, systems:
     waveform = reference_waveform(paths.dump("test"), settings.reference_seconds)
     latency = decode_latency(settings.task, specs, demo_decode_config(settings, paths), waveform,
                              settings.latency_rounds, threads)
+    dense = latency.get(DENSE_REFERENCE) if any(entry["name"] == DENSE_REFERENCE for entry in systems) else None
     for entry in systems:
-        entry["latency_ms"] = latency[entry["name"]]
+        measured = latency[entry["name"]]
+        entry["latency_ms"], entry["frontend_latency_ms"] = measured["decode_ms"], measured["frontend_ms"]
+        entry["latency_ratio"] = None if dense is None else measured["decode_ms"] / dense["decode_ms"]
+        entry["frontend_latency_ratio"] = None if dense is None else measured["frontend_ms"] / dense["frontend_ms"]
     if lm_fusion is not None:
         for entry in lm_fusion["entries"]:
-            entry["latency_ms"] = latency[fusion_names[entry["lm"]]]
+            entry["latency_ms"] = latency[fusion_names[entry["lm"]]]["decode_ms"]
 
 
 def _read_json(path: Path) -> Dict:
@@ -201,7 +217,7 @@ def collect_systems(settings: DemoSettings, paths: DemoPaths) -> List[Dict]:
     for system in settings.sizes():
         experiment = paths.exp(system.system.name)
         train_config, model_file = decode_files(paths, system)
-        expected, size = None, {}
+        expected, size, budget = None, {}, dict(metric=None, exported_ratio=None, predicted_latency_ratio=None)
         if system.method in UNPRUNED_METHODS:
             model = load_model(settings.task, train_config, model_file)
             params = cost.count_params(model.frontend.encoder.config)["total"]
@@ -215,15 +231,20 @@ def collect_systems(settings: DemoSettings, paths: DemoPaths) -> List[Dict]:
             params, macs = export_report.total("params"), export_report.total("macs")
             model_params = export_report.model_params.after
             # The exported size's gates (for a size of several, from its snapshot).
-            expected = {name: round(float(budget.expected), 4)
-                        for name, budget in export_report.pruning.budgets.items()}
+            budgets = export_report.pruning.budgets
+            expected = {name: round(float(entry.expected), 4) for name, entry in budgets.items()}
+            # The budgets in their own metric (a whole-model budget: the whole decode's MACs), and the
+            # frontend's latency that a latency table predicts (when the system was trained with one).
+            budget = dict(metric=export_report.pruning.metric,
+                          exported_ratio={name: round(float(entry.exported), 4) for name, entry in budgets.items()},
+                          predicted_latency_ratio=export_report.encoder.ratio.get("latency", {}).get("total"))
             if system.size is not None:
                 size = dict(system_name=system.system.name, size=system.size_dir, step=export_report.size.step)
         score = _read_json(paths.decode_dir(system.name) / "score.json")
         timing = training_time_file(experiment)
         entries.append(dict(
             name=system.name, method=system.method, target=system.target, seed=system.seed,
-            expected_ratio=expected, **size,
+            expected_ratio=expected, **budget, **size,
             params=int(params), params_ratio=params / dense_params, macs=int(macs), macs_ratio=macs / dense_macs,
             reference_seconds=seconds, model_params=model_params,
             **_score_fields(settings.task, score), train_config=str(train_config), model_file=str(model_file),
@@ -454,6 +475,31 @@ def format_table(task: str, systems: Sequence[Dict], lm_fusion: Optional[Dict]) 
     return "\n".join(lines)
 
 
+def format_budgets(systems: Sequence[Dict]) -> List[str]:
+    """Lines of the table that sets each pruned system's budget (its metric, target and the exported
+    structure's ratio per budget; the frontend's latency ratio a latency table predicts) beside the
+    measured latency ratios to the dense system (the frontend's part of the decode, and the whole
+    decode). None without a pruned system."""
+    pruned = [entry for entry in systems if entry["exported_ratio"]]
+    if not pruned:
+        return []
+
+    def ratio(value: Optional[float]) -> str:
+        return "-" if value is None else f"{value:.3f}"
+
+    width = max([15] + [len(entry["name"]) for entry in pruned])
+    header = (f"{'system':<{width}} {'budget':<7} {'target':>6} {'exported':>17} {'predicted lat.':>14} "
+              f"{'measured frontend':>17} {'measured decode':>15}")
+    lines = ["", "Budgets and measured latency (ratios to dense; predicted: the latency table's, of the frontend):",
+             header, "-" * len(header)]
+    for entry in pruned:
+        exported = "/".join(f"{name} {value:.3f}" for name, value in entry["exported_ratio"].items())
+        lines.append(f"{entry['name']:<{width}} {entry['metric']:<7} {ratio(entry['target']):>6} {exported:>17} "
+                     f"{ratio(entry['predicted_latency_ratio']):>14} {ratio(entry['frontend_latency_ratio']):>17} "
+                     f"{ratio(entry['latency_ratio']):>15}")
+    return lines
+
+
 def plot_results(task: str, systems: Sequence[Dict], lm_fusion: Optional[Dict], path: Path,
                  groups: Optional[Sequence[Dict]] = None) -> Path:
     """Error (or intent accuracy) vs MACs ratio of the systems; with an LM, WER vs LM size too.
@@ -469,7 +515,7 @@ def plot_results(task: str, systems: Sequence[Dict], lm_fusion: Optional[Dict], 
     figure, axes = plt.subplots(1, panels, figsize=(6 * panels, 4.5), squeeze=False)
     axis = axes[0][0]
     key, label = ("intent_acc", "intent accuracy (%)") if task == "slu" else ("wer", "WER (%)")
-    markers = dict(zip(METHODS, "sxo^DvP"))
+    markers = {method: PLOT_MARKERS[index % len(PLOT_MARKERS)] for index, method in enumerate(METHODS)}
     if groups:
         _plot_groups(axis, task, groups, markers)
     for method, marker in markers.items():
@@ -569,7 +615,9 @@ def write_report(settings: DemoSettings, paths: DemoPaths, threads: int, progres
         latency=dict(what="the whole decode (ESPnet's Speech2Text / Speech2Understand: frontend, encoder, beam "
                           "search, the LM under shallow fusion), CPU, batch 1, one utterance of "
                           f"{settings.reference_seconds} s, median over interleaved rounds "
-                          "(espnet_prune.inference.decode_timing)",
+                          "(espnet_prune.inference.decode_timing); frontend_latency_ms: the time inside the "
+                          f"frontend during that decode; *_ratio: to the '{DENSE_REFERENCE}' system's",
+                     latency_table=(str(paths.latency_table) if paths.latency_table.is_file() else None),
                      decode_config=demo_decode_config(settings, paths),
                      threads=threads, rounds=settings.latency_rounds, warmup_rounds=WARMUP_ROUNDS),
         systems=systems,
@@ -584,7 +632,8 @@ def write_report(settings: DemoSettings, paths: DemoPaths, threads: int, progres
         elapsed_seconds=round(progress.elapsed(), 1),
     )
     paths.results.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-    table = "\n".join([format_table(settings.task, systems, lm_fusion)] + format_int8(settings.task, int8))
+    table = "\n".join([format_table(settings.task, systems, lm_fusion)] + format_budgets(systems)
+                      + format_int8(settings.task, int8))
     lines = format_multisize(settings.task, multisize)
     if several_seeds:
         lines += format_claims(settings.task, groups, claims)

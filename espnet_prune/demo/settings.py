@@ -11,8 +11,9 @@
 Light on purpose (no torch, no ESPnet): the demo's own process checks its options with it.
 """
 
+import json
 from dataclasses import asdict, dataclass, fields
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from espnet_prune.lm import choices as lm_choices
 from espnet_prune.ssl.units import LAYER_UNITS
@@ -21,9 +22,24 @@ TASKS = ("asr", "slu")
 #: Fine-tuning methods: the dense baseline; ``scratch``, the dense model trained from random
 #: initialisation (the probe of what the stand-in's pretraining brings); HJ-Pruning by MACs, by
 #: size, with separate CNN/Transformer MAC budgets, and by MACs of the Transformer alone;
-#: ``hj_macs_multi``, HJ-Pruning by MACs to several sizes in one run (``frontend_conf.pruning.targets``).
-METHODS = ("dense", "scratch", "hj_macs", "hj_params", "separate", "transformer_only", "hj_macs_multi")
+#: ``hj_macs_multi``, HJ-Pruning by MACs to several sizes in one run (``frontend_conf.pruning.targets``);
+#: ``whole_model``, one MAC budget over the whole decode (``model_conf.pruning``: frontend, encoder,
+#: CTC layer and prefix scoring); ``hj_latency``, HJ-Pruning by the frontend's latency predicted by a
+#: table profiled in the run (``metric: latency``).
+METHODS = ("dense", "scratch", "hj_macs", "hj_params", "separate", "transformer_only", "hj_macs_multi",
+           "whole_model", "hj_latency")
 UNPRUNED_METHODS = ("dense", "scratch")
+#: Methods whose budget is ``model_conf.pruning`` of ``model: pruned_espnet`` (the frontend takes none).
+WHOLE_MODEL_METHODS = ("whole_model",)
+#: Methods whose budget is a latency: they need the demo encoder's latency table (a step of the run).
+LATENCY_METHODS = ("hj_latency",)
+#: Output tokens per second of audio that a whole-model budget prices the decoding for: characters
+#: (word boundaries included) of the demo's eSpeak speech, measured 18.4 on a ``--size tiny`` corpus
+#: (1506 characters in 82.1 s of training audio, silences included).
+WHOLE_MODEL_TOKENS_PER_SECOND = 18.0
+#: The downstream encoder a whole-model system swaps in (ESPnet's ``transformer`` with the same keys and
+#: weights, so that the budget prices it: the demo's is a linear projection, no blocks to prune).
+WHOLE_MODEL_ENCODER = "pruned_transformer"
 #: A system trained with another seed is named ``<name>_seed<k>`` (:attr:`System.name`).
 SEED_SUFFIX = "_seed"
 #: Methods with several targets (one run, one model per size; :mod:`espnet_prune.pruning.multisize`).
@@ -132,16 +148,23 @@ class System:
             return [SystemSize(self)]
         return [SystemSize(self, index) for index in range(len(self.targets))]
 
-    def frontend_overrides(self, warmup_steps: int, hold_steps: Optional[int] = None) -> List[str]:
+    def frontend_overrides(self, warmup_steps: int, hold_steps: Optional[int] = None,
+                           latency_table: Optional[str] = None) -> List[str]:
         """``--frontend_conf`` values that turn the fine-tuning config into this system
-        (``hold_steps``: each size's hold of a multi-size system, required there)."""
-        if self.method == "dense":
-            return ["pruning=null"]
+        (``hold_steps``: each size's hold of a multi-size system, required there; ``latency_table``:
+        the table of a latency budget, required there)."""
+        if self.method in ("dense",) + WHOLE_MODEL_METHODS:
+            return ["pruning=null"]  # a whole-model system's budget is model_conf.pruning's
         if self.method == "scratch":
             return ["pruning=null", "checkpoint=null"]  # random initialisation from ``arch``
         overrides = [f"pruning.warmup_steps={warmup_steps}"]
         if self.method == "hj_macs":
             return overrides + ["pruning.metric=macs", f"pruning.target={self.target}"]
+        if self.method == "hj_latency":
+            if latency_table is None:
+                raise ValueError(f"{self.name} needs latency_table (its budget is a latency)")
+            return overrides + ["pruning.metric=latency", f"pruning.target={self.target}",
+                                f"pruning.latency_table={latency_table}"]
         if self.method == "hj_macs_multi":
             if hold_steps is None:
                 raise ValueError(f"{self.name} needs hold_steps (several sizes from one run)")
@@ -157,6 +180,24 @@ class System:
         # target=null: the config's budget preset has a joint target, exclusive with these.
         return overrides + ["pruning.metric=macs", "pruning.target=null", f"pruning.cnn_target={self.target}",
                             f"pruning.transformer_target={self.target}"]
+
+
+    def model_overrides(self, frontend_pruning: Mapping[str, Any], warmup_steps: int, beam_size: int,
+                        tokens_per_second: float) -> List[str]:
+        """``--model_conf`` values of a whole-model system (none for the others): the fine-tuning
+        config's ``frontend_conf.pruning`` (``frontend_pruning``: preset, schedule, ``reg_lr``) moved to
+        ``model_conf.pruning``, a MAC budget at this system's target over every part of the model,
+        priced for the demo's decoding (CTC prefix beam search of ``beam_size`` with ``ctc_weight`` 1,
+        ``tokens_per_second`` output tokens per second of audio)."""
+        if self.method not in WHOLE_MODEL_METHODS:
+            return []
+        values = {**frontend_pruning, "warmup_steps": warmup_steps, "metric": "macs", "target": self.target}
+        # JSON is YAML, and without spaces it survives asr.sh's word splitting of --asr_args.
+        overrides = [f"pruning.{key}={value if isinstance(value, str) else json.dumps(value, separators=(',', ':'))}"
+                     for key, value in values.items()]
+        return overrides + [f"pruning.decoding.beam_size={beam_size}",
+                            f"pruning.decoding.tokens_per_second={tokens_per_second}",
+                            "pruning.decoding.ctc_weight=1.0"]
 
 
 @dataclass(frozen=True)
@@ -201,7 +242,8 @@ def method_of(name: str) -> str:
 
 def parse_system(text: str) -> System:
     """``dense``, ``scratch``, ``hj_macs:0.5``, ``hj_params:0.6``, ``separate:0.5``,
-    ``transformer_only:0.7`` or ``hj_macs_multi:0.8/0.6/0.4``, each optionally with ``@<seed>``
+    ``transformer_only:0.7``, ``whole_model:0.8``, ``hj_latency:0.8`` or ``hj_macs_multi:0.8/0.6/0.4``,
+    each optionally with ``@<seed>``
     (``hj_macs:0.5@1``, ``dense@2``) -> :class:`System`."""
     spec, at, seed = text.partition("@")
     method, _, target = spec.partition(":")
@@ -282,7 +324,8 @@ class DemoSettings:
     multisize_warmup_steps: int = 200
     systems: Tuple[System, ...] = (System("dense"), System("hj_macs", 0.8),
                                    System("hj_params", params_target_for_macs(0.8)), System("separate", 0.8),
-                                   System("transformer_only", 0.8))
+                                   System("transformer_only", 0.8), System("whole_model", 0.8),
+                                   System("hj_latency", 0.8))
     lm_prunings: Tuple[LMPruning, ...] = (LMPruning("data", "lowrank", "incremental"),)
     lm_targets: Tuple[float, ...] = (0.5, 0.25)
     fusion_system: str = "dense"

@@ -4,6 +4,7 @@ and the SLU task's reduced run, scored by intent accuracy."""
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -169,28 +170,56 @@ def test_the_slu_demo_trains_decodes_and_scores_intents(tmp_path):
     assert re.search(r"intent acc +WER +CER", result.stdout)
 
 
-def test_a_multi_size_run_is_exported_decoded_and_compared_with_the_separate_run(tmp_path):
-    """One hj_macs_multi run at (0.8, 0.6) beside a separate hj_macs run at 0.6 (no LM, to stay small)."""
-    multi = "hj_macs_multi_0.80_0.60"
-    result = run_demo(tmp_path, "--systems", "hj_macs:0.6,hj_macs_multi:0.8/0.6", "--fusion_system", "hj_macs_0.60",
-                      "--lm_prunings", "")
+#: The run beside the fixture's: a multi-size system, a whole-model budget and a latency budget, with
+#: the fixture's dense and hj_macs 0.6 systems (no LM, to stay small).
+MULTI = "hj_macs_multi_0.80_0.60"
+MORE_SYSTEMS = ["--systems", "dense,hj_macs:0.6,hj_macs_multi:0.8/0.6,whole_model:0.6,hj_latency:0.6",
+                "--lm_prunings", ""]
+#: What that run shares with the fixture's, under the same settings: copied instead of run again.
+SHARED = ("data", "dump", "exp/asr_stats_raw_char", "exp/asr_ssl_standin", "exp/asr_dense", "exp/asr_hj_macs_0.60",
+          "exp/asr_hj_macs_0.60_pruned")
+
+
+@pytest.fixture(scope="module")
+def more_systems(tiny_demo, tmp_path_factory):
+    """The demo with :data:`MORE_SYSTEMS`, started from the fixture's finished corpus, stand-in, dense and
+    hj_macs 0.6 steps (:data:`SHARED`, with their done markers): the demo is deterministic (doc/demo.md,
+    reproducibility), so running those steps again would give the same files."""
+    from espnet_prune.bin import demo
+
+    source = tiny_demo[0]
+    output_dir = tmp_path_factory.mktemp("more_systems")
+    args = demo.get_parser().parse_args(["--size", "tiny", "--output_dir", str(output_dir), *MORE_SYSTEMS])
+    demo.check_settings_file(output_dir, demo.settings_from_args(args), None)
+    for name in SHARED:
+        shutil.copytree(source / name, output_dir / name, symlinks=True)
+    result = run_demo(output_dir, *MORE_SYSTEMS)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    for step in (f"train_{multi}", f"export_{multi}", f"decode_{multi}/target0.80", f"decode_{multi}/target0.60_int8"):
-        assert re.search(rf"{re.escape(step)}: done in", result.stdout), step
-    exported = tmp_path / "exp" / f"asr_{multi}_pruned"
+    for step in ("data", "ssl_standin", "train_dense", "export_hj_macs_0.60", "decode_hj_macs_0.60_int8"):
+        assert re.search(rf"{step}: done before, skipped", result.stdout), step
+    return output_dir, result.stdout
+
+
+def test_a_multi_size_run_is_exported_decoded_and_compared_with_the_separate_run(more_systems):
+    """One hj_macs_multi run at (0.8, 0.6) beside the separate hj_macs run at 0.6."""
+    output_dir, stdout = more_systems
+    for step in (f"train_{MULTI}", f"export_{MULTI}", f"decode_{MULTI}/target0.80", f"decode_{MULTI}/target0.60_int8"):
+        assert re.search(rf"{re.escape(step)}: done in", stdout), step
+    exported = output_dir / "exp" / f"asr_{MULTI}_pruned"
     assert [row["size"] for row in json.loads((exported / "summary.json").read_text())["sizes"]] == [
         "target0.80", "target0.60"]
-    results = json.loads((tmp_path / "results.json").read_text())
+    results = json.loads((output_dir / "results.json").read_text())
     systems = {entry["name"]: entry for entry in results["systems"]}
-    assert list(systems) == ["hj_macs_0.60", f"{multi}/target0.80", f"{multi}/target0.60"]
-    large, small = systems[f"{multi}/target0.80"], systems[f"{multi}/target0.60"]
+    assert list(systems) == ["dense", "hj_macs_0.60", f"{MULTI}/target0.80", f"{MULTI}/target0.60",
+                             "whole_model_0.60", "hj_latency_0.60"]
+    large, small = systems[f"{MULTI}/target0.80"], systems[f"{MULTI}/target0.60"]
     for entry, target in ((large, 0.8), (small, 0.6)):
-        assert SYSTEM_FIELDS <= set(entry) and entry["system_name"] == multi and entry["target"] == target
+        assert SYSTEM_FIELDS <= set(entry) and entry["system_name"] == MULTI and entry["target"] == target
         assert entry["model_file"] == str(exported / f"target{target:.2f}" / "latest.pth")
     # (The tiny run is far too short to reach its targets; the smaller size still costs less.)
     assert small["macs"] <= large["macs"] and 0 < large["step"] < small["step"]  # the larger size is kept first
     (comparison,) = results["multisize"]
-    assert comparison["system"] == multi and comparison["targets"] == [0.8, 0.6]
+    assert comparison["system"] == MULTI and comparison["targets"] == [0.8, 0.6]
     first, second = comparison["sizes"]
     assert first["separate"] is None and second["separate"]["name"] == "hj_macs_0.60"
     assert second["difference"]["wer"] == pytest.approx(small["wer"] - systems["hj_macs_0.60"]["wer"])
@@ -200,6 +229,69 @@ def test_a_multi_size_run_is_exported_decoded_and_compared_with_the_separate_run
     assert training["separate"]["steps"] == TINY["finetune_steps"] and not training["complete"]
     for record in (training["one_run"], training["separate"]):
         assert record["wall_seconds"] > 0 and record["cpu_seconds"] > 0
-    report = (tmp_path / "RESULTS.md").read_text()
-    assert f"## Several sizes from one run: {multi} against separate hj_macs runs" in report
+    report = (output_dir / "RESULTS.md").read_text()
+    assert f"## Several sizes from one run: {MULTI} against separate hj_macs runs" in report
     assert "| fine-tuning | steps | wall | CPU |" in report
+
+
+def test_the_whole_model_and_latency_budgets_train_export_decode_and_report_their_latency(more_systems):
+    """whole_model: model_conf.pruning over frontend, encoder (the pruned_transformer twin) and CTC, priced
+    for the demo's decoding; hj_latency: the frontend's latency of a table profiled in the run. Both are
+    exported, decoded (fp32 and int8) and timed as whole decodes beside dense."""
+    output_dir, stdout = more_systems
+    for name in ("whole_model_0.60", "hj_latency_0.60"):
+        for step in (f"train_{name}", f"export_{name}", f"decode_{name}", f"decode_{name}_int8"):
+            assert re.search(rf"{re.escape(step)}: done in", stdout), step
+    assert stdout.index(" latency_table: done") < stdout.index(" train_hj_latency_0.60: started")
+    results = json.loads((output_dir / "results.json").read_text())
+    systems = {entry["name"]: entry for entry in results["systems"]}
+    dense, whole, latency = systems["dense"], systems["whole_model_0.60"], systems["hj_latency_0.60"]
+    for entry in systems.values():  # every system's whole decode, and its frontend's part, against dense's
+        assert entry["latency_ms"] > entry["frontend_latency_ms"] > 0
+        assert entry["latency_ratio"] == pytest.approx(entry["latency_ms"] / dense["latency_ms"])
+        assert entry["frontend_latency_ratio"] == pytest.approx(entry["frontend_latency_ms"]
+                                                                / dense["frontend_latency_ms"])
+    for entry in (whole, latency):
+        assert entry["target"] == 0.6 and entry["model_file"].endswith(f"_{entry['name']}_pruned/latest.pth")
+        assert 0 < entry["exported_ratio"]["total"] <= 1.0 and entry["macs"] <= dense["macs"]
+
+    # The whole-model budget: the frontend takes none; the encoder is swapped for its prunable twin.
+    trained = yaml.safe_load((output_dir / "exp" / "asr_whole_model_0.60" / "config.yaml").read_text())
+    assert trained["frontend_conf"]["pruning"] is None and trained["encoder"] == "pruned_transformer"
+    pruning = trained["model_conf"]["pruning"]
+    assert (pruning["metric"], pruning["target"], pruning["reference_seconds"]) == ("macs", 0.6, 2.0)
+    assert pruning["decoding"] == {"beam_size": TINY["beam_size"], "tokens_per_second": 18.0, "ctc_weight": 1.0}
+    exported = yaml.safe_load((output_dir / "exp" / "asr_whole_model_0.60_pruned" / "config.yaml").read_text())
+    assert "pruning" not in exported["model_conf"] and exported["encoder"] == "pruned_transformer"
+    assert whole["metric"] == "macs" and whole["predicted_latency_ratio"] is None
+    # Its exported ratio is of the whole decode's MACs, counted here independently: the frontend (the
+    # report's), the encoder's linear input layer on every frame, the CTC layer on every frame and its
+    # prefix scoring at CTC weight 1 (every token of the vocabulary, 2 MACs per frame, per hypothesis and
+    # output token).
+    arch = json.loads((output_dir / "exp" / "asr_ssl_standin" / "ssl_encoder.json").read_text())
+    frames = round(TINY["reference_seconds"] * 16000)
+    for _, kernel, stride in arch["conv_layers"]:
+        frames = (frames - kernel) // stride + 1
+    vocabulary = len((output_dir / "data" / "token_list" / "char" / "tokens.txt").read_text().split())
+    width, tokens = trained["encoder_conf"]["output_size"], 18.0 * TINY["reference_seconds"]
+    fixed = frames * width * width + frames * width * vocabulary + 2 * tokens * TINY["beam_size"] * vocabulary * frames
+    assert whole["exported_ratio"]["total"] == pytest.approx((whole["macs"] + fixed) / (dense["macs"] + fixed),
+                                                             abs=1e-4)
+
+    # The latency budget: a table of the stand-in's encoder profiled in the run on this CPU, its ratio
+    # predicted by the export report.
+    trained = yaml.safe_load((output_dir / "exp" / "asr_hj_latency_0.60" / "config.yaml").read_text())
+    pruning = trained["frontend_conf"]["pruning"]
+    assert (pruning["metric"], pruning["target"]) == ("latency", 0.6)
+    table = json.loads(Path(pruning["latency_table"]).read_text())
+    assert pruning["latency_table"] == results["latency"]["latency_table"]
+    assert table["measured_on"]["seconds"] == TINY["reference_seconds"] and table["measured_on"]["threads"] == 1
+    assert table["measured_on"]["batch"] == 1 and table["measured_on"]["device"] == "cpu"
+    assert latency["metric"] == "latency"
+    assert latency["predicted_latency_ratio"] == pytest.approx(latency["exported_ratio"]["total"], abs=1e-4)
+    report = (output_dir / "RESULTS.md").read_text()
+    assert "Budgets and measured latency" in report
+    row = next(line.split() for line in report.splitlines() if line.split()[:2] == ["hj_latency_0.60", "latency"])
+    assert row[1:] == ["latency", "0.600", "total", f"{latency['exported_ratio']['total']:.3f}",
+                               f"{latency['predicted_latency_ratio']:.3f}",
+                               f"{latency['frontend_latency_ratio']:.3f}", f"{latency['latency_ratio']:.3f}"]

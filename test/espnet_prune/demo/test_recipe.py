@@ -59,6 +59,43 @@ def test_a_committed_stand_in_is_copied_where_the_trained_one_would_be(tmp_path)
         DemoSettings(standin="random")
 
 
+def test_the_whole_model_and_latency_systems_get_their_budgets_on_top_of_the_fine_tuning_config(tmp_path):
+    """A whole-model system: the config's frontend pruning settings moved to model_conf.pruning and the
+    encoder swapped for its prunable twin, all of it a valid ModelPruningConfig; a latency system: the
+    run's latency table, profiled by a step that its fine-tuning waits for."""
+    from espnet_prune.demo.direct_mode import direct_steps
+    from espnet_prune.pruning.config import ModelPruningConfig
+
+    settings = DemoSettings(systems=(System("dense"), System("whole_model", 0.8), System("hj_latency", 0.8)),
+                            lm_prunings=())
+    recipe = DemoRecipe(settings, DemoPaths(tmp_path, "asr"), progress=Recorder())
+    args = [str(arg) for arg in recipe.system_args(System("whole_model", 0.8))]
+    assert args[args.index("--encoder") + 1] == "pruned_transformer"
+    assert "pruning=null" in args
+    model_conf = [args[i + 1] for i, arg in enumerate(args) if arg == "--model_conf"]
+    values: dict = {}
+    for item in model_conf:
+        key, value = item.split("=", 1)
+        *parents, last = key.split(".")[1:]
+        target = values
+        for parent in parents:
+            target = target.setdefault(parent, {})
+        target[last] = yaml.safe_load(value)
+    config = ModelPruningConfig.from_dict(values)
+    assert (config.metric, config.target, config.reference_seconds) == ("macs", 0.8, settings.reference_seconds)
+    assert config.reg_lr == recipe.finetune_pruning["reg_lr"] and config.warmup_steps == settings.prune_warmup_steps
+    assert (config.decoding.beam_size, config.decoding.ctc_weight) == (settings.beam_size, 1.0)
+    args = [str(arg) for arg in recipe.system_args(System("hj_latency", 0.8))]
+    assert f"pruning.latency_table={recipe.paths.latency_table}" in args and "pruning.metric=latency" in args
+    steps = {step.name: step for step in direct_steps(recipe)}
+    assert steps["latency_table"].after == ("ssl_standin",)
+    assert "latency_table" in steps["train_hj_latency_0.80"].after
+    assert "latency_table" not in steps["train_whole_model_0.80"].after
+    no_latency = DemoRecipe(DemoSettings(systems=(System("dense"),), lm_prunings=()), DemoPaths(tmp_path, "asr"),
+                            progress=Recorder())
+    assert "latency_table" not in {step.name for step in direct_steps(no_latency)}
+
+
 def test_another_seed_fine_tunes_with_the_demo_seed_plus_its_own(tmp_path):
     settings = DemoSettings(systems=(System("dense"), System("hj_macs", 0.5, seed=2)), seed=10)
     recipe = DemoRecipe(settings, DemoPaths(tmp_path, "asr"), progress=Recorder())

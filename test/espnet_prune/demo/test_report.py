@@ -87,7 +87,8 @@ def test_latency_is_the_whole_decode_of_each_system(tmp_path, monkeypatch):
     monkeypatch.setattr(report, "time_decodes", fake_time_decodes)
     decode_config = read_decode_config("egs2/espeak_demo/asr1/conf/decode_asr.yaml", {"beam_size": 2})
     latency = report.decode_latency("asr", systems, decode_config, 0.1 * torch.randn(1, 8000), rounds=3)
-    assert latency == {"deep": 250.0, "shallow": 125.0}
+    assert latency == {"deep": {"decode_ms": 250.0, "frontend_ms": 100.0},
+                       "shallow": {"decode_ms": 125.0, "frontend_ms": 50.0}}
     for name, layers in (("deep", 3), ("shallow", 1)):
         decoder, result, rounds, warmup = seen[name]
         assert isinstance(decoder, Speech2Text) and decoder.beam_search.beam_size == 2

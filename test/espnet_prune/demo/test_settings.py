@@ -30,6 +30,27 @@ def test_systems_name_themselves_and_set_the_pruning_of_the_frontend():
     assert "pruning.target=0.7" in transformer and "pruning.metric=macs" in transformer
 
 
+def test_a_whole_model_system_moves_the_budget_to_model_conf_and_a_latency_system_names_its_table():
+    whole = demo_settings.parse_system("whole_model:0.8")
+    assert whole == System("whole_model", 0.8) and whole.name == "whole_model_0.80"
+    assert whole.frontend_overrides(10) == ["pruning=null"]  # the frontend takes no budget of its own
+    overrides = whole.model_overrides({"preset": "hj_macs0.6", "reg_lr": 0.05, "units": ["conv", "head"]}, 10,
+                                      beam_size=4, tokens_per_second=18.0)
+    assert overrides == ["pruning.preset=hj_macs0.6", "pruning.reg_lr=0.05", 'pruning.units=["conv","head"]',
+                         "pruning.warmup_steps=10", "pruning.metric=macs", "pruning.target=0.8",
+                         "pruning.decoding.beam_size=4", "pruning.decoding.tokens_per_second=18.0",
+                         "pruning.decoding.ctc_weight=1.0"]
+    assert all(" " not in item for item in overrides)  # they pass through asr.sh's --asr_args
+    assert System("hj_macs", 0.8).model_overrides({}, 10, 4, 18.0) == []
+    latency = demo_settings.parse_system("hj_latency:0.7")
+    assert latency.frontend_overrides(10, latency_table="/t.json") == [
+        "pruning.warmup_steps=10", "pruning.metric=latency", "pruning.target=0.7", "pruning.latency_table=/t.json"]
+    with pytest.raises(ValueError, match="needs latency_table"):
+        latency.frontend_overrides(10)
+    for method in demo_settings.WHOLE_MODEL_METHODS + demo_settings.LATENCY_METHODS:
+        assert method in demo_settings.METHODS and method in {system.method for system in DemoSettings().systems}
+
+
 def test_another_seed_is_another_system_spelled_with_at():
     system = demo_settings.parse_system("hj_macs:0.5@2")
     assert system == System("hj_macs", 0.5, seed=2) and system.name == "hj_macs_0.50_seed2"
@@ -94,7 +115,7 @@ def test_settings_are_checked():
         DemoSettings(batch_size=0)
     assert not DemoSettings(task="slu").uses_lm and DemoSettings().uses_lm
     assert DemoSettings().as_dict()["systems"] == ["dense", "hj_macs_0.80", "hj_params_0.84", "separate_0.80",
-                                                  "transformer_only_0.80"]
+                                                  "transformer_only_0.80", "whole_model_0.80", "hj_latency_0.80"]
 
 
 def test_a_multi_size_system_names_its_sizes_and_resolves_to_targets_with_holds():

@@ -230,3 +230,25 @@ def test_profile_latency_cli_writes_a_table_for_a_checkpoint(config, tmp_path, c
     # Monotone pieces: the smallest structure costs no more than the dense one.
     smallest = {"conv": [1] * 7, "head": [0, 0, 0], "interm": [0, 0, 0]}
     assert latency.predict_latency(table, config, smallest)["total"] <= dense
+
+
+def test_profile_latency_reads_an_architecture_file_and_names_a_bad_one(config, tmp_path, capsys):
+    """``--arch FILE.json`` (the ssl_encoder.json beside an extracted encoder, as the demo profiles its
+    stand-in) profiles that architecture; a missing or malformed file is a named error."""
+    arch, output = tmp_path / "ssl_encoder.json", tmp_path / "table.json"
+    arch.write_text(json.dumps(config.to_dict()))
+    threads = torch.get_num_threads()
+    try:
+        profile_latency.main(["--arch", str(arch), "--threads", "1", "--seconds", "0.5", "--rounds", "1",
+                              "--output", str(output)])
+    finally:
+        torch.set_num_threads(threads)
+    latency.check_table(latency.load_table(output), config, 0.5, 1)
+    for content, message in ((None, "does not exist"), ("{", "is not JSON"), ("[1]", "must hold a mapping")):
+        bad = tmp_path / "bad.json"
+        bad.unlink(missing_ok=True)
+        if content is not None:
+            bad.write_text(content)
+        with pytest.raises(SystemExit):
+            profile_latency.main(["--arch", str(bad), "--output", str(tmp_path / "never.json")])
+        assert message in capsys.readouterr().err and not (tmp_path / "never.json").exists()
