@@ -2,7 +2,7 @@
 
     python -m espnet_prune.bin.benchmark_latency [--arch wav2vec2_base] [--threads 1,2] \\
         [--targets 0.7,0.5] [--seconds 4] [--align 8] [--trainer espnet] [--warmup_steps 40] \\
-        [--reg_lr 0.5] [--rounds 7] [--json out.json]
+        [--reg_lr 0.4] [--rounds 7] [--json out.json]
 
 For every thread count, in one run:
 
@@ -68,7 +68,7 @@ TRAINERS = ("espnet", "none")
 LETTERS = "abcdefgh"
 #: Defaults of the options (one source of truth for :func:`run` and the command line).
 DEFAULTS = dict(threads="1,2", targets="0.7,0.5", seconds=4.0, align=8, rounds=7, profile_rounds=5,
-                trainer="espnet", warmup_steps=40, reg_lr=0.5, utterances=4, train_threads=1, tolerance=0.05)
+                trainer="espnet", warmup_steps=40, reg_lr=0.4, utterances=4, train_threads=1, tolerance=0.05)
 
 
 def steps_for(warmup_steps: int) -> int:
