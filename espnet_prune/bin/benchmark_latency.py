@@ -189,10 +189,11 @@ class ESPnetPruner:
                  table_path: Path) -> Tuple[SSLEncoder, Dict[str, Any]]:
         """Train, export and load the compact encoder of one budget; returns it and the export
         report's entry of the budget (``exported``, ``reached``, ...)."""
-        from espnet2.tasks.asr import ASRTask
+        with contextlib.redirect_stdout(sys.stderr):  # ESPnet's imports print notes: stdout is the results
+            from espnet2.tasks.asr import ASRTask
 
-        from espnet_prune import register
-        from espnet_prune.bin import export as export_cli
+            from espnet_prune import register
+            from espnet_prune.bin import export as export_cli
 
         work = self.work / name
         if work.exists():
@@ -351,7 +352,8 @@ def format_threads(threads: str, entry: Dict[str, Any], tolerance: float) -> str
         within = {True: "yes", False: "no"}.get(s.get("within_tolerance"), "-")
         target = "-" if s["target"] is None else f"{s['target']:g}"
         missed = "*" if s["budget_reached"] is False else " "
-        lines.append(f"{s['system']:<22}{target:>7}{s['exported_budget_ratio']:>8.3f}{missed}{s['macs_ratio']:>7.3f}"
+        trained = "-" if s["metric"] == "none" else f"{s['exported_budget_ratio']:.3f}"
+        lines.append(f"{s['system']:<22}{target:>7}{trained:>8}{missed}{s['macs_ratio']:>7.3f}"
                      f"{s['predicted_latency_ratio']:>11.3f}{s['latency_ratio_median']:>10.3f}"
                      f"{s['latency_ratio_fastest']:>9.3f}{s['speedup_per_mac_cut']:>18.3f}  {within}")
     return "\n".join(lines)
