@@ -1,15 +1,20 @@
-"""What asr.sh / slu.sh stages 10-12 run, as launcher commands, for the end-to-end tests.
+"""What asr.sh / slu.sh stages 10-12 run, as launcher commands, for the end-to-end tests (stages 10-11
+from :mod:`espnet_prune.utils.recipe_steps`).
 
 Every step goes through ``python -m espnet_prune -m espnet2.bin.<tool>`` exactly as the
 recipes do with ``--python "python3 -m espnet_prune"``.
 """
 
-import subprocess
-import sys
 from pathlib import Path
-from typing import Dict, List, Sequence
+from typing import Dict, Sequence
 
 import yaml
+
+from espnet_prune.utils.recipe_steps import collect_stats, data_args, launch, token_args, train
+
+#: Stages 10-11 live in the package (``benchmark_latency`` runs them too); re-exported for the tests.
+__all__ = ["NO_PLOTS", "TINY_ARCH", "collect_stats", "data_args", "decode", "launch", "token_args", "train",
+           "training_config", "write_config"]
 
 #: A wav2vec2-architecture encoder small enough to train in seconds on CPU (total stride 320).
 TINY_ARCH = dict(
@@ -72,64 +77,6 @@ def write_config(path: Path, config: Dict) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(config), encoding="utf-8")
     return path
-
-
-def launch(args: Sequence[str], cwd: Path, log: Path) -> subprocess.CompletedProcess:
-    """``python -m espnet_prune ARGS`` with the output kept in ``log``; raises with its tail on failure."""
-    with open(log, "w", encoding="utf-8") as out:
-        result = subprocess.run([sys.executable, "-m", "espnet_prune", *map(str, args)], cwd=cwd,
-                                stdout=out, stderr=subprocess.STDOUT)
-    if result.returncode != 0:
-        tail = log.read_text(encoding="utf-8", errors="replace")[-4000:]
-        raise AssertionError(f"{' '.join(map(str, args))} failed ({result.returncode}):\n{tail}")
-    return result
-
-
-def data_args(option: str, data_dir: Path, text_files: Sequence[str]) -> List[str]:
-    args = [option, f"{data_dir}/wav.scp,speech,sound"]
-    for name in text_files:
-        args += [option, f"{data_dir}/{name},{name},text"]
-    return args
-
-
-def token_args(token_list: Path, nlsyms: Path = None) -> List[str]:
-    return ["--use_preprocessor", "true", "--token_type", "char", "--token_list", token_list,
-            "--non_linguistic_symbols", nlsyms or "none", "--cleaner", "none", "--g2p", "none"]
-
-
-def collect_stats(task: str, work: Path, data: Dict[str, Path], config: Path, text_files: Sequence[str],
-                  extra: Sequence[str] = ()) -> Path:
-    """Stage 10: ``<task>_train --collect_stats true`` then ``aggregate_stats_dirs``."""
-    stats = work / f"{task}_stats"
-    launch([
-        "-m", f"espnet2.bin.{task}_train", "--collect_stats", "true",
-        *token_args(data["token_list"], data.get("nlsyms")),
-        *data_args("--train_data_path_and_name_and_type", data["train"], text_files),
-        *data_args("--valid_data_path_and_name_and_type", data["valid"], text_files),
-        "--train_shape_file", data["train"] / "wav.scp", "--valid_shape_file", data["valid"] / "wav.scp",
-        "--output_dir", stats / "logdir" / "stats.1", "--config", config, "--frontend_conf", "fs=16k", *extra,
-    ], work, work / f"{task}_stats.log")
-    launch(["-m", "espnet2.bin.aggregate_stats_dirs", "--input_dir", stats / "logdir" / "stats.1",
-            "--output_dir", stats], work, work / f"{task}_aggregate.log")
-    return stats
-
-
-def train(task: str, work: Path, data: Dict[str, Path], config: Path, stats: Path, text_files: Sequence[str],
-          output_dir: Path, extra: Sequence[str] = ()) -> Path:
-    """Stage 11: ``<task>_train`` on the shapes from stage 10."""
-    shape_args = []
-    for split in ("train", "valid"):
-        shape_args += [f"--{split}_shape_file", stats / split / "speech_shape"]
-        for name in text_files:
-            shape_args += [f"--{split}_shape_file", stats / split / f"{name}_shape.char"]
-    launch([
-        "-m", f"espnet2.bin.{task}_train", *token_args(data["token_list"], data.get("nlsyms")),
-        *data_args("--train_data_path_and_name_and_type", data["train"], text_files),
-        *data_args("--valid_data_path_and_name_and_type", data["valid"], text_files),
-        *shape_args, "--resume", "true", "--fold_length", "80000", *(["--fold_length", "150"] * len(text_files)),
-        "--output_dir", output_dir, "--config", config, "--frontend_conf", "fs=16k", *extra,
-    ], work, work / f"{output_dir.name}.log")
-    return output_dir
 
 
 def decode(task: str, work: Path, data_dir: Path, train_config: Path, model_file: Path, output_dir: Path,

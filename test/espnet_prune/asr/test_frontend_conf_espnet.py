@@ -7,6 +7,7 @@ import torch
 import yaml
 
 from espnet_prune import register
+from espnet_prune.utils.recipe_steps import LaunchError
 from test.espnet_prune.asr.recipe_steps import NO_PLOTS, TINY_ARCH, collect_stats, train, training_config
 
 #: ESPnet training runs: deselected by ``pytest -m "not slow"``, run by ``make test``.
@@ -52,7 +53,7 @@ def test_a_wrong_type_fails_by_name_before_the_first_step(tmp_path, asr_corpus):
     config = tmp_path / "train.yaml"
     config.write_text(config_text(encoder_dropout="'0.1'"), encoding="utf-8")
     # The model is built before the data are read: no stage 10 needed to reach the check.
-    with pytest.raises(AssertionError, match="failed"):
+    with pytest.raises(LaunchError, match="failed"):
         train("asr", tmp_path, asr_corpus, config, tmp_path / "no_stats", ["text"], tmp_path / "exp")
     log = (tmp_path / "exp.log").read_text(encoding="utf-8")
     assert ("ValueError: arch.encoder_dropout must be a number, got str '0.1' (a quoted number is a string: "
