@@ -223,7 +223,7 @@ def markdown_table(rows: Mapping[str, Mapping[str, Any]], reference: str) -> str
     header = ["system", "decode", "RTF", f"speed-up vs {reference}", "frontend share", "frontend speed-up",
               "frontend MAC cut", "speed-up / MAC cut", "tokens"] + error_names + (
                   ["best path vs beam search"] if over_beam else []) + (
-                  ["predicted cut (whole decode MACs)", "speed-up / predicted cut", "paired speed-up",
+                  ["predicted cut (in the budget's metric)", "speed-up / predicted cut", "paired speed-up",
                    "paired speed-up / predicted cut"] if predicted else []) + (
                   ["identical hyps vs PyTorch", "features rel. L2"] if onnx else [])
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
