@@ -282,7 +282,7 @@ def profile_shape(shape: str, arch: Union[str, Dict[str, Any]], seconds: float, 
     does for an experiment) and write it to ``work_dir/decode_latency.json``."""
     from espnet_prune.inference.budget_shapes import budget_pruning, whole_model_train_config
     from espnet_prune.inference.decode_profile import profile_decode
-    from espnet_prune.pruning.decode_latency import save_table
+    from espnet_prune.pruning.decode_latency import describe, save_table
 
     pruning = budget_pruning(["frontend", "encoder", "decoder", "ctc"], 0.5, seconds, decode_config, tokens)
     config = whole_model_train_config(shape, arch, vocabulary or shapes.VOCABULARY[shape], small, pruning)
@@ -291,10 +291,7 @@ def profile_shape(shape: str, arch: Union[str, Dict[str, Any]], seconds: float, 
                            progress=lambda line: print(f"decode latency table: {line}", flush=True))
     path = work_dir / "decode_latency.json"
     save_table(table, path)
-    print("decode latency table: " + ", ".join(f"{part} {fit['fixed_ms']:.0f} ms + {fit['ms_per_gmac']:.2f} ms/GMAC"
-                                               for part, fit in table["fit"].items())
-          + f", rest {table['rest_ms']:.0f} ms, largest error at a profiled structure "
-          f"{100 * table['max_rel_error']:.1f}%", flush=True)
+    print(f"decode latency table: {describe(table)}", flush=True)
     return path
 
 
@@ -483,7 +480,9 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
                     table = profile_shape(args.shape, parse_arch(args.arch), seconds, args.tokens, args.vocabulary,
                                           args.small, Path(work_dir), args.device, decode_config, args.rounds)
                 if table is not None:
-                    latency_table = json.loads(Path(table).read_text(encoding="utf-8"))
+                    from espnet_prune.pruning.decode_latency import load_table
+
+                    latency_table = load_table(table, "--latency_table")
                 budgeted, predicted = budget_decoders(
                     args.shape, args.whole_targets, parse_arch(args.arch), seconds, args.tokens,
                     args.vocabulary, args.small, Path(work_dir), args.device, decode_config,

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from espnet_prune.inference.decode_profile import DEFAULT_POINTS, profile_decode
-from espnet_prune.pruning.decode_latency import save_table
+from espnet_prune.pruning.decode_latency import describe, save_table
 from espnet_prune.utils.device_options import add_device_arguments, apply_device_arguments
 
 
@@ -63,10 +63,7 @@ def main(cmd: Optional[Sequence[str]] = None) -> None:
         parser.exit(1, f"{parser.prog}: error: {error}\n")
     args.output.parent.mkdir(parents=True, exist_ok=True)
     save_table(table, args.output)
-    fit = ", ".join(f"{part} {value['fixed_ms']:.1f} ms + {value['ms_per_gmac']:.2f} ms/GMAC"
-                    for part, value in table["fit"].items())
-    print(f"{args.output}: {fit}, rest {table['rest_ms']:.1f} ms; largest error at a measured structure "
-          f"{100 * table['max_rel_error']:.1f}%")
+    print(f"{args.output}: {describe(table)}")
 
 
 if __name__ == "__main__":

@@ -149,7 +149,7 @@ def model_cost(controller, compact: Dict[str, Any]) -> ModelCost:
     (``{part: structure}``), in MACs and parameters, and with a decode latency table also in the
     milliseconds it predicts (``latency``)."""
     dense, pruned = controller.part, controller.part.with_structure(compact)
-    metrics = ("macs", "params") + (("latency",) if getattr(dense, "latency_fits", None) is not None else ())
+    metrics = ("macs", "params") + (("latency",) if dense.latency_fits is not None else ())
     before = {metric: {k: float(v) for k, v in metric_cost(metric, dense).items()} for metric in metrics}
     after = {metric: {k: float(v) for k, v in metric_cost(metric, pruned).items()} for metric in metrics}
     decoding = controller.pruning.decoding

@@ -145,6 +145,14 @@ def check_table(table: Mapping[str, Any], dense_gmacs: Mapping[str, float], deco
                              f"decode, this model's {gmacs:.4f}")
     device_notes(table["measured_on"], where)
 
+def describe(table: Mapping[str, Any]) -> str:
+    """One line: every part's fit, the fixed rest and the fit's largest error at a measured structure."""
+    fits = ", ".join(f"{part} {fit['fixed_ms']:.1f} ms + {fit['ms_per_gmac']:.2f} ms/GMAC"
+                     for part, fit in table["fit"].items())
+    return (f"{fits}, rest {table['rest_ms']:.1f} ms; largest error at a measured structure "
+            f"{100 * table['max_rel_error']:.1f}%")
+
+
 def part_fits(table: Mapping[str, Any]) -> Dict[str, Fit]:
     """``{part: (fixed_ms, ms_per_gmac)}`` of every timed part, and ``ctc``: ``(rest_ms, 0)``."""
     fits = {part: (float(fit["fixed_ms"]), float(fit["ms_per_gmac"])) for part, fit in table["fit"].items()}
