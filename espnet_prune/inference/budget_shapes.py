@@ -73,16 +73,17 @@ def decode_pricing(pruning: Mapping[str, Any], every: Sequence[str]) -> Dict[str
 def compact_experiment(gated_config: Path, target: float, directory: Path, seed: int = 0, task: str = "asr"
                        ) -> Tuple[Path, Path, Dict[str, Any]]:
     """Build the gated model of ``gated_config`` (an experiment's ``config.yaml`` with
-    ``model_conf.pruning`` whose target is ``target``; random weights from ``seed``), set its gates to
-    ``target`` of its budget
-    (:func:`gates_at_budget`), compact it with the deterministic (budget-matching) structure and
-    write it as an experiment in ``directory``.
+    ``model_conf.pruning`` whose target is ``target``; random weights from ``seed``; built by ESPnet's
+    ``task``, ``asr`` or ``slu``), set its gates to ``target`` of its budget (:func:`gates_at_budget`),
+    compact it with the deterministic (budget-matching) structure and write it as an experiment in
+    ``directory``.
 
     Returns:
         ``config.yaml``, the model file and ``{"budget_ratio": the structure's ratio of its budget,
-        "decode_ratio": the whole decode's MACs over the dense ones, "gmacs": {part: GMACs in the
-        decode}, "dense_gmacs", "<part>_ratio": each part's MAC ratio}``, with a latency table also
-        ``"latency_ms"`` / ``"dense_latency_ms"`` (the whole decode's predicted milliseconds).
+        "minimum_ratio": the lowest ratio of its budget the gated units can reach, "decode_ratio": the whole
+        decode's MACs over the dense ones, "gmacs": {part: GMACs in the decode}, "dense_gmacs", "<part>_ratio":
+        each part's MAC ratio}``, with a latency table also ``"latency_ms"`` / ``"dense_latency_ms"`` (the whole
+        decode's predicted milliseconds).
     """
     from espnet2.utils.yaml_no_alias_safe_dump import yaml_no_alias_safe_dump
 
@@ -104,6 +105,7 @@ def compact_experiment(gated_config: Path, target: float, directory: Path, seed:
     dense = priced.macs()
     model.eval()
     budget_ratio = controller.deterministic_ratios()["total"]
+    minimum_ratio = float(controller.minimum_ratios()["total"])
     structures = compact_model(model)
     compact = {"frontend": model.frontend.encoder.config}
     for name in ("encoder", "decoder"):
@@ -112,7 +114,8 @@ def compact_experiment(gated_config: Path, target: float, directory: Path, seed:
     found = priced.with_structure(compact).macs()
     names = list(model_tables(model))
     info: Dict[str, Any] = {
-        "budget_ratio": budget_ratio, "decode_ratio": float(found["total"]) / float(dense["total"]),
+        "budget_ratio": budget_ratio, "minimum_ratio": minimum_ratio,
+        "decode_ratio": float(found["total"]) / float(dense["total"]),
         "gmacs": {name: float(found[name]) / 1e9 for name in names},
         "dense_gmacs": {name: float(dense[name]) / 1e9 for name in names},
         **{f"{name}_ratio": float(found[name]) / float(dense[name]) if dense[name] else 1.0 for name in names}}

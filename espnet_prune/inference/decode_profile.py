@@ -189,15 +189,15 @@ def profile_decode(train_config: Path, work_dir: Path, points: Sequence[float] =
             yaml.safe_dump({**config, "model_conf": {**config["model_conf"], "pruning": budget}}, f, sort_keys=False)
         return path
 
-    model, _ = task_class(task).build_model_from_file(str(gated_config("dense", 1.0)), None, "cpu")
-    floor = float(model.controller.minimum_ratios()["total"]) + FLOOR_MARGIN
-    del model
     decoders, gmacs, fractions = {}, {}, []
+    floor = 1.0  # set by the dense structure, the first point
     for point in points:
         fraction = round(floor + point * (1.0 - floor), 4)
         name = f"macs{fraction:g}"
         path, model_file, info = compact_experiment(gated_config(name, fraction), fraction, work_dir / name,
                                                     task=task)
+        if not fractions:
+            floor = info["minimum_ratio"] + FLOOR_MARGIN
         gmacs[name] = info["gmacs"]
         fractions.append(fraction)
         decoders[name] = build_decoder(task, DecodeSystem(name, path, model_file), options, device)
