@@ -160,7 +160,7 @@ class System:
         overrides = [f"pruning.warmup_steps={warmup_steps}"]
         if self.method == "hj_macs":
             return overrides + ["pruning.metric=macs", f"pruning.target={self.target}"]
-        if self.method == "hj_latency":
+        if self.method in LATENCY_METHODS:
             if latency_table is None:
                 raise ValueError(f"{self.name} needs latency_table (its budget is a latency)")
             return overrides + ["pruning.metric=latency", f"pruning.target={self.target}",
