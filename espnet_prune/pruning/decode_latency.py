@@ -129,11 +129,11 @@ def check_table(table: Mapping[str, Any], dense_gmacs: Mapping[str, float], deco
         dense_gmacs: ``{part: dense GMACs}`` of the covered timed parts of the pruned model.
         decoding: the budget's ``decoding`` (beam size, tokens per second, CTC weight).
     """
-    if abs(float(table["reference_seconds"]) - float(reference_seconds)) > 1e-9:
+    if not abs(float(table["reference_seconds"]) - float(reference_seconds)) <= 1e-9:  # NaN too
         raise ValueError(f"{where} was measured for {table['reference_seconds']} s utterances, the budget is priced "
                          f"for reference_seconds {reference_seconds}")
     for key, value in decoding.items():
-        if key not in table["decoding"] or abs(float(table["decoding"][key]) - float(value)) > 1e-9:
+        if key not in table["decoding"] or not abs(float(table["decoding"][key]) - float(value)) <= 1e-9:
             raise ValueError(f"{where} was measured with decoding.{key} {table['decoding'].get(key)}, the budget "
                              f"is priced for {value}")
     for part, gmacs in dense_gmacs.items():

@@ -63,6 +63,8 @@ def test_bad_tables_are_named(tmp_path):
     decode_latency.check_table(table, dense, DECODING, 5.0)
     with pytest.raises(ValueError, match="measured for 5.0 s utterances"):
         decode_latency.check_table(table, dense, DECODING, 4.0)
+    with pytest.raises(ValueError, match="measured for nan s utterances"):
+        decode_latency.check_table({**table, "reference_seconds": float("nan")}, dense, DECODING, 5.0)
     with pytest.raises(ValueError, match="decoding.beam_size 10, the budget is priced for 4"):
         decode_latency.check_table(table, dense, {**DECODING, "beam_size": 4}, 5.0)
     with pytest.raises(ValueError, match="measured on another model: its dense encoder"):
